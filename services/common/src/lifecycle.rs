@@ -1,0 +1,123 @@
+//! Health, readiness and graceful shutdown, the same in every service.
+//! Readiness turns 503 as soon as draining starts, so a load balancer stops
+//! sending new work before the listener closes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Checks a service's dependencies (broker, table, bucket); `Err` says which.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// Shared health state: a service's readiness check and its draining flag.
+#[derive(Clone)]
+pub struct Health {
+    service: &'static str,
+    draining: Arc<AtomicBool>,
+    check: ReadyCheck,
+}
+
+impl Health {
+    /// Health for `service`, ready when `check` passes and not draining.
+    pub fn new(service: &'static str, check: ReadyCheck) -> Self {
+        Self {
+            service,
+            draining: Arc::new(AtomicBool::new(false)),
+            check,
+        }
+    }
+
+    /// Marks the service as draining: readiness answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once draining started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Runs the readiness check unless draining.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("draining".into());
+        }
+        (self.check)().await
+    }
+
+    /// `/health/live`, `/health/ready` and the reference platform's `/health`.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready))
+            .route("/health", get(ready))
+            .with_state(self)
+    }
+}
+
+async fn live(State(health): State<Health>) -> Response {
+    Json(json!({"status": "alive", "service": health.service})).into_response()
+}
+
+async fn ready(State(health): State<Health>) -> Response {
+    match health.ready().await {
+        Ok(()) => Json(json!({"status": "healthy", "service": health.service})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "service": health.service, "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, draining"),
+        () = term => tracing::info!("SIGTERM received, draining"),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then marks
+/// `health` draining (readiness 503), stops accepting, and lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            health.start_draining();
+        })
+        .await
+}

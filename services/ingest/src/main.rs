@@ -1,0 +1,15 @@
+//! The `ingest` binary: reads the environment and serves until SIGTERM.
+
+use event_common::config::Env;
+use event_common::{lifecycle, telemetry};
+use ingest::IngestConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = Env::from_process();
+    telemetry::init_tracing(&env);
+    let config =
+        IngestConfig::from_env(&env).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
+    ingest::run(config, listener, lifecycle::shutdown_signal()).await
+}
