@@ -1,1 +1,10 @@
-//! placeholder
+//! `provision`: runs the Event Platform on this machine (`provision dev`) and
+//! mints development tokens (`provision token`).
+//!
+//! - [`cli`]: one clap module per subcommand.
+//! - [`dev`]: the whole platform in one process: an embedded Kafka-protocol
+//!   broker on loopback and the services behind one port with the load
+//!   balancer's path rules.
+
+pub mod cli;
+pub mod dev;

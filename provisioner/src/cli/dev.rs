@@ -1,0 +1,34 @@
+//! `provision dev`: the platform on one machine, no AWS account, no Docker.
+
+use clap::Args;
+use event_common::config::Env;
+use event_common::{lifecycle, telemetry};
+
+use crate::dev::{DevOptions, DevPlatform};
+
+/// Options of `provision dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port of the front door (the load balancer's place), on 127.0.0.1.
+    #[arg(long, env = "EVENT_PLATFORM_DEV_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Partitions of the events topic on the embedded broker.
+    #[arg(long, env = "EVENT_PLATFORM_DEV_PARTITIONS", default_value_t = 4)]
+    partitions: i32,
+}
+
+impl DevArgs {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let env = Env::from_process().with("ENVIRONMENT", "development");
+        telemetry::init_tracing(&env);
+        let platform = DevPlatform::start(DevOptions {
+            port: self.port,
+            partitions: self.partitions,
+        })
+        .await?;
+        println!("{}", platform.banner());
+        platform.serve(lifecycle::shutdown_signal()).await?;
+        println!("event platform stopped");
+        Ok(())
+    }
+}

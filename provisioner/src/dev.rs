@@ -1,0 +1,202 @@
+//! The platform in one process, for a newcomer's first run and for tests.
+//!
+//! The broker is librdkafka's mock cluster: a Kafka-protocol broker that
+//! listens on loopback, so `kcat` or any Kafka client can connect to it.
+//! The services run in-process behind one port, routed by the same path
+//! rules the load balancer has in AWS.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use event_common::auth::{self, JwtConfig};
+use event_common::lifecycle::{self, Health};
+use event_common::problem::Problem;
+use event_common::telemetry;
+use ingest::{Ingest, IngestConfig};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tower::ServiceExt;
+
+/// Topic names, as in the reference platform.
+pub const EVENTS_TOPIC: &str = "events.raw";
+/// Dead-letter topic.
+pub const DLQ_TOPIC: &str = "events.dlq";
+
+/// Options of the local platform.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Front door port on 127.0.0.1 (0 picks a free one).
+    pub port: u16,
+    /// Partitions of the events topic.
+    pub partitions: i32,
+}
+
+/// A running local platform. Not `Send`: the embedded broker lives on the
+/// task that started it.
+pub struct DevPlatform {
+    broker: MockCluster<'static, DefaultProducerContext>,
+    listener: tokio::net::TcpListener,
+    ingest: Ingest,
+    token: String,
+}
+
+impl DevPlatform {
+    /// Starts the broker and the services; the front door listens when this
+    /// returns, and serves once [`DevPlatform::serve`] is called.
+    pub async fn start(options: DevOptions) -> anyhow::Result<Self> {
+        let broker = MockCluster::new(1).context("starting the embedded broker")?;
+        broker
+            .create_topic(EVENTS_TOPIC, options.partitions, 1)
+            .context("creating events.raw")?;
+        broker
+            .create_topic(DLQ_TOPIC, 1, 1)
+            .context("creating events.dlq")?;
+        let bootstrap = broker.bootstrap_servers();
+
+        let ingest = Ingest::new(&IngestConfig::for_dev(&bootstrap, EVENTS_TOPIC))
+            .context("starting ingest")?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .with_context(|| {
+                format!(
+                    "binding 127.0.0.1:{} (choose another with --port)",
+                    options.port
+                )
+            })?;
+        let token = auth::mint(
+            &JwtConfig::for_dev(),
+            "dev-user",
+            Duration::from_secs(24 * 3600),
+            None,
+        )?;
+        Ok(Self {
+            broker,
+            listener,
+            ingest,
+            token,
+        })
+    }
+
+    /// The front door's URL.
+    pub fn url(&self) -> String {
+        match self.listener.local_addr() {
+            Ok(addr) => format!("http://{addr}"),
+            Err(_) => "http://127.0.0.1".into(),
+        }
+    }
+
+    /// The embedded broker's bootstrap address.
+    pub fn bootstrap_servers(&self) -> String {
+        self.broker.bootstrap_servers()
+    }
+
+    /// A development JWT, valid for a day.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// What a newcomer needs to start sending events.
+    pub fn banner(&self) -> String {
+        let url = self.url();
+        format!(
+            "event platform running\n\
+             \x20 front door:  {url}  (/events, /v1/events, /health/ready, /metrics, /openapi.json)\n\
+             \x20 broker:      {broker}  (topics {EVENTS_TOPIC}, {DLQ_TOPIC}; try: kcat -b {broker} -t {EVENTS_TOPIC} -C)\n\
+             \x20 dev JWT:     {token}\n\
+             \x20 try:         curl -s -X POST {url}/events -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n\
+             \x20                -d '{{\"event_type\":\"page_view\",\"user_id\":\"user-001\",\"payload\":{{\"page\":\"/home\"}}}}'\n\
+             Ctrl-C drains and stops.",
+            broker = self.bootstrap_servers(),
+            token = self.token,
+        )
+    }
+
+    /// Serves until `shutdown` resolves, then drains and stops every part.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let platform_health = platform_health(vec![self.ingest.health()]);
+        let front = front_door(self.ingest.router(), platform_health.clone());
+        lifecycle::serve(self.listener, front, platform_health, shutdown).await?;
+        self.ingest.close().await;
+        drop(self.broker);
+        Ok(())
+    }
+}
+
+/// Readiness of the whole platform: every service ready.
+fn platform_health(services: Vec<Health>) -> Health {
+    let services = Arc::new(services);
+    Health::new(
+        "platform",
+        Arc::new(move || {
+            let services = services.clone();
+            Box::pin(async move {
+                for service in services.iter() {
+                    service.ready().await?;
+                }
+                Ok(())
+            })
+        }),
+    )
+}
+
+/// The load balancer's path rules: `/events*` and `/v1/events*` to ingest,
+/// `/health*` to the platform's readiness, `/metrics` to the shared registry.
+fn front_door(ingest: Router, health: Health) -> Router {
+    let rules: Arc<Vec<(&'static str, Router)>> = Arc::new(vec![
+        ("/events*", ingest.clone()),
+        ("/v1/events*", ingest.clone()),
+        ("/openapi.json", ingest),
+    ]);
+    Router::new()
+        .merge(health.router())
+        .route("/metrics", get(telemetry::metrics_handler))
+        .fallback(move |req: Request| {
+            let rules = rules.clone();
+            async move { route(&rules, req).await }
+        })
+}
+
+async fn route(rules: &[(&'static str, Router)], req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    match rules
+        .iter()
+        .find(|(pattern, _)| matches_rule(pattern, &path))
+    {
+        Some((_, target)) => match target.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        },
+        None => Problem::not_found(&path).into_response(),
+    }
+}
+
+/// ALB path patterns: `*` at the end matches any suffix, otherwise exact.
+fn matches_rule(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == pattern,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_rule;
+
+    #[test]
+    fn path_rules_match_like_the_load_balancer() {
+        assert!(matches_rule("/events*", "/events"));
+        assert!(matches_rule("/events*", "/events/batch"));
+        assert!(!matches_rule("/events*", "/v1/events"));
+        assert!(matches_rule("/openapi.json", "/openapi.json"));
+        assert!(!matches_rule("/openapi.json", "/openapi.json/x"));
+    }
+}
