@@ -1,1 +1,26 @@
-//! placeholder
+//! Test support for the Event Platform's end-to-end tests, and the `loadgen`
+//! benchmark driver (`src/bin/loadgen.rs`).
+//!
+//! - [`backend`]: a real Kafka-protocol broker and a real AWS API emulator for
+//!   each test: local processes by default, containers when asked, or
+//!   endpoints given in the environment.
+//! - [`harness`]: starts a service on `127.0.0.1:0` against the backend.
+//! - [`kafka`]: reading back what landed on a topic.
+
+pub mod backend;
+pub mod harness;
+pub mod kafka;
+
+use uuid::Uuid;
+
+/// A name no other test uses: `prefix-<random>`, for topics, tables and buckets.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

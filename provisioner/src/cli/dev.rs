@@ -1,5 +1,7 @@
 //! `provision dev`: the platform on one machine, no AWS account, no Docker.
 
+use std::io::Write;
+
 use clap::Args;
 use event_common::config::Env;
 use event_common::{lifecycle, telemetry};
@@ -26,9 +28,10 @@ impl DevArgs {
             partitions: self.partitions,
         })
         .await?;
-        println!("{}", platform.banner());
+        // Write errors are ignored: a closed stdout (`| head`) must not stop the platform.
+        let _ = writeln!(std::io::stdout(), "{}", platform.banner());
         platform.serve(lifecycle::shutdown_signal()).await?;
-        println!("event platform stopped");
+        let _ = writeln!(std::io::stdout(), "event platform stopped");
         Ok(())
     }
 }

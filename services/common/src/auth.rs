@@ -122,8 +122,12 @@ impl JwtConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The subject: who sends. Rate limits are per subject.
+    // Defaults let the validator report a missing claim by name; it
+    // requires both, so the defaults never reach a handler.
+    #[serde(default)]
     pub sub: String,
     /// Expiry, seconds since the epoch.
+    #[serde(default)]
     pub exp: u64,
 }
 

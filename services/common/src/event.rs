@@ -284,49 +284,48 @@ fn validate_event(
 
     let mut fields = EventFields::default();
     for (key, value) in object.0 {
-        let canonical = match key.as_str() {
-            "occurred_at" => "timestamp",
-            "properties" => "payload",
-            other => other,
-        };
-        let slot = match canonical {
+        let slot = match key.as_str() {
             "event_id" => &mut fields.event_id,
             "event_type" => &mut fields.event_type,
             "user_id" => &mut fields.user_id,
-            "timestamp" => &mut fields.timestamp,
+            "timestamp" | "occurred_at" => &mut fields.timestamp,
             "sent_at" => &mut fields.sent_at,
-            "payload" => &mut fields.payload,
+            "payload" | "properties" => &mut fields.payload,
             _ => {
                 err(&key, "unknown field".into());
                 continue;
             }
         };
-        if slot.is_some() {
-            err(
-                &key,
-                format!("duplicate field (`{canonical}` given more than once)"),
-            );
-        } else {
-            *slot = Some(value);
+        match slot {
+            Some((first, _)) => {
+                let reason = format!("duplicate field (`{first}` already given)");
+                err(&key, reason);
+            }
+            None => *slot = Some((key, value)),
         }
     }
 
     let event_type = required_string(fields.event_type, "event_type", 128, &mut err);
     let user_id = required_string(fields.user_id, "user_id", 256, &mut err);
-    let event_id = optional_string(fields.event_id, "event_id", &mut err).and_then(|s| {
+    let event_id = optional_string(fields.event_id.as_ref(), &mut err).and_then(|s| {
         Uuid::parse_str(&s)
             .map_err(|_| err("event_id", "must be a UUID".into()))
             .ok()
     });
-    let timestamp = optional_time(fields.timestamp, "timestamp", &mut err);
-    let sent_at = optional_time(fields.sent_at, "sent_at", &mut err);
+    let timestamp = optional_time(fields.timestamp.as_ref(), &mut err);
+    let sent_at = optional_time(fields.sent_at.as_ref(), &mut err);
+    let timestamp_key = fields
+        .timestamp
+        .as_ref()
+        .map_or("timestamp", |(k, _)| k.as_str())
+        .to_string();
     let payload = match fields.payload {
         None => Some(empty_object()),
-        Some(raw) if raw.get() == "null" => Some(empty_object()),
-        Some(raw) if raw.get().starts_with('{') => {
+        Some((_, raw)) if raw.get() == "null" => Some(empty_object()),
+        Some((key, raw)) if raw.get().starts_with('{') => {
             if json_depth(raw.get().as_bytes()) > limits.max_payload_depth {
                 err(
-                    "payload",
+                    &key,
                     format!("nested deeper than {} levels", limits.max_payload_depth),
                 );
                 None
@@ -334,8 +333,8 @@ fn validate_event(
                 Some(raw)
             }
         }
-        Some(_) => {
-            err("payload", "must be a JSON object".into());
+        Some((key, _)) => {
+            err(&key, "must be a JSON object".into());
             None
         }
     };
@@ -345,7 +344,7 @@ fn validate_event(
             Some(c) => Some(c),
             None => {
                 err(
-                    "timestamp",
+                    &timestamp_key,
                     "out of range after clock-skew correction".into(),
                 );
                 None
@@ -379,14 +378,16 @@ fn validate_event(
     })
 }
 
+/// The fields of one event as the client sent them: the key it used (so that
+/// errors name `occurred_at` when that is what the client wrote) and the value.
 #[derive(Default)]
 struct EventFields {
-    event_id: Option<Box<RawValue>>,
-    event_type: Option<Box<RawValue>>,
-    user_id: Option<Box<RawValue>>,
-    timestamp: Option<Box<RawValue>>,
-    sent_at: Option<Box<RawValue>>,
-    payload: Option<Box<RawValue>>,
+    event_id: Option<(String, Box<RawValue>)>,
+    event_type: Option<(String, Box<RawValue>)>,
+    user_id: Option<(String, Box<RawValue>)>,
+    timestamp: Option<(String, Box<RawValue>)>,
+    sent_at: Option<(String, Box<RawValue>)>,
+    payload: Option<(String, Box<RawValue>)>,
 }
 
 fn empty_object() -> Box<RawValue> {
@@ -394,27 +395,26 @@ fn empty_object() -> Box<RawValue> {
 }
 
 fn optional_string(
-    raw: Option<Box<RawValue>>,
-    field: &str,
+    field: Option<&(String, Box<RawValue>)>,
     err: &mut impl FnMut(&str, String),
 ) -> Option<String> {
-    let raw = raw.filter(|r| r.get() != "null")?;
+    let (key, raw) = field.filter(|(_, r)| r.get() != "null")?;
     match serde_json::from_str::<String>(raw.get()) {
         Ok(s) => Some(s),
         Err(_) => {
-            err(field, "must be a string".into());
+            err(key, "must be a string".into());
             None
         }
     }
 }
 
 fn required_string(
-    raw: Option<Box<RawValue>>,
+    raw: Option<(String, Box<RawValue>)>,
     field: &str,
     max_chars: usize,
     err: &mut impl FnMut(&str, String),
 ) -> Option<String> {
-    let Some(raw) = raw.filter(|r| r.get() != "null") else {
+    let Some((_, raw)) = raw.filter(|(_, r)| r.get() != "null") else {
         err(field, "is required".into());
         return None;
     };
@@ -444,16 +444,16 @@ fn required_string(
 }
 
 fn optional_time(
-    raw: Option<Box<RawValue>>,
-    field: &str,
+    field: Option<&(String, Box<RawValue>)>,
     err: &mut impl FnMut(&str, String),
 ) -> Option<DateTime<Utc>> {
-    let s = optional_string(raw, field, err)?;
+    let s = optional_string(field, err)?;
     match DateTime::parse_from_rfc3339(&s) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {
+            let key = field.map_or("timestamp", |(k, _)| k.as_str());
             err(
-                field,
+                key,
                 "must be an RFC 3339 date-time, e.g. 2024-01-15T10:30:00Z".into(),
             );
             None

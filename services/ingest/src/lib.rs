@@ -42,6 +42,8 @@ pub struct Ingest {
 impl Ingest {
     /// Builds the service from `config`; connects lazily.
     pub fn new(config: &IngestConfig) -> Result<Self, PublishError> {
+        // Install the recorder now: anything counted before it exists is lost.
+        telemetry::prometheus();
         let publisher = Arc::new(KafkaPublisher::new(config)?);
         let limiter = rate_limit::SubjectLimiter::new(
             config.rate_limit_events_per_second,

@@ -1,0 +1,71 @@
+//! Services started in-process on `127.0.0.1:0` against the test backend.
+
+use std::time::Duration;
+
+use event_common::auth::{self, JwtConfig};
+use ingest::IngestConfig;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running ingest service; stops (draining) when dropped or on [`IngestServer::stop`].
+pub struct IngestServer {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// A valid token for subject `test-user`.
+    pub token: String,
+    /// The configuration it runs with.
+    pub config: IngestConfig,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl IngestServer {
+    /// Starts ingest publishing to `topic` on `bootstrap`, with development
+    /// settings changed by `tweak`.
+    pub async fn start(
+        bootstrap: &str,
+        topic: &str,
+        tweak: impl FnOnce(&mut IngestConfig),
+    ) -> anyhow::Result<Self> {
+        let mut config = IngestConfig::for_dev(bootstrap, topic);
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let token = auth::mint(&config.jwt, "test-user", Duration::from_secs(3600), None)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ingest::run(config.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            url,
+            token,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The development JWT settings the server verifies with.
+    pub fn jwt(&self) -> &JwtConfig {
+        &self.config.jwt
+    }
+
+    /// Stops the server: drains, flushes the producer, and returns how `run` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for IngestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `provision dev` as a user runs it: a real process that starts, takes an
+//! event through its front door onto the embedded broker, and exits 0 on
+//! SIGINT and on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use event_common::event::Event;
+use integration_tests::kafka::read_topic;
+
+struct Dev {
+    child: Child,
+    url: String,
+    broker: String,
+    token: String,
+}
+
+/// Starts `provision dev` with `args` and reads its banner.
+fn start(args: &[&str]) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .arg("dev")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("provision dev starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (mut url, mut broker, mut token) = (String::new(), String::new(), String::new());
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("banner line");
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("front") => url = words.nth(1).unwrap_or_default().to_string(),
+            Some("broker:") => broker = words.next().unwrap_or_default().to_string(),
+            Some("dev") => token = words.nth(1).unwrap_or_default().to_string(),
+            Some("Ctrl-C") => break,
+            _ => {}
+        }
+    }
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !broker.is_empty() && !token.is_empty(),
+        "banner: {url} {broker} {token}"
+    );
+    Dev {
+        child,
+        url,
+        broker,
+        token,
+    }
+}
+
+async fn post_event(dev: &Dev) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/events", dev.url))
+        .bearer_auth(&dev.token)
+        .header("content-type", "application/json")
+        .body(r#"{"event_type":"page_view","user_id":"user-001","payload":{"page":"/home"}}"#)
+        .send()
+        .await
+        .expect("front door answers");
+    assert_eq!(response.status(), 202);
+    let reply: serde_json::Value = response.json().await.expect("json");
+    reply["event_ids"][0].as_str().expect("an id").to_string()
+}
+
+/// Sends `signal` and waits for the exit status.
+fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args([signal, &dev.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = dev.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "provision dev did not exit after {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn dev_accepts_an_event_on_port_8080_and_exits_0_on_sigint() {
+    let dev = start(&[]);
+    assert_eq!(dev.url, "http://127.0.0.1:8080", "the default port is 8080");
+    let id = post_event(&dev).await;
+    let records = read_topic(&dev.broker, "events.raw", 1, Duration::from_secs(10))
+        .expect("read the embedded broker");
+    let event: Event = serde_json::from_slice(&records[0].value).expect("an event");
+    assert_eq!(event.event_id.to_string(), id);
+    let ready = reqwest::get(format!("{}/health/ready", dev.url))
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    assert!(stop(dev, "-INT").success(), "exit status 0 on SIGINT");
+}
+
+#[tokio::test]
+async fn dev_on_a_chosen_port_exits_0_on_sigterm() {
+    let port = integration_tests::free_port().expect("port").to_string();
+    let dev = start(&["--port", &port]);
+    assert!(dev.url.ends_with(&port));
+    post_event(&dev).await;
+    assert!(stop(dev, "-TERM").success(), "exit status 0 on SIGTERM");
+}
