@@ -70,7 +70,7 @@ pub enum Broker {
     /// Redpanda in a container.
     Container {
         /// The running container.
-        container: ContainerAsync<GenericImage>,
+        container: Box<ContainerAsync<GenericImage>>,
         /// Its bootstrap address on loopback.
         bootstrap: String,
     },
@@ -107,7 +107,7 @@ impl Broker {
                         "starting Redpanda with testcontainers (is a Docker engine running?)",
                     )?;
                 Ok(Self::Container {
-                    container,
+                    container: Box::new(container),
                     bootstrap: format!("127.0.0.1:{port}"),
                 })
             }
@@ -182,7 +182,7 @@ pub enum AwsEmulator {
     /// LocalStack or moto in a container.
     Container {
         /// The running container.
-        container: ContainerAsync<GenericImage>,
+        container: Box<ContainerAsync<GenericImage>>,
         /// Its URL.
         endpoint: String,
     },
@@ -234,7 +234,7 @@ impl AwsEmulator {
                     .await
                     .context("starting the AWS emulator with testcontainers (is a Docker engine running?)")?;
                 Self::Container {
-                    container,
+                    container: Box::new(container),
                     endpoint: format!("http://127.0.0.1:{port}"),
                 }
             }
