@@ -69,3 +69,31 @@ impl Drop for IngestServer {
         }
     }
 }
+
+/// The usual start of an ingest test: a broker, a fresh topic on it, and an
+/// ingest publishing there.
+pub struct IngestSetup {
+    /// The broker.
+    pub broker: crate::backend::Broker,
+    /// The test's own topic.
+    pub topic: String,
+    /// Ingest, publishing to `topic`.
+    pub server: IngestServer,
+}
+
+/// Starts a broker, creates a topic with `partitions`, and starts ingest on
+/// it with development settings changed by `tweak`.
+pub async fn ingest_with_broker(
+    partitions: i32,
+    tweak: impl FnOnce(&mut IngestConfig),
+) -> anyhow::Result<IngestSetup> {
+    let broker = crate::backend::Broker::start().await?;
+    let topic = crate::unique_name("events");
+    broker.create_topic(&topic, partitions).await?;
+    let server = IngestServer::start(&broker.bootstrap_servers(), &topic, tweak).await?;
+    Ok(IngestSetup {
+        broker,
+        topic,
+        server,
+    })
+}

@@ -9,10 +9,8 @@ use base64::Engine;
 use event_common::auth::{self, JwtConfig};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use integration_tests::backend::Broker;
-use integration_tests::harness::IngestServer;
+use integration_tests::harness::{ingest_with_broker, IngestSetup};
 use integration_tests::kafka::message_counts;
-use integration_tests::unique_name;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
@@ -504,12 +502,13 @@ fn cases(jwt: &JwtConfig) -> Vec<Case> {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_problem_and_never_reaches_the_topic() {
-    let broker = Broker::start().await.expect("broker");
-    let topic = unique_name("events");
-    broker.create_topic(&topic, 2).await.expect("topic");
-    let server = IngestServer::start(&broker.bootstrap_servers(), &topic, |_| {})
+    let IngestSetup {
+        broker,
+        topic,
+        server,
+    } = ingest_with_broker(2, |_| {})
         .await
-        .expect("ingest");
+        .expect("broker, topic and ingest");
     let cases = cases(server.jwt());
     assert!(cases.len() >= 40, "the suite has {} cases", cases.len());
 
@@ -576,15 +575,16 @@ async fn bad_input_gets_a_clear_problem_and_never_reaches_the_topic() {
 
 #[tokio::test]
 async fn over_the_rate_limit_gets_429_with_retry_after_and_nothing_more_is_published() {
-    let broker = Broker::start().await.expect("broker");
-    let topic = unique_name("events");
-    broker.create_topic(&topic, 1).await.expect("topic");
-    let server = IngestServer::start(&broker.bootstrap_servers(), &topic, |c| {
+    let IngestSetup {
+        broker,
+        topic,
+        server,
+    } = ingest_with_broker(1, |c| {
         c.rate_limit_events_per_second = 1;
         c.rate_limit_burst_events = 500;
     })
     .await
-    .expect("ingest");
+    .expect("broker, topic and ingest");
     let batch: Vec<String> = (0..500).map(|_| event("")).collect();
     let client = reqwest::Client::new();
     let send = |body: String| {

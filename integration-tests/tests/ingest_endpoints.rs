@@ -5,21 +5,20 @@ use std::io::Write;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use integration_tests::backend::Broker;
-use integration_tests::harness::IngestServer;
-use integration_tests::unique_name;
+use integration_tests::harness::{ingest_with_broker, IngestSetup};
 use serde_json::Value;
 
 #[tokio::test]
 async fn operational_endpoints_answer_as_documented() {
-    let broker = Broker::start().await.expect("broker");
-    let topic = unique_name("events");
-    broker.create_topic(&topic, 1).await.expect("topic");
-    let server = IngestServer::start(&broker.bootstrap_servers(), &topic, |c| {
+    let IngestSetup {
+        broker: _broker, // kept alive for the whole test
+        topic: _,
+        server,
+    } = ingest_with_broker(1, |c| {
         c.cors_allowed_origins = vec!["https://app.example".into()];
     })
     .await
-    .expect("ingest");
+    .expect("broker, topic and ingest");
     let client = reqwest::Client::new();
 
     assert_eq!(

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use event_common::event::Event;
-use integration_tests::backend::Broker;
-use integration_tests::harness::IngestServer;
+use integration_tests::harness::{ingest_with_broker, IngestServer, IngestSetup};
 use integration_tests::kafka::{message_counts, read_topic};
-use integration_tests::unique_name;
 use serde_json::{json, Value};
 
 /// Payloads written as raw text so that spacing, key order and escapes can be
@@ -36,12 +34,13 @@ async fn post(server: &IngestServer, body: String) -> (u16, Value) {
 
 #[tokio::test]
 async fn every_accepted_event_is_on_the_topic_byte_for_byte() {
-    let broker = Broker::start().await.expect("broker");
-    let topic = unique_name("events");
-    broker.create_topic(&topic, 3).await.expect("topic");
-    let server = IngestServer::start(&broker.bootstrap_servers(), &topic, |_| {})
+    let IngestSetup {
+        broker,
+        topic,
+        server,
+    } = ingest_with_broker(3, |_| {})
         .await
-        .expect("ingest");
+        .expect("broker, topic and ingest");
     let before = Utc::now();
 
     // (event_id, event_type, user_id, raw payload) of everything sent.
@@ -135,14 +134,13 @@ async fn every_accepted_event_is_on_the_topic_byte_for_byte() {
 
 #[tokio::test]
 async fn stopped_broker_gives_bounded_503_and_recovery_resumes_202() {
-    let broker = Broker::start().await.expect("broker");
-    let topic = unique_name("events");
-    broker.create_topic(&topic, 1).await.expect("topic");
-    let server = IngestServer::start(&broker.bootstrap_servers(), &topic, |c| {
-        c.kafka_delivery_timeout_ms = 1_500
-    })
-    .await
-    .expect("ingest");
+    let IngestSetup {
+        broker,
+        topic,
+        server,
+    } = ingest_with_broker(1, |c| c.kafka_delivery_timeout_ms = 1_500)
+        .await
+        .expect("broker, topic and ingest");
     let event =
         |i: usize| format!(r#"{{"event_type":"outage","user_id":"u","payload":{{"i":{i}}}}}"#);
     assert_eq!(post(&server, event(0)).await.0, 202);
