@@ -8,6 +8,7 @@
 //! - [`kafka`]: reading back what landed on a topic.
 
 pub mod backend;
+pub mod fault;
 pub mod harness;
 pub mod kafka;
 

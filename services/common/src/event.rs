@@ -72,6 +72,41 @@ pub struct Event {
     pub payload: Box<RawValue>,
 }
 
+impl Event {
+    /// Checks a decoded event against the contract, as the processor must
+    /// for messages that did not come through ingest.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value, max_chars) in [
+            ("event_type", &self.event_type, 128),
+            ("user_id", &self.user_id, 256),
+        ] {
+            if let Some(reason) = text_problem(value, max_chars) {
+                return Err(format!("{field}: {reason}"));
+            }
+        }
+        if !self.payload.get().trim_start().starts_with('{') {
+            return Err("payload: must be a JSON object".into());
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with a required text field, if anything.
+fn text_problem(value: &str, max_chars: usize) -> Option<String> {
+    let chars = value.chars().count();
+    if value.trim().is_empty() {
+        Some("must not be empty".into())
+    } else if chars > max_chars {
+        Some(format!(
+            "must be at most {max_chars} characters (got {chars})"
+        ))
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters".into())
+    } else {
+        None
+    }
+}
+
 /// Why a request body was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContractError {
@@ -425,21 +460,12 @@ fn required_string(
             return None;
         }
     };
-    let chars = s.chars().count();
-    if s.trim().is_empty() {
-        err(field, "must not be empty".into());
-        None
-    } else if chars > max_chars {
-        err(
-            field,
-            format!("must be at most {max_chars} characters (got {chars})"),
-        );
-        None
-    } else if s.chars().any(char::is_control) {
-        err(field, "must not contain control characters".into());
-        None
-    } else {
-        Some(s)
+    match text_problem(&s, max_chars) {
+        None => Some(s),
+        Some(reason) => {
+            err(field, reason);
+            None
+        }
     }
 }
 

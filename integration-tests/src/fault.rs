@@ -1,0 +1,246 @@
+//! A fault-injecting layer for the AWS SDK, for faults no emulator produces
+//! (throttling, outages, DependencyViolation, IAM propagation delay). It
+//! wraps the SDK's real HTTP client: requests it does not fault go to the
+//! emulator unchanged. Tests that use it say so in their names.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+
+/// What to do to a request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this AWS error (HTTP status, error code, message), in the
+    /// protocol of the service, without sending the request.
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// AWS error code, e.g. `ThrottlingException`.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// Fail as if the connection was refused (an outage), without sending.
+    Unreachable,
+    /// Send the request, but only after this delay.
+    Delay(Duration),
+}
+
+impl Fault {
+    /// DynamoDB's throttling answer.
+    pub fn throttling() -> Self {
+        Fault::Error {
+            status: 400,
+            code: "ThrottlingException".into(),
+            message: "Rate of requests exceeds the allowed throughput (injected)".into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    operation: String,
+    fault: Fault,
+    remaining: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    injected: HashMap<String, u32>,
+    calls: Vec<String>,
+}
+
+/// The fault layer: a handle to arm faults and read what happened.
+#[derive(Debug, Clone, Default)]
+pub struct FaultLayer {
+    state: Arc<Mutex<State>>,
+}
+
+impl FaultLayer {
+    /// A copy of `config` whose clients send through a new fault layer.
+    pub fn wrap(config: &SdkConfig) -> anyhow::Result<(SdkConfig, FaultLayer)> {
+        let inner = config
+            .http_client()
+            .ok_or_else(|| anyhow::anyhow!("the SDK config has no HTTP client to wrap"))?;
+        let layer = FaultLayer::default();
+        let client = FaultClient {
+            inner,
+            layer: layer.clone(),
+        };
+        Ok((
+            config
+                .to_builder()
+                .http_client(SharedHttpClient::new(client))
+                .build(),
+            layer,
+        ))
+    }
+
+    /// Applies `fault` to the next `times` calls of `operation` (`*` for any):
+    /// a JSON-protocol target such as `TransactWriteItems`, a query-protocol
+    /// `Action` such as `DeleteSecurityGroup`, or `METHOD /path` for REST.
+    pub fn inject(&self, operation: &str, fault: Fault, times: u32) {
+        if let Ok(mut state) = self.state.lock() {
+            state.rules.push(Rule {
+                operation: operation.to_string(),
+                fault,
+                remaining: times,
+            });
+        }
+    }
+
+    /// How many faults were served for `operation` so far.
+    pub fn injected(&self, operation: &str) -> u32 {
+        self.state
+            .lock()
+            .map(|s| s.injected.get(operation).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Every operation seen, in order, faulted or not.
+    pub fn calls(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|s| s.calls.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_calls(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.calls.clear();
+        }
+    }
+
+    fn take_fault(&self, operation: &str) -> Option<Fault> {
+        let mut state = self.state.lock().ok()?;
+        state.calls.push(operation.to_string());
+        let rule = state
+            .rules
+            .iter_mut()
+            .find(|r| r.remaining > 0 && (r.operation == operation || r.operation == "*"))?;
+        rule.remaining -= 1;
+        let (fault, name) = (rule.fault.clone(), rule.operation.clone());
+        *state.injected.entry(name).or_default() += 1;
+        Some(fault)
+    }
+}
+
+#[derive(Debug)]
+struct FaultClient {
+    inner: SharedHttpClient,
+    layer: FaultLayer,
+}
+
+impl HttpClient for FaultClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(FaultConnector {
+            inner: self.inner.http_connector(settings, components),
+            layer: self.layer.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FaultConnector {
+    inner: SharedHttpConnector,
+    layer: FaultLayer,
+}
+
+/// The service protocols, for writing an error the SDK parses.
+enum Protocol {
+    Json,
+    Ec2Query,
+    Query,
+    RestXml,
+}
+
+/// The operation name and protocol of a request.
+fn operation_of(request: &HttpRequest) -> (String, Protocol) {
+    if let Some(target) = request.headers().get("x-amz-target") {
+        return (
+            target.rsplit('.').next().unwrap_or(target).to_string(),
+            Protocol::Json,
+        );
+    }
+    let body = request
+        .body()
+        .bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    if let Some(action) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+        let protocol = if body.contains("Version=2016-11-15") {
+            Protocol::Ec2Query
+        } else {
+            Protocol::Query
+        };
+        return (action.to_string(), protocol);
+    }
+    let path = request.uri().split('?').next().unwrap_or("").to_string();
+    (format!("{} {}", request.method(), path), Protocol::RestXml)
+}
+
+fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) -> Response<SdkBody> {
+    let body = match protocol {
+        Protocol::Json => format!(r#"{{"__type":"{code}","message":"{message}"}}"#),
+        Protocol::Ec2Query => format!(
+            "<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>injected</RequestID></Response>"
+        ),
+        Protocol::Query => format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>injected</RequestId></ErrorResponse>"
+        ),
+        Protocol::RestXml => format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>"),
+    };
+    let status = StatusCode::try_from(status)
+        .unwrap_or_else(|_| StatusCode::try_from(500).unwrap_or_else(|_| unreachable!()));
+    let mut response = Response::new(status, SdkBody::from(body));
+    if matches!(protocol, Protocol::Json) {
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        response
+            .headers_mut()
+            .insert("x-amzn-errortype", code.to_string());
+    }
+    response
+}
+
+impl HttpConnector for FaultConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let (operation, protocol) = operation_of(&request);
+        match self.layer.take_fault(&operation) {
+            None => self.inner.call(request),
+            Some(Fault::Error {
+                status,
+                code,
+                message,
+            }) => HttpConnectorFuture::ready(Ok(error_response(protocol, status, &code, &message))),
+            Some(Fault::Unreachable) => HttpConnectorFuture::ready(Err(ConnectorError::io(
+                format!("connection refused (injected outage) for {operation}").into(),
+            ))),
+            Some(Fault::Delay(delay)) => {
+                let inner = self.inner.clone();
+                HttpConnectorFuture::new(async move {
+                    tokio::time::sleep(delay).await;
+                    inner.call(request).await
+                })
+            }
+        }
+    }
+}

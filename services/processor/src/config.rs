@@ -1,0 +1,147 @@
+//! Processor configuration: the reference platform's variable names, plus
+//! batching, backoff and store selection.
+
+use std::path::PathBuf;
+
+use event_common::config::{ConfigError, Env};
+use event_store::aws::AwsSettings;
+
+/// Which hot store to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotStoreKind {
+    /// DynamoDB table `DYNAMODB_TABLE`.
+    DynamoDb,
+    /// SQLite database at this path (`provision dev`).
+    Sqlite(PathBuf),
+}
+
+/// Which cold store to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColdStoreKind {
+    /// S3 bucket `S3_BUCKET`.
+    S3,
+    /// A local directory (`provision dev`).
+    Directory(PathBuf),
+}
+
+/// Everything the processor reads at start-up.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// `KAFKA_BOOTSTRAP_SERVERS`.
+    pub kafka_bootstrap_servers: String,
+    /// `KAFKA_TOPIC` (default `events.raw`).
+    pub kafka_topic: String,
+    /// `KAFKA_DLQ_TOPIC` (default `events.dlq`).
+    pub kafka_dlq_topic: String,
+    /// `KAFKA_CONSUMER_GROUP` (default `event-processors`).
+    pub kafka_consumer_group: String,
+    /// `DYNAMODB_TABLE` (default `EventsHot`).
+    pub dynamodb_table: String,
+    /// `S3_BUCKET` (default `event-platform-raw-events`).
+    pub s3_bucket: String,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`.
+    pub aws: AwsSettings,
+    /// `METRICS_PORT` (default 8002): health and metrics.
+    pub metrics_port: u16,
+    /// `BATCH_MAX_EVENTS` (default 500): a partition's batch is written at this size...
+    pub batch_max_events: usize,
+    /// `BATCH_FLUSH_INTERVAL_MS` (default 1000): ...or when its oldest message is this old.
+    pub batch_flush_interval_ms: u64,
+    /// `STORE_BACKOFF_MAX_MS` (default 30000): longest wait between retries of a failed write.
+    pub store_backoff_max_ms: u64,
+    /// `HOT_TTL_DAYS` (default 30): how long event items stay in the hot store.
+    pub hot_ttl_days: u32,
+    /// `HOT_WRITE_SHARDS` (default 1): write sharding of hot index keys.
+    pub hot_write_shards: u32,
+    /// `HOT_STORE` (`dynamodb`, or `sqlite` with `SQLITE_PATH`).
+    pub hot_store: HotStoreKind,
+    /// `COLD_STORE` (`s3`, or `directory` with `COLD_STORE_DIR`).
+    pub cold_store: ColdStoreKind,
+}
+
+impl ProcessorConfig {
+    /// Reads the configuration; errors name the variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let hot_store = match env.string("HOT_STORE", "dynamodb").as_str() {
+            "dynamodb" => HotStoreKind::DynamoDb,
+            "sqlite" => {
+                HotStoreKind::Sqlite(env.string("SQLITE_PATH", "events-hot.sqlite3").into())
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "HOT_STORE",
+                    other,
+                    "expected dynamodb or sqlite",
+                ))
+            }
+        };
+        let cold_store = match env.string("COLD_STORE", "s3").as_str() {
+            "s3" => ColdStoreKind::S3,
+            "directory" => {
+                ColdStoreKind::Directory(env.string("COLD_STORE_DIR", "raw-events").into())
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "COLD_STORE",
+                    other,
+                    "expected s3 or directory",
+                ))
+            }
+        };
+        let batch_max_events: usize = env.parse("BATCH_MAX_EVENTS", 500)?;
+        if batch_max_events == 0 {
+            return Err(ConfigError::invalid(
+                "BATCH_MAX_EVENTS",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            kafka_bootstrap_servers: env.string("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+            kafka_topic: env.string("KAFKA_TOPIC", "events.raw"),
+            kafka_dlq_topic: env.string("KAFKA_DLQ_TOPIC", "events.dlq"),
+            kafka_consumer_group: env.string("KAFKA_CONSUMER_GROUP", "event-processors"),
+            dynamodb_table: env.string("DYNAMODB_TABLE", "EventsHot"),
+            s3_bucket: env.string("S3_BUCKET", "event-platform-raw-events"),
+            aws: AwsSettings {
+                region: env.string("AWS_REGION", "us-east-1"),
+                endpoint_url: env.optional("AWS_ENDPOINT_URL"),
+                static_credentials: None,
+            },
+            metrics_port: env.parse("METRICS_PORT", 8002)?,
+            batch_max_events,
+            batch_flush_interval_ms: env.parse("BATCH_FLUSH_INTERVAL_MS", 1_000)?,
+            store_backoff_max_ms: env.parse("STORE_BACKOFF_MAX_MS", 30_000)?,
+            hot_ttl_days: env.parse("HOT_TTL_DAYS", 30)?,
+            hot_write_shards: env.parse("HOT_WRITE_SHARDS", 1)?,
+            hot_store,
+            cold_store,
+        })
+    }
+
+    /// Settings for tests and `provision dev`: the given broker and topic,
+    /// short flushes, and the stores given separately.
+    pub fn for_dev(bootstrap_servers: &str, topic: &str, dlq_topic: &str, group: &str) -> Self {
+        Self {
+            kafka_bootstrap_servers: bootstrap_servers.into(),
+            kafka_topic: topic.into(),
+            kafka_dlq_topic: dlq_topic.into(),
+            kafka_consumer_group: group.into(),
+            dynamodb_table: "EventsHot".into(),
+            s3_bucket: "event-platform-raw-events".into(),
+            aws: AwsSettings {
+                region: "us-east-1".into(),
+                endpoint_url: None,
+                static_credentials: None,
+            },
+            metrics_port: 0,
+            batch_max_events: 500,
+            batch_flush_interval_ms: 200,
+            store_backoff_max_ms: 2_000,
+            hot_ttl_days: 30,
+            hot_write_shards: 1,
+            hot_store: HotStoreKind::Sqlite("events-hot.sqlite3".into()),
+            cold_store: ColdStoreKind::Directory("raw-events".into()),
+        }
+    }
+}

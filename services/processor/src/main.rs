@@ -1,0 +1,17 @@
+//! The `processor` binary: reads the environment and consumes until SIGTERM.
+
+use event_common::config::Env;
+use event_common::{lifecycle, telemetry};
+use processor::ProcessorConfig;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = Env::from_process();
+    telemetry::init_tracing(&env);
+    let config = ProcessorConfig::from_env(&env)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    processor::run(config, lifecycle::shutdown_signal()).await
+}

@@ -1,0 +1,433 @@
+//! The consume -> write -> commit loop.
+//!
+//! Messages are batched per partition, by count and by age. A batch is
+//! written in this order, and only then committed (synchronously):
+//! dead letters to the DLQ topic, the hot store, the cold store. Any failure
+//! retries the same batch with bounded exponential backoff and jitter while
+//! consumption is paused; nothing is skipped and nothing goes to the DLQ for
+//! it. A crash or a revoked partition loses only uncommitted work, which is
+//! delivered again; the stores make that redelivery change nothing.
+//!
+//! After a partition is (re)assigned, its first batch is cut at the hot
+//! store's watermark, so a redelivered batch has the boundaries of the one
+//! written before and overwrites the same cold objects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_common::event::Event;
+use event_store::cold::ColdStore;
+use event_store::hot::{ApplyOutcome, Batch, Delivered, HotStore};
+use event_store::StoreError;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+/// Reports `consumer_lag{partition}`: the broker's high watermark minus the
+/// consumer's position, for every assigned partition. Blocking; run it off
+/// the async workers.
+pub fn report_lag(consumer: &EventConsumer) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for element in positions.elements() {
+        let Offset::Offset(position) = element.offset() else {
+            continue;
+        };
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
+        {
+            metrics::gauge!("consumer_lag", "partition" => element.partition().to_string())
+                .set((high - position).max(0) as f64);
+        }
+    }
+}
+
+use crate::config::ProcessorConfig;
+
+/// Remembers revoked partitions, so the loop drops their uncommitted batches.
+#[derive(Default)]
+pub struct RebalanceContext {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.extend(partitions.elements().iter().map(|e| e.partition()));
+            }
+            tracing::info!(
+                partitions = partitions.count(),
+                "partitions revoked; uncommitted batches will be redelivered"
+            );
+        }
+    }
+}
+
+/// The consumer type of the processor.
+pub type EventConsumer = StreamConsumer<RebalanceContext>;
+
+/// A message that is not a valid event, bound for the DLQ topic.
+struct DeadLetter {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    kind: &'static str,
+    error: String,
+}
+
+struct PartitionBuffer {
+    first_offset: i64,
+    last_offset: i64,
+    events: Vec<Delivered>,
+    dead: Vec<DeadLetter>,
+    opened: Instant,
+}
+
+/// Where a write failed.
+struct WriteError {
+    store: &'static str,
+    error: StoreError,
+}
+
+pub(crate) struct Pipeline {
+    pub consumer: Arc<EventConsumer>,
+    pub dlq: FutureProducer,
+    pub hot: Arc<dyn HotStore>,
+    pub cold: Arc<dyn ColdStore>,
+    pub config: ProcessorConfig,
+    buffers: HashMap<i32, PartitionBuffer>,
+    /// Per partition since its assignment: the offset to cut the first batch at, once read.
+    cut_points: HashMap<i32, Option<i64>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        consumer: Arc<EventConsumer>,
+        dlq: FutureProducer,
+        hot: Arc<dyn HotStore>,
+        cold: Arc<dyn ColdStore>,
+        config: ProcessorConfig,
+    ) -> Self {
+        Self {
+            consumer,
+            dlq,
+            hot,
+            cold,
+            config,
+            buffers: HashMap::new(),
+            cut_points: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then writes and commits what is buffered.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let interval = Duration::from_millis(self.config.batch_flush_interval_ms.max(1));
+        let mut tick = tokio::time::interval(interval / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let consumer = self.consumer.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                message = consumer.recv() => match message {
+                    Ok(message) => {
+                        let owned = Received::from(&message);
+                        drop(message);
+                        self.receive(owned).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                },
+                _ = tick.tick() => {
+                    let due: Vec<i32> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(p, _)| *p).collect();
+                    for partition in due {
+                        self.flush(partition, None).await;
+                    }
+                }
+            }
+            self.forget_revoked();
+        }
+        tracing::info!(
+            partitions = self.buffers.len(),
+            "draining: writing buffered batches"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let partitions: Vec<i32> = self.buffers.keys().copied().collect();
+        for partition in partitions {
+            self.flush(partition, Some(deadline)).await;
+        }
+    }
+
+    fn forget_revoked(&mut self) {
+        let revoked: Vec<i32> = match self.consumer.context().revoked.lock() {
+            Ok(mut r) => r.drain(..).collect(),
+            Err(_) => return,
+        };
+        for partition in revoked {
+            self.buffers.remove(&partition);
+            self.cut_points.remove(&partition);
+        }
+    }
+
+    async fn receive(&mut self, message: Received) {
+        let partition = message.partition;
+        if !self.cut_points.contains_key(&partition) {
+            let cut = self
+                .read_watermark(partition)
+                .await
+                .filter(|w| *w >= message.offset);
+            self.cut_points.insert(partition, cut);
+        }
+        let cut = self.cut_points.get(&partition).copied().flatten();
+        // A compacted topic may skip the cut offset itself: close the batch before passing it.
+        if cut.is_some_and(|c| message.offset > c) && self.buffers.contains_key(&partition) {
+            self.flush(partition, None).await;
+        }
+        let buffer = self
+            .buffers
+            .entry(partition)
+            .or_insert_with(|| PartitionBuffer {
+                first_offset: message.offset,
+                last_offset: message.offset,
+                events: Vec::new(),
+                dead: Vec::new(),
+                opened: Instant::now(),
+            });
+        buffer.last_offset = message.offset;
+        match decode(message.payload.as_deref()) {
+            Ok(event) => buffer.events.push(Delivered {
+                offset: message.offset,
+                event,
+            }),
+            Err((kind, error)) => buffer.dead.push(DeadLetter {
+                offset: message.offset,
+                key: message.key,
+                payload: message.payload,
+                kind,
+                error,
+            }),
+        }
+        let full = buffer.events.len() + buffer.dead.len() >= self.config.batch_max_events;
+        if full || cut == Some(message.offset) {
+            self.flush(partition, None).await;
+        }
+        if cut.is_some_and(|c| message.offset >= c) {
+            self.cut_points.insert(partition, None);
+        }
+    }
+
+    async fn read_watermark(&self, partition: i32) -> Option<i64> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .hot
+                .watermark(&self.config.kafka_topic, partition)
+                .await
+            {
+                Ok(w) => return w,
+                Err(error) => {
+                    attempt += 1;
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(%error, partition, ?wait, "cannot read the partition watermark; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        // Full jitter over an exponential ceiling, capped.
+        let ceiling = 100u64
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.config.store_backoff_max_ms.max(1));
+        Duration::from_millis(ceiling / 2 + fastrand::u64(..=ceiling / 2))
+    }
+
+    /// Writes and commits one partition's batch, retrying until it succeeds
+    /// (or, when draining, until `deadline`).
+    async fn flush(&mut self, partition: i32, deadline: Option<Instant>) {
+        let Some(buffer) = self.buffers.remove(&partition) else {
+            return;
+        };
+        let batch = Batch {
+            topic: self.config.kafka_topic.clone(),
+            partition,
+            first_offset: buffer.first_offset,
+            last_offset: buffer.last_offset,
+            events: buffer.events,
+        };
+        let size = batch.events.len() + buffer.dead.len();
+        let started = Instant::now();
+        let mut attempt = 0;
+        let mut paused: Option<TopicPartitionList> = None;
+        let outcome = loop {
+            match self.write(&batch, &buffer.dead).await {
+                Ok(outcome) => break Some(outcome),
+                Err(WriteError { store, error }) => {
+                    if matches!(error, StoreError::Throttled(_)) {
+                        metrics::counter!("store_throttles_total", "store" => store).increment(1);
+                    }
+                    metrics::counter!("store_write_retries_total", "store" => store, "reason" => "error").increment(1);
+                    if paused.is_none() {
+                        if let Ok(assignment) = self.consumer.assignment() {
+                            if self.consumer.pause(&assignment).is_ok() {
+                                paused = Some(assignment);
+                            }
+                        }
+                    }
+                    attempt += 1;
+                    let wait = self.backoff(attempt);
+                    if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                        tracing::error!(%error, store, partition, "draining: giving up on a batch; it stays uncommitted and will be redelivered");
+                        break None;
+                    }
+                    tracing::warn!(%error, store, partition, attempt, ?wait, "write failed; consumption paused, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        if let Some(assignment) = paused {
+            if let Err(e) = self.consumer.resume(&assignment) {
+                tracing::warn!(error = %e, "cannot resume consumption");
+            }
+        }
+        let Some(outcome) = outcome else { return };
+        self.commit(partition, batch.last_offset + 1).await;
+
+        let count = |outcome: &'static str, n: usize| {
+            metrics::counter!("consumer_messages_processed_total", "outcome" => outcome)
+                .increment(n as u64);
+        };
+        count("stored", outcome.counted);
+        count("replayed", outcome.replayed);
+        count("duplicate", outcome.duplicates);
+        count("dead_lettered", buffer.dead.len());
+        metrics::histogram!("consumer_batch_size").record(size as f64);
+        metrics::histogram!("consumer_batch_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("consumer_message_processing_seconds")
+            .record_many(buffer.opened.elapsed().as_secs_f64(), size);
+    }
+
+    async fn write(&self, batch: &Batch, dead: &[DeadLetter]) -> Result<ApplyOutcome, WriteError> {
+        for letter in dead {
+            self.dead_letter(batch.partition, letter)
+                .await
+                .map_err(|error| WriteError {
+                    store: "dlq",
+                    error: StoreError::Unavailable(error),
+                })?;
+        }
+        let outcome = self.hot.apply(batch).await.map_err(|error| WriteError {
+            store: "hot",
+            error,
+        })?;
+        if !batch.events.is_empty() {
+            self.cold.write(batch).await.map_err(|error| WriteError {
+                store: "cold",
+                error,
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    async fn dead_letter(&self, partition: i32, letter: &DeadLetter) -> Result<(), String> {
+        let (partition_text, offset_text) = (partition.to_string(), letter.offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(letter.error.as_str()),
+            })
+            .insert(Header {
+                key: "dlq.error.kind",
+                value: Some(letter.kind),
+            })
+            .insert(Header {
+                key: "dlq.original.topic",
+                value: Some(self.config.kafka_topic.as_str()),
+            })
+            .insert(Header {
+                key: "dlq.original.partition",
+                value: Some(partition_text.as_str()),
+            })
+            .insert(Header {
+                key: "dlq.original.offset",
+                value: Some(offset_text.as_str()),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.config.kafka_dlq_topic).headers(headers);
+        if let Some(key) = &letter.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = &letter.payload {
+            record = record.payload(payload.as_slice());
+        }
+        self.dlq
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| format!("dead-letter topic: {e}"))?;
+        metrics::counter!("consumer_dlq_messages_total", "reason" => letter.kind).increment(1);
+        tracing::warn!(partition, offset = letter.offset, kind = letter.kind, error = %letter.error, "message dead-lettered");
+        Ok(())
+    }
+
+    async fn commit(&self, partition: i32, next_offset: i64) {
+        let mut offsets = TopicPartitionList::new();
+        if offsets
+            .add_partition_offset(
+                &self.config.kafka_topic,
+                partition,
+                Offset::Offset(next_offset),
+            )
+            .is_err()
+        {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
+        match committed {
+            Ok(Ok(())) => {}
+            // The partition moved to another member; it will redeliver, and the stores absorb it.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, partition, "commit failed; the batch will be redelivered")
+            }
+            Err(e) => tracing::warn!(error = %e, partition, "commit task failed"),
+        }
+    }
+}
+
+/// The parts of a message the pipeline keeps.
+struct Received {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+}
+
+impl From<&BorrowedMessage<'_>> for Received {
+    fn from(m: &BorrowedMessage<'_>) -> Self {
+        Self {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// Decodes and checks an event, or says why it is a dead letter.
+fn decode(payload: Option<&[u8]>) -> Result<Event, (&'static str, String)> {
+    let payload = payload.ok_or(("decode", "empty message".to_string()))?;
+    let event: Event =
+        serde_json::from_slice(payload).map_err(|e| ("decode", format!("not an event: {e}")))?;
+    event.check().map_err(|e| ("contract", e))?;
+    Ok(event)
+}

@@ -1,0 +1,63 @@
+//! The cold store port: the raw-events archive.
+//!
+//! A batch is written as one Parquet object per UTC hour of its events'
+//! timestamps, under `raw/dt=YYYY-MM-DD/hour=HH/`, named from (topic,
+//! partition, first offset, last offset). The processor cuts a redelivered
+//! range at the same boundaries as the first delivery (the hot store's
+//! watermark says where), so a redelivered batch overwrites the same
+//! objects instead of duplicating them. Parquet (Snappy) is read as it is by
+//! Athena, DuckDB and Spark.
+
+pub mod local;
+pub mod parquet;
+pub mod s3;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::hot::{Batch, Delivered};
+use crate::rollup::hour_of;
+use crate::StoreError;
+
+/// The archive port.
+#[async_trait]
+pub trait ColdStore: Send + Sync {
+    /// Writes the batch's objects durably; returns their keys.
+    async fn write(&self, batch: &Batch) -> Result<Vec<String>, StoreError>;
+
+    /// Answers when the archive is reachable (readiness).
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// Keys under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The bytes of one object.
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+/// The objects of a batch: key -> its events, grouped by the hour of their timestamp.
+pub fn objects_of(batch: &Batch) -> BTreeMap<String, Vec<&Delivered>> {
+    let mut objects: BTreeMap<String, Vec<&Delivered>> = BTreeMap::new();
+    for delivered in &batch.events {
+        objects
+            .entry(object_key(batch, hour_of(delivered.event.timestamp)))
+            .or_default()
+            .push(delivered);
+    }
+    objects
+}
+
+/// `raw/dt=YYYY-MM-DD/hour=HH/<topic>-p<partition>-<first>-<last>.parquet`, offsets zero-padded.
+pub fn object_key(batch: &Batch, hour: DateTime<Utc>) -> String {
+    format!(
+        "raw/dt={}/hour={}/{}-p{}-{:020}-{:020}.parquet",
+        hour.format("%Y-%m-%d"),
+        hour.format("%H"),
+        batch.topic,
+        batch.partition,
+        batch.first_offset,
+        batch.last_offset
+    )
+}
