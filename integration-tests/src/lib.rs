@@ -11,6 +11,7 @@ pub mod backend;
 pub mod fault;
 pub mod harness;
 pub mod kafka;
+pub mod stores;
 
 use uuid::Uuid;
 

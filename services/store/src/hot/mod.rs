@@ -252,15 +252,21 @@ pub fn plan_batch<'a>(
     let mut new_events = Vec::with_capacity(batch.events.len());
     for delivered in &batch.events {
         let event = &delivered.event;
-        if stored.contains(&event.event_id) || !seen.insert(event.event_id) {
-            outcome.duplicates += 1;
-            continue;
-        }
+        let first_sight = !stored.contains(&event.event_id) && seen.insert(event.event_id);
         let counted = watermark.is_none_or(|w| delivered.offset > w);
-        if counted {
-            outcome.counted += 1;
-        } else {
-            outcome.replayed += 1;
+        match (counted, first_sight) {
+            (true, true) => outcome.counted += 1,
+            (true, false) => {
+                outcome.duplicates += 1;
+                continue;
+            }
+            (false, first_sight) => {
+                outcome.replayed += 1;
+                // Already stored means its user state was written too.
+                if !first_sight {
+                    continue;
+                }
+            }
         }
         new_events.push(delivered);
         rollup_events.push(RollupEvent {
