@@ -70,27 +70,33 @@ pub struct FaultLayer {
 
 impl FaultLayer {
     /// A copy of `config` whose clients send through a new fault layer.
-    pub fn wrap(config: &SdkConfig) -> anyhow::Result<(SdkConfig, FaultLayer)> {
-        let inner = config
-            .http_client()
-            .ok_or_else(|| anyhow::anyhow!("the SDK config has no HTTP client to wrap"))?;
+    pub fn wrap(config: &SdkConfig) -> (SdkConfig, FaultLayer) {
+        // The SDK picks its default client lazily; build the same one to wrap.
+        let inner = config.http_client().unwrap_or_else(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build_https()
+        });
         let layer = FaultLayer::default();
         let client = FaultClient {
             inner,
             layer: layer.clone(),
         };
-        Ok((
+        (
             config
                 .to_builder()
                 .http_client(SharedHttpClient::new(client))
                 .build(),
             layer,
-        ))
+        )
     }
 
     /// Applies `fault` to the next `times` calls of `operation` (`*` for any):
     /// a JSON-protocol target such as `TransactWriteItems`, a query-protocol
-    /// `Action` such as `DeleteSecurityGroup`, or `METHOD /path` for REST.
+    /// `Action` such as `DeleteSecurityGroup`, or for REST `METHOD /path`, or
+    /// just `METHOD` for any path.
     pub fn inject(&self, operation: &str, fault: Fault, times: u32) {
         if let Ok(mut state) = self.state.lock() {
             state.rules.push(Rule {
@@ -130,12 +136,20 @@ impl FaultLayer {
         let rule = state
             .rules
             .iter_mut()
-            .find(|r| r.remaining > 0 && (r.operation == operation || r.operation == "*"))?;
+            .find(|r| r.remaining > 0 && matches(&r.operation, operation))?;
         rule.remaining -= 1;
         let (fault, name) = (rule.fault.clone(), rule.operation.clone());
         *state.injected.entry(name).or_default() += 1;
         Some(fault)
     }
+}
+
+fn matches(rule: &str, operation: &str) -> bool {
+    rule == "*"
+        || rule == operation
+        || operation
+            .strip_prefix(rule)
+            .is_some_and(|rest| rest.starts_with(' '))
 }
 
 #[derive(Debug)]

@@ -97,3 +97,51 @@ pub async fn ingest_with_broker(
         server,
     })
 }
+
+/// A running processor (in this process); stops, draining, on [`ProcessorServer::stop`].
+pub struct ProcessorServer {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ProcessorServer {
+    /// Starts a processor with `config` writing to `stores`.
+    pub fn start(
+        config: processor::ProcessorConfig,
+        stores: processor::Stores,
+    ) -> anyhow::Result<Self> {
+        // Logs are captured per test and shown when it fails.
+        event_common::telemetry::init_tracing(&event_common::config::Env::from_pairs([(
+            "ENVIRONMENT",
+            "test",
+        )]));
+        let processor = processor::Processor::new(config, stores)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(processor.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Stops: writes and commits what is buffered, then returns.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessorServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// One message as read from the topic.
@@ -16,6 +17,8 @@ pub struct Record {
     pub key: Vec<u8>,
     /// The value bytes.
     pub value: Vec<u8>,
+    /// The headers, as text.
+    pub headers: HashMap<String, String>,
 }
 
 /// Reads every message of `topic` from the beginning until `expected` have
@@ -45,6 +48,20 @@ pub fn read_topic(
                 partition: m.partition(),
                 key: m.key().unwrap_or_default().to_vec(),
                 value: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }),
             Some(Err(e)) => return Err(e).context("reading the topic"),
             None => {}
@@ -75,4 +92,99 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<i32> 
         .first()
         .context("topic missing from metadata")?;
     Ok(topic_metadata.partitions().len() as i32)
+}
+
+/// The offsets `group` has committed on `topic`, by partition (absent: none).
+pub fn committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..partition_count(&consumer, topic)? {
+        partitions.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(partitions, Duration::from_secs(5))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Waits until `group` has committed everything on `topic` (committed offset
+/// equals the high watermark on every partition).
+pub async fn wait_until_caught_up(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (b, g, t) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+        let (ends, committed) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let consumer: BaseConsumer =
+                ClientConfig::new().set("bootstrap.servers", &b).create()?;
+            let mut ends = HashMap::new();
+            for p in 0..partition_count(&consumer, &t)? {
+                ends.insert(
+                    p,
+                    consumer.fetch_watermarks(&t, p, Duration::from_secs(5))?.1,
+                );
+            }
+            Ok((ends, committed_offsets(&b, &g, &t)?))
+        })
+        .await??;
+        if ends
+            .iter()
+            .all(|(p, end)| *end == 0 || committed.get(p) == Some(end))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "group {group} did not catch up on {topic}: ends {ends:?}, committed {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Moves `group`'s committed offsets on `topic` back to the beginning. It
+/// joins the group to do so (brokers refuse commits from non-members), so
+/// the group must have no other live member.
+pub async fn reset_group(bootstrap: &str, group: &str, topic: &str) -> anyhow::Result<()> {
+    let (bootstrap, group, topic) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()?;
+        consumer.subscribe(&[&topic])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumer.assignment()?.count() == 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no assignment for {group} within 30 s"
+            );
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        let mut offsets = TopicPartitionList::new();
+        for p in 0..partition_count(&consumer, &topic)? {
+            offsets.add_partition_offset(&topic, p, Offset::Offset(0))?;
+        }
+        consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync)?;
+        consumer.unsubscribe();
+        Ok(())
+    })
+    .await?
 }

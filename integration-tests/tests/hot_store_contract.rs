@@ -224,7 +224,7 @@ async fn pagination_is_complete_and_ordered(store: Arc<dyn HotStore>) {
             )
         })
         .collect();
-    expected.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    expected.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
     for filter in [
         EventFilter::default(),
         EventFilter {

@@ -3,9 +3,14 @@
 //! The broker is librdkafka's mock cluster: a Kafka-protocol broker that
 //! listens on loopback, so `kcat` or any Kafka client can connect to it.
 //! The services run in-process behind one port, routed by the same path
-//! rules the load balancer has in AWS.
+//! rules the load balancer has in AWS. The processor writes to the embedded
+//! stores: SQLite for hot data and a directory of Parquet files for the
+//! archive, under the data directory. The broker keeps nothing across runs,
+//! so the data directory is emptied at start: stores that remembered offsets
+//! of an earlier broker would take the new run's events for redeliveries.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +23,10 @@ use event_common::auth::{self, JwtConfig};
 use event_common::lifecycle::{self, Health};
 use event_common::problem::Problem;
 use event_common::telemetry;
+use event_store::cold::local::LocalColdStore;
+use event_store::hot::sqlite::SqliteHotStore;
 use ingest::{Ingest, IngestConfig};
+use processor::{Processor, ProcessorConfig, Stores};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tower::ServiceExt;
@@ -27,6 +35,8 @@ use tower::ServiceExt;
 pub const EVENTS_TOPIC: &str = "events.raw";
 /// Dead-letter topic.
 pub const DLQ_TOPIC: &str = "events.dlq";
+/// The processors' consumer group.
+pub const CONSUMER_GROUP: &str = "event-processors";
 
 /// Options of the local platform.
 #[derive(Debug, Clone)]
@@ -35,6 +45,8 @@ pub struct DevOptions {
     pub port: u16,
     /// Partitions of the events topic.
     pub partitions: i32,
+    /// Where the embedded stores live (emptied at start).
+    pub data_dir: PathBuf,
 }
 
 /// A running local platform. Not `Send`: the embedded broker lives on the
@@ -43,6 +55,8 @@ pub struct DevPlatform {
     broker: MockCluster<'static, DefaultProducerContext>,
     listener: tokio::net::TcpListener,
     ingest: Ingest,
+    processor: Processor,
+    data_dir: PathBuf,
     token: String,
 }
 
@@ -61,6 +75,7 @@ impl DevPlatform {
 
         let ingest = Ingest::new(&IngestConfig::for_dev(&bootstrap, EVENTS_TOPIC))
             .context("starting ingest")?;
+        let processor = start_processor(&bootstrap, &options.data_dir)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
             .with_context(|| {
@@ -79,6 +94,8 @@ impl DevPlatform {
             broker,
             listener,
             ingest,
+            processor,
+            data_dir: options.data_dir,
             token,
         })
     }
@@ -108,11 +125,13 @@ impl DevPlatform {
             "event platform running\n\
              \x20 front door:  {url}  (/events, /v1/events, /health/ready, /metrics, /openapi.json)\n\
              \x20 broker:      {broker}  (topics {EVENTS_TOPIC}, {DLQ_TOPIC}; try: kcat -b {broker} -t {EVENTS_TOPIC} -C)\n\
+             \x20 data:        {data}  (hot.sqlite3, and raw/dt=.../hour=.../*.parquet)\n\
              \x20 dev JWT:     {token}\n\
              \x20 try:         curl -s -X POST {url}/events -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n\
              \x20                -d '{{\"event_type\":\"page_view\",\"user_id\":\"user-001\",\"payload\":{{\"page\":\"/home\"}}}}'\n\
              Ctrl-C drains and stops.",
             broker = self.bootstrap_servers(),
+            data = self.data_dir.display(),
             token = self.token,
         )
     }
@@ -122,13 +141,50 @@ impl DevPlatform {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let platform_health = platform_health(vec![self.ingest.health()]);
+        let platform_health = platform_health(vec![self.ingest.health(), self.processor.health()]);
         let front = front_door(self.ingest.router(), platform_health.clone());
+        // One signal stops everything: the front door first, then the processor.
+        let (stop_processor, processor_stopped) = tokio::sync::oneshot::channel::<()>();
+        let processor = tokio::spawn(self.processor.run(async move {
+            let _ = processor_stopped.await;
+        }));
         lifecycle::serve(self.listener, front, platform_health, shutdown).await?;
         self.ingest.close().await;
+        let _ = stop_processor.send(());
+        processor.await.context("processor task")?;
         drop(self.broker);
         Ok(())
     }
+}
+
+/// A processor on the embedded broker, writing to fresh stores under `data_dir`.
+fn start_processor(bootstrap: &str, data_dir: &std::path::Path) -> anyhow::Result<Processor> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    // Remove only what the stores own, never anything else in a directory the user named.
+    for file in ["hot.sqlite3", "hot.sqlite3-wal", "hot.sqlite3-shm"] {
+        match std::fs::remove_file(data_dir.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context(format!("removing {file}"))
+            }
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir_all(data_dir.join("raw")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context("removing raw/")
+        }
+        _ => {}
+    }
+    let config = ProcessorConfig::for_dev(bootstrap, EVENTS_TOPIC, DLQ_TOPIC, CONSUMER_GROUP);
+    let stores = Stores {
+        hot: Arc::new(SqliteHotStore::open(
+            &data_dir.join("hot.sqlite3"),
+            config.hot_ttl_days,
+        )?),
+        cold: Arc::new(LocalColdStore::new(data_dir)?),
+    };
+    Processor::new(config, stores).context("starting the processor")
 }
 
 /// Readiness of the whole platform: every service ready.

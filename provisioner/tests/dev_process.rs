@@ -1,26 +1,34 @@
 //! `provision dev` as a user runs it: a real process that starts, takes an
-//! event through its front door onto the embedded broker, and exits 0 on
-//! SIGINT and on SIGTERM.
+//! event through its front door onto the embedded broker and into the
+//! embedded stores, and exits 0 on SIGINT and on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use event_common::event::Event;
+use event_store::cold::local::LocalColdStore;
+use event_store::cold::ColdStore;
+use event_store::hot::sqlite::SqliteHotStore;
+use event_store::hot::HotStore;
 use integration_tests::kafka::read_topic;
 
 struct Dev {
     child: Child,
+    data: tempfile::TempDir,
     url: String,
     broker: String,
     token: String,
 }
 
-/// Starts `provision dev` with `args` and reads its banner.
+/// Starts `provision dev` with `args` (and a fresh data directory) and reads its banner.
 fn start(args: &[&str]) -> Dev {
+    let data = tempfile::tempdir().expect("data dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
         .arg("dev")
         .args(args)
+        .arg("--data-dir")
+        .arg(data.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -40,12 +48,15 @@ fn start(args: &[&str]) -> Dev {
             _ => {}
         }
     }
+    // Keep reading, as a terminal would, so the process never sees a closed stdout.
+    std::thread::spawn(move || lines.for_each(drop));
     assert!(
         url.starts_with("http://127.0.0.1:") && !broker.is_empty() && !token.is_empty(),
         "banner: {url} {broker} {token}"
     );
     Dev {
         child,
+        data,
         url,
         broker,
         token,
@@ -73,7 +84,7 @@ fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = dev.child.try_wait().expect("wait") {
             return status;
@@ -87,7 +98,7 @@ fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
 }
 
 #[tokio::test]
-async fn dev_accepts_an_event_on_port_8080_and_exits_0_on_sigint() {
+async fn dev_accepts_an_event_on_port_8080_stores_it_and_exits_0_on_sigint() {
     let dev = start(&[]);
     assert_eq!(dev.url, "http://127.0.0.1:8080", "the default port is 8080");
     let id = post_event(&dev).await;
@@ -99,6 +110,25 @@ async fn dev_accepts_an_event_on_port_8080_and_exits_0_on_sigint() {
         .await
         .expect("ready");
     assert_eq!(ready.status(), 200);
+
+    // The processor carries it into the embedded hot store and the archive.
+    let hot = SqliteHotStore::open(&dev.data.path().join("hot.sqlite3"), 30)
+        .expect("open the dev database");
+    let id: uuid::Uuid = id.parse().expect("uuid");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hot.event(id).await.expect("read").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "event did not reach the hot store"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let archive = LocalColdStore::new(dev.data.path()).expect("archive");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while archive.list("raw/").await.expect("list").is_empty() {
+        assert!(Instant::now() < deadline, "event did not reach the archive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(stop(dev, "-INT").success(), "exit status 0 on SIGINT");
 }
 

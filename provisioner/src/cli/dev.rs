@@ -17,6 +17,9 @@ pub struct DevArgs {
     /// Partitions of the events topic on the embedded broker.
     #[arg(long, env = "EVENT_PLATFORM_DEV_PARTITIONS", default_value_t = 4)]
     partitions: i32,
+    /// Where the embedded stores keep their data; emptied at every start.
+    #[arg(long, env = "EVENT_PLATFORM_DEV_DATA_DIR", default_value = "state/dev")]
+    data_dir: std::path::PathBuf,
 }
 
 impl DevArgs {
@@ -26,6 +29,7 @@ impl DevArgs {
         let platform = DevPlatform::start(DevOptions {
             port: self.port,
             partitions: self.partitions,
+            data_dir: self.data_dir,
         })
         .await?;
         // Write errors are ignored: a closed stdout (`| head`) must not stop the platform.

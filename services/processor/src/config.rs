@@ -35,6 +35,9 @@ pub struct ProcessorConfig {
     pub kafka_dlq_topic: String,
     /// `KAFKA_CONSUMER_GROUP` (default `event-processors`).
     pub kafka_consumer_group: String,
+    /// `KAFKA_SESSION_TIMEOUT_MS` (default 10000): how soon the group gives a
+    /// crashed member's partitions to another.
+    pub kafka_session_timeout_ms: u64,
     /// `DYNAMODB_TABLE` (default `EventsHot`).
     pub dynamodb_table: String,
     /// `S3_BUCKET` (default `event-platform-raw-events`).
@@ -101,6 +104,7 @@ impl ProcessorConfig {
             kafka_topic: env.string("KAFKA_TOPIC", "events.raw"),
             kafka_dlq_topic: env.string("KAFKA_DLQ_TOPIC", "events.dlq"),
             kafka_consumer_group: env.string("KAFKA_CONSUMER_GROUP", "event-processors"),
+            kafka_session_timeout_ms: env.parse("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
             dynamodb_table: env.string("DYNAMODB_TABLE", "EventsHot"),
             s3_bucket: env.string("S3_BUCKET", "event-platform-raw-events"),
             aws: AwsSettings {
@@ -127,6 +131,7 @@ impl ProcessorConfig {
             kafka_topic: topic.into(),
             kafka_dlq_topic: dlq_topic.into(),
             kafka_consumer_group: group.into(),
+            kafka_session_timeout_ms: 6_000,
             dynamodb_table: "EventsHot".into(),
             s3_bucket: "event-platform-raw-events".into(),
             aws: AwsSettings {

@@ -86,6 +86,14 @@ impl Processor {
             .set("client.id", "processor")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                config.kafka_session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.kafka_session_timeout_ms / 5).max(100).to_string(),
+            )
             // A store outage pauses consumption; stay in the group meanwhile.
             .set("max.poll.interval.ms", "600000")
             .create_with_context(RebalanceContext::default())
@@ -126,6 +134,7 @@ impl Processor {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let health = self.health.clone();
         let consumer = self.pipeline.consumer.clone();
+        let leaving = consumer.clone();
         let lag = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -141,6 +150,8 @@ impl Processor {
             })
             .await;
         lag.abort();
+        // Leave the group now, so its partitions move without waiting for the session to expire.
+        leaving.unsubscribe();
     }
 }
 

@@ -144,7 +144,11 @@ impl Pipeline {
                         drop(message);
                         self.receive(owned).await;
                     }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    Err(e) => {
+                        // librdkafka reconnects by itself; do not spin on its errors meanwhile.
+                        tracing::warn!(error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 },
                 _ = tick.tick() => {
                     let due: Vec<i32> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(p, _)| *p).collect();
@@ -301,6 +305,13 @@ impl Pipeline {
         }
         let Some(outcome) = outcome else { return };
         self.commit(partition, batch.last_offset + 1).await;
+        tracing::debug!(
+            partition,
+            first = batch.first_offset,
+            last = batch.last_offset,
+            ?outcome,
+            "batch committed"
+        );
 
         let count = |outcome: &'static str, n: usize| {
             metrics::counter!("consumer_messages_processed_total", "outcome" => outcome)
@@ -378,6 +389,9 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Commits synchronously, retrying briefly: a batch is not followed by
+    /// the next until its offsets are committed, so a crash leaves at most one
+    /// batch to redeliver, with the boundaries the archive already has.
     async fn commit(&self, partition: i32, next_offset: i64) {
         let mut offsets = TopicPartitionList::new();
         if offsets
@@ -390,17 +404,23 @@ impl Pipeline {
         {
             return;
         }
-        let consumer = self.consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
-        match committed {
-            Ok(Ok(())) => {}
-            // The partition moved to another member; it will redeliver, and the stores absorb it.
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, partition, "commit failed; the batch will be redelivered")
+        for attempt in 1..=3 {
+            let (consumer, offsets) = (self.consumer.clone(), offsets.clone());
+            match tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+                .await
+            {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => tracing::warn!(error = %e, partition, attempt, "commit failed"),
+                Err(e) => tracing::warn!(error = %e, partition, attempt, "commit task failed"),
             }
-            Err(e) => tracing::warn!(error = %e, partition, "commit task failed"),
+            tokio::time::sleep(self.backoff(attempt)).await;
         }
+        // Most likely the partition moved to another member, which redelivers; the stores absorb it.
+        tracing::warn!(
+            partition,
+            next_offset,
+            "giving up on the commit; the batch will be redelivered"
+        );
     }
 }
 

@@ -31,6 +31,11 @@ impl S3ColdStore {
         }
     }
 
+    /// The bucket it writes to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// The SDK client, for tests and the provisioner.
     pub fn client(&self) -> &Client {
         &self.client

@@ -157,6 +157,11 @@ impl DynamoHotStore {
         }
     }
 
+    /// The table it writes to.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The SDK client, for tests and the provisioner.
     pub fn client(&self) -> &Client {
         &self.client
@@ -679,7 +684,7 @@ impl DynamoHotStore {
                 events.push(parse_event(&item)?);
             }
         }
-        events.sort_by(|a, b| b.cursor().cmp(&a.cursor()));
+        events.sort_by_key(|e| std::cmp::Reverse(e.cursor()));
         events.truncate(limit);
         Ok(events)
     }

@@ -1,0 +1,370 @@
+//! The processor end to end, against a real broker and the AWS emulator:
+//! events accepted by ingest land exactly once in DynamoDB and S3 with exact
+//! rollups; a replay of the whole topic changes nothing; poison messages go
+//! to the dead-letter topic; store faults (injected) cost only a delay.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use event_common::event::Event;
+use event_store::aws::{self, AwsSettings};
+use event_store::cold::{parquet, ColdStore};
+use event_store::hot::{EventFilter, HotStore};
+use integration_tests::backend::{AwsEmulator, Broker};
+use integration_tests::fault::{Fault, FaultLayer};
+use integration_tests::harness::{IngestServer, ProcessorServer};
+use integration_tests::kafka::{message_counts, read_topic, reset_group, wait_until_caught_up};
+use integration_tests::stores::{
+    all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
+};
+use integration_tests::unique_name;
+use processor::{ProcessorConfig, Stores};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+const TYPES: &[&str] = &["signup", "page_view", "click", "purchase"];
+
+struct Topics {
+    events: String,
+    dlq: String,
+    group: String,
+}
+
+async fn topics(broker: &Broker) -> Topics {
+    let t = Topics {
+        events: unique_name("events"),
+        dlq: unique_name("dlq"),
+        group: unique_name("processors"),
+    };
+    broker
+        .create_topic(&t.events, 3)
+        .await
+        .expect("events topic");
+    broker.create_topic(&t.dlq, 1).await.expect("dlq topic");
+    t
+}
+
+fn config(broker: &Broker, t: &Topics) -> ProcessorConfig {
+    let mut c = ProcessorConfig::for_dev(&broker.bootstrap_servers(), &t.events, &t.dlq, &t.group);
+    c.batch_max_events = 100;
+    c.batch_flush_interval_ms = 100;
+    c
+}
+
+/// The events of the test, as clients send them: spread over 6 days, 4 types, 25 users.
+fn client_events(n: usize) -> Vec<Value> {
+    let start = at("2024-05-06T08:00:00Z");
+    (0..n)
+        .map(|i| {
+            let ts: DateTime<Utc> =
+                start + chrono::Duration::minutes(((i * 4099) % (6 * 24 * 60)) as i64);
+            serde_json::json!({
+                "event_type": TYPES[i % TYPES.len()],
+                "user_id": format!("user-{}", (i * 7) % 25),
+                "timestamp": ts.to_rfc3339(),
+                "payload": {"i": i},
+            })
+        })
+        .collect()
+}
+
+/// Sends `events` through ingest (singles, then batches of 50) and returns
+/// them as the processor will see them (with the ids ingest gave back).
+async fn send(server: &IngestServer, events: &[Value]) -> Vec<Event> {
+    let client = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    let (singles, rest) = events.split_at(events.len().min(20));
+    let mut requests: Vec<Vec<Value>> = singles.iter().map(|e| vec![e.clone()]).collect();
+    requests.extend(rest.chunks(50).map(<[Value]>::to_vec));
+    for request in requests {
+        let body = if request.len() == 1 {
+            request[0].clone()
+        } else {
+            serde_json::json!({ "events": request })
+        };
+        let response = client
+            .post(format!("{}/events", server.url))
+            .bearer_auth(&server.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("ingest answers");
+        assert_eq!(response.status(), 202);
+        let reply: Value = response.json().await.expect("json");
+        for (sent, id) in request
+            .iter()
+            .zip(reply["event_ids"].as_array().expect("ids"))
+        {
+            let mut e = event(
+                sent["event_type"].as_str().unwrap_or_default(),
+                sent["user_id"].as_str().unwrap_or_default(),
+                at(sent["timestamp"].as_str().unwrap_or_default()),
+                0,
+            );
+            e.event_id = id.as_str().and_then(|s| s.parse().ok()).expect("uuid");
+            accepted.push(e);
+        }
+    }
+    accepted
+}
+
+/// Event ids in every archive object (with repeats, if any object repeats one).
+async fn archived_ids(cold: &dyn ColdStore) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::new();
+    for key in cold.list("raw/").await.expect("list") {
+        assert!(
+            key.starts_with("raw/dt=2024-05-") && key.contains("/hour="),
+            "partitioned key: {key}"
+        );
+        ids.extend(parquet::event_ids(cold.get(&key).await.expect("get")).expect("parquet"));
+    }
+    ids
+}
+
+async fn assert_stored_exactly(hot: &Arc<dyn HotStore>, cold: &dyn ColdStore, events: &[Event]) {
+    let stored = all_pages(hot, &EventFilter::default(), 500)
+        .await
+        .expect("pages");
+    let stored_ids: BTreeSet<_> = stored.iter().map(|e| e.event_id).collect();
+    let sent_ids: BTreeSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        stored.len(),
+        events.len(),
+        "one hot item per accepted event"
+    );
+    assert_eq!(stored_ids, sent_ids);
+    let expected = Analytics::expected(events);
+    let actual = Analytics::read(hot.as_ref(), day("2024-05-01"), day("2024-05-20"), TYPES)
+        .await
+        .expect("analytics");
+    assert_eq!(
+        actual, expected,
+        "rollups equal the values recomputed from the events"
+    );
+    let archived = archived_ids(cold).await;
+    assert_eq!(
+        archived.iter().collect::<BTreeSet<_>>(),
+        sent_ids.iter().collect::<BTreeSet<_>>(),
+        "every event archived"
+    );
+    assert_eq!(archived.len(), events.len(), "no event archived twice");
+}
+
+#[tokio::test]
+async fn ingested_events_land_once_in_dynamodb_and_s3_and_a_replay_changes_nothing() {
+    let broker = Broker::start().await.expect("broker");
+    let emulator = AwsEmulator::start().await.expect("AWS emulator");
+    let t = topics(&broker).await;
+    let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
+    let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&sdk, 2).await.expect("table"));
+    let cold = Arc::new(s3_store_with(&sdk).await.expect("bucket"));
+    let stores = Stores {
+        hot: hot.clone(),
+        cold: cold.clone(),
+    };
+    let ingest = IngestServer::start(&broker.bootstrap_servers(), &t.events, |_| {})
+        .await
+        .expect("ingest");
+
+    let processor = ProcessorServer::start(config(&broker, &t), stores.clone()).expect("processor");
+    let events = send(&ingest, &client_events(420)).await;
+    wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("caught up");
+    processor.stop().await.expect("stop");
+    assert_stored_exactly(&hot, cold.as_ref(), &events).await;
+    let objects_before = cold.list("raw/").await.expect("list");
+
+    // Replay: the same group from the beginning of the topic.
+    reset_group(&broker.bootstrap_servers(), &t.group, &t.events)
+        .await
+        .expect("reset offsets");
+    let processor = ProcessorServer::start(config(&broker, &t), stores).expect("processor");
+    wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("caught up again");
+    processor.stop().await.expect("stop");
+    assert_stored_exactly(&hot, cold.as_ref(), &events).await;
+    assert_eq!(
+        cold.list("raw/").await.expect("list"),
+        objects_before,
+        "replay rewrote the same objects"
+    );
+    let dead: i64 = message_counts(&broker.bootstrap_servers(), &t.dlq)
+        .expect("dlq")
+        .values()
+        .sum();
+    assert_eq!(dead, 0);
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
+    let broker = Broker::start().await.expect("broker");
+    let t = topics(&broker).await;
+    let (hot, _dir) = integration_tests::stores::sqlite_store().expect("sqlite");
+    let archive = tempfile::tempdir().expect("dir");
+    let hot: Arc<dyn HotStore> = Arc::new(hot);
+    let cold =
+        Arc::new(event_store::cold::local::LocalColdStore::new(archive.path()).expect("archive"));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .expect("producer");
+    let good: Vec<Event> = (0..6)
+        .map(|i| {
+            event(
+                "click",
+                "u1",
+                at("2024-05-06T10:00:00Z") + chrono::Duration::minutes(i),
+                i as usize,
+            )
+        })
+        .collect();
+    let too_long = {
+        let mut e = good[0].clone();
+        e.event_id = uuid::Uuid::new_v4();
+        e.event_type = "x".repeat(200);
+        e
+    };
+    let poison: Vec<(Vec<u8>, &str)> = vec![
+        (b"\xff\xfenot json".to_vec(), "decode"),
+        (br#"{"event_type":"click"}"#.to_vec(), "decode"),
+        (serde_json::to_vec(&too_long).expect("encode"), "contract"),
+    ];
+    // Good and bad interleaved on one partition (same key).
+    let mut sent_bad = Vec::new();
+    for (i, e) in good.iter().enumerate() {
+        let value = serde_json::to_vec(e).expect("encode");
+        producer
+            .send(
+                FutureRecord::to(&t.events).key("u1").payload(&value),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("sent");
+        if let Some((bad, kind)) = poison.get(i) {
+            let delivery = producer
+                .send(
+                    FutureRecord::to(&t.events).key("u1").payload(bad),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("sent");
+            sent_bad.push((bad.clone(), *kind, delivery.partition, delivery.offset));
+        }
+    }
+    let processor = ProcessorServer::start(
+        config(&broker, &t),
+        Stores {
+            hot: hot.clone(),
+            cold: cold.clone(),
+        },
+    )
+    .expect("processor");
+    wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("caught up");
+    processor.stop().await.expect("stop");
+
+    let dead = read_topic(
+        &broker.bootstrap_servers(),
+        &t.dlq,
+        sent_bad.len(),
+        Duration::from_secs(10),
+    )
+    .expect("dlq");
+    assert_eq!(dead.len(), sent_bad.len());
+    for ((bad, kind, partition, offset), record) in sent_bad.iter().zip(&dead) {
+        let headers = &record.headers;
+        assert_eq!(&record.value, bad, "the original bytes");
+        assert_eq!(headers["dlq.error.kind"], *kind);
+        assert!(!headers["dlq.error"].is_empty());
+        assert_eq!(headers["dlq.original.topic"], t.events);
+        assert_eq!(headers["dlq.original.partition"], partition.to_string());
+        assert_eq!(headers["dlq.original.offset"], offset.to_string());
+    }
+    for e in &good {
+        assert!(
+            hot.event(e.event_id).await.expect("read").is_some(),
+            "good event stored"
+        );
+    }
+    assert_eq!(
+        Analytics::read(
+            hot.as_ref(),
+            day("2024-05-01"),
+            day("2024-05-20"),
+            &["click"]
+        )
+        .await
+        .expect("read"),
+        Analytics::expected(&good)
+    );
+}
+
+#[tokio::test]
+async fn injected_store_throttling_and_outage_cost_a_delay_not_data() {
+    let broker = Broker::start().await.expect("broker");
+    let emulator = AwsEmulator::start().await.expect("AWS emulator");
+    let t = topics(&broker).await;
+    let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
+    let (faulty, faults) = FaultLayer::wrap(&sdk);
+    let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
+    let cold = Arc::new(s3_store_with(&faulty).await.expect("bucket"));
+    let ingest = IngestServer::start(&broker.bootstrap_servers(), &t.events, |_| {})
+        .await
+        .expect("ingest");
+    // More faults than the SDK's own retries absorb, so the processor backs off too.
+    faults.inject("TransactWriteItems", Fault::throttling(), 8);
+    faults.inject("BatchWriteItem", Fault::throttling(), 6);
+    faults.inject("GetItem", Fault::Unreachable, 6);
+    faults.inject("PUT", Fault::Unreachable, 5);
+    let mut config = config(&broker, &t);
+    config.store_backoff_max_ms = 300;
+    let processor = ProcessorServer::start(
+        config,
+        Stores {
+            hot: hot.clone(),
+            cold: cold.clone(),
+        },
+    )
+    .expect("processor");
+    let events = send(&ingest, &client_events(300)).await;
+    wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("caught up");
+    processor.stop().await.expect("stop");
+    assert_eq!(faults.injected("TransactWriteItems"), 8);
+    assert_eq!(faults.injected("BatchWriteItem"), 6);
+    assert_eq!(faults.injected("GetItem"), 6);
+    assert_eq!(faults.injected("PUT"), 5, "S3 PutObject outage");
+    assert_stored_exactly(&hot, cold.as_ref(), &events).await;
+    let dead: i64 = message_counts(&broker.bootstrap_servers(), &t.dlq)
+        .expect("dlq")
+        .values()
+        .sum();
+    assert_eq!(dead, 0, "a failing store is not a poison message");
+}
