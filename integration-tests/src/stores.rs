@@ -57,10 +57,10 @@ pub async fn s3_store_with(sdk: &aws_config::SdkConfig) -> anyhow::Result<S3Cold
     Ok(store)
 }
 
-/// An event for tests.
+/// An event for tests, with a time-ordered id as ingest gives.
 pub fn event(event_type: &str, user_id: &str, timestamp: DateTime<Utc>, n: usize) -> Event {
     Event {
-        event_id: Uuid::new_v4(),
+        event_id: Uuid::now_v7(),
         event_type: event_type.into(),
         user_id: user_id.into(),
         timestamp,

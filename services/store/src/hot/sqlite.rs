@@ -65,10 +65,12 @@ impl SqliteHotStore {
     pub fn open(path: &Path, ttl_days: u32) -> Result<Self, StoreError> {
         let writer = Connection::open(path).map_err(sql_err)?;
         // WAL: readers never block the writer; FULL: a committed batch
-        // survives a crash of the process and of the machine.
+        // survives a crash of the process and of the machine. A 64 MiB page
+        // cache keeps index pages out of pread copies (profiled).
         writer
             .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
+                 PRAGMA cache_size=-65536;",
             )
             .map_err(sql_err)?;
         writer.execute_batch(SCHEMA).map_err(sql_err)?;
