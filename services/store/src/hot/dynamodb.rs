@@ -57,8 +57,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    batch_keys, plan_batch, sortable_time, ApplyOutcome, Batch, BatchPlan, CohortRow, Cursor,
-    EventFilter, EventPage, HotStore, StoredEvent,
+    batch_keys, empty_cohorts, plan_batch, sortable_time, ApplyOutcome, Batch, BatchPlan,
+    CohortRow, Cursor, EventFilter, EventPage, HotStore, StoredEvent,
 };
 use crate::rollup::{RollupDelta, UserState, Window, ALL_TYPES};
 use crate::StoreError;
@@ -651,6 +651,20 @@ impl DynamoHotStore {
         Ok(items)
     }
 
+    /// Items of partition `pk` with sort keys in `[from, to]`, in key order.
+    async fn range(&self, pk: String, from: String, to: String) -> Result<Vec<Item>, StoreError> {
+        let values = vec![(":pk", s(pk)), (":from", s(from)), (":to", s(to))];
+        self.query_all(
+            None,
+            "PK = :pk AND SK BETWEEN :from AND :to",
+            values,
+            false,
+            None,
+            None,
+        )
+        .await
+    }
+
     /// Newest-first events of one index partition (all shards merged).
     async fn index_events(
         &self,
@@ -875,22 +889,11 @@ impl HotStore for DynamoHotStore {
         if to <= from {
             return Ok(Vec::new());
         }
-        let values = vec![
-            (
-                ":pk",
-                s(format!("COUNT#{}", event_type.unwrap_or(ALL_TYPES))),
-            ),
-            (":from", s(sortable_time(from))),
-            (":to", s(sortable_time(to - Duration::microseconds(1)))),
-        ];
         let items = self
-            .query_all(
-                None,
-                "PK = :pk AND SK BETWEEN :from AND :to",
-                values,
-                false,
-                None,
-                None,
+            .range(
+                format!("COUNT#{}", event_type.unwrap_or(ALL_TYPES)),
+                sortable_time(from),
+                sortable_time(to - Duration::microseconds(1)),
             )
             .await?;
         items
@@ -907,19 +910,11 @@ impl HotStore for DynamoHotStore {
     ) -> Result<Vec<(NaiveDate, String, i64)>, StoreError> {
         let mut rows = Vec::new();
         for month in months(from, to) {
-            let values = vec![
-                (":pk", s(format!("DAYTYPES#{month}"))),
-                (":from", s(format!("{from}#"))),
-                (":to", s(format!("{to}#\u{10FFFF}"))),
-            ];
             for item in self
-                .query_all(
-                    None,
-                    "PK = :pk AND SK BETWEEN :from AND :to",
-                    values,
-                    false,
-                    None,
-                    None,
+                .range(
+                    format!("DAYTYPES#{month}"),
+                    format!("{from}#"),
+                    format!("{to}#\u{10FFFF}"),
                 )
                 .await?
             {
@@ -944,20 +939,8 @@ impl HotStore for DynamoHotStore {
     ) -> Result<Vec<(NaiveDate, i64)>, StoreError> {
         let mut rows = Vec::new();
         for month in months(from, to) {
-            let values = vec![
-                (":pk", s(format!("DAU#{month}"))),
-                (":from", s(from.to_string())),
-                (":to", s(to.to_string())),
-            ];
             for item in self
-                .query_all(
-                    None,
-                    "PK = :pk AND SK BETWEEN :from AND :to",
-                    values,
-                    false,
-                    None,
-                    None,
-                )
+                .range(format!("DAU#{month}"), from.to_string(), to.to_string())
                 .await?
             {
                 rows.push((parse_day(get_s(&item, "SK")?)?, get_n(&item, "count")?));
@@ -972,36 +955,14 @@ impl HotStore for DynamoHotStore {
         from: NaiveDate,
         count: usize,
     ) -> Result<Vec<CohortRow>, StoreError> {
-        let starts = window.starts(from, count);
-        let (Some(first), Some(last)) = (starts.first().copied(), starts.last().copied()) else {
+        let Some((first, last, mut rows)) = empty_cohorts(window, from, count) else {
             return Ok(Vec::new());
         };
-        let mut rows: BTreeMap<NaiveDate, CohortRow> = starts
-            .iter()
-            .map(|d| {
-                (
-                    *d,
-                    CohortRow {
-                        start: *d,
-                        size: 0,
-                        retained: BTreeMap::new(),
-                    },
-                )
-            })
-            .collect();
-        let values = vec![
-            (":pk", s(format!("COHORT#{}", window.as_str()))),
-            (":from", s(first.to_string())),
-            (":to", s(last.to_string())),
-        ];
         for item in self
-            .query_all(
-                None,
-                "PK = :pk AND SK BETWEEN :from AND :to",
-                values,
-                false,
-                None,
-                None,
+            .range(
+                format!("COHORT#{}", window.as_str()),
+                first.to_string(),
+                last.to_string(),
             )
             .await?
         {
@@ -1009,19 +970,11 @@ impl HotStore for DynamoHotStore {
                 row.size = get_n(&item, "count")?;
             }
         }
-        let values = vec![
-            (":pk", s(format!("RETENTION#{}", window.as_str()))),
-            (":from", s(format!("{first}#"))),
-            (":to", s(format!("{last}#99999"))),
-        ];
         for item in self
-            .query_all(
-                None,
-                "PK = :pk AND SK BETWEEN :from AND :to",
-                values,
-                false,
-                None,
-                None,
+            .range(
+                format!("RETENTION#{}", window.as_str()),
+                format!("{first}#"),
+                format!("{last}#99999"),
             )
             .await?
         {

@@ -167,6 +167,31 @@ pub struct CohortRow {
     pub retained: BTreeMap<i64, i64>,
 }
 
+/// Empty rows for `count` cohorts of `window` from the one containing
+/// `from`, with the first and last cohort start; `None` when `count` is 0.
+pub fn empty_cohorts(
+    window: Window,
+    from: NaiveDate,
+    count: usize,
+) -> Option<(NaiveDate, NaiveDate, BTreeMap<NaiveDate, CohortRow>)> {
+    let starts = window.starts(from, count);
+    let (first, last) = (*starts.first()?, *starts.last()?);
+    let rows = starts
+        .into_iter()
+        .map(|start| {
+            (
+                start,
+                CohortRow {
+                    start,
+                    size: 0,
+                    retained: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    Some((first, last, rows))
+}
+
 /// The hot store port.
 #[async_trait]
 pub trait HotStore: Send + Sync {

@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    batch_keys, plan_batch, sortable_time, ApplyOutcome, Batch, CohortRow, Cursor, EventFilter,
-    EventPage, HotStore, StoredEvent,
+    batch_keys, empty_cohorts, plan_batch, sortable_time, ApplyOutcome, Batch, CohortRow, Cursor,
+    EventFilter, EventPage, HotStore, StoredEvent,
 };
 use crate::rollup::{UserState, Window};
 use crate::StoreError;
@@ -464,13 +464,10 @@ impl HotStore for SqliteHotStore {
         from: NaiveDate,
         count: usize,
     ) -> Result<Vec<CohortRow>, StoreError> {
-        let starts = window.starts(from, count);
-        let (Some(first), Some(last)) = (starts.first().copied(), starts.last().copied()) else {
+        let Some((first, last, mut rows)) = empty_cohorts(window, from, count) else {
             return Ok(Vec::new());
         };
         self.read(move |c| {
-            let mut rows: BTreeMap<NaiveDate, CohortRow> =
-                starts.iter().map(|s| (*s, CohortRow { start: *s, size: 0, retained: BTreeMap::new() })).collect();
             let mut sizes = c
                 .prepare_cached("SELECT cohort, size FROM cohort_sizes WHERE window = ?1 AND cohort >= ?2 AND cohort <= ?3")
                 .map_err(sql_err)?;
