@@ -27,26 +27,6 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-/// Reports `consumer_lag{partition}`: the broker's high watermark minus the
-/// consumer's position, for every assigned partition. Blocking; run it off
-/// the async workers.
-pub fn report_lag(consumer: &EventConsumer) {
-    let Ok(positions) = consumer.position() else {
-        return;
-    };
-    for element in positions.elements() {
-        let Offset::Offset(position) = element.offset() else {
-            continue;
-        };
-        if let Ok((_, high)) =
-            consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
-        {
-            metrics::gauge!("consumer_lag", "partition" => element.partition().to_string())
-                .set((high - position).max(0) as f64);
-        }
-    }
-}
-
 use crate::config::ProcessorConfig;
 
 /// Remembers revoked partitions, so the loop drops their uncommitted batches.
@@ -74,6 +54,26 @@ impl ConsumerContext for RebalanceContext {
 /// The consumer type of the processor.
 pub type EventConsumer = StreamConsumer<RebalanceContext>;
 
+/// Reports `consumer_lag{partition}`: the broker's high watermark minus the
+/// consumer's position, for every assigned partition. Blocking; run it off
+/// the async workers.
+pub fn report_lag(consumer: &EventConsumer) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for element in positions.elements() {
+        let Offset::Offset(position) = element.offset() else {
+            continue;
+        };
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
+        {
+            metrics::gauge!("consumer_lag", "partition" => element.partition().to_string())
+                .set((high - position).max(0) as f64);
+        }
+    }
+}
+
 /// A message that is not a valid event, bound for the DLQ topic.
 struct DeadLetter {
     offset: i64,
@@ -91,6 +91,15 @@ struct PartitionBuffer {
     opened: Instant,
 }
 
+/// How far a batch's write got, so a retry resumes where it failed instead
+/// of resending dead letters or applying the hot store twice.
+#[derive(Default)]
+struct Progress {
+    dead_letters_sent: usize,
+    hot: Option<ApplyOutcome>,
+    cold_written: bool,
+}
+
 /// Where a write failed.
 struct WriteError {
     store: &'static str,
@@ -99,10 +108,10 @@ struct WriteError {
 
 pub(crate) struct Pipeline {
     pub consumer: Arc<EventConsumer>,
-    pub dlq: FutureProducer,
-    pub hot: Arc<dyn HotStore>,
-    pub cold: Arc<dyn ColdStore>,
-    pub config: ProcessorConfig,
+    dlq: FutureProducer,
+    hot: Arc<dyn HotStore>,
+    cold: Arc<dyn ColdStore>,
+    config: ProcessorConfig,
     buffers: HashMap<i32, PartitionBuffer>,
     /// Per partition since its assignment: the offset to cut the first batch at, once read.
     cut_points: HashMap<i32, Option<i64>>,
@@ -272,8 +281,9 @@ impl Pipeline {
         let started = Instant::now();
         let mut attempt = 0;
         let mut paused: Option<TopicPartitionList> = None;
+        let mut progress = Progress::default();
         let outcome = loop {
-            match self.write(&batch, &buffer.dead).await {
+            match self.write(&batch, &buffer.dead, &mut progress).await {
                 Ok(outcome) => break Some(outcome),
                 Err(WriteError { store, error }) => {
                     if matches!(error, StoreError::Throttled(_)) {
@@ -327,24 +337,38 @@ impl Pipeline {
             .record_many(buffer.opened.elapsed().as_secs_f64(), size);
     }
 
-    async fn write(&self, batch: &Batch, dead: &[DeadLetter]) -> Result<ApplyOutcome, WriteError> {
-        for letter in dead {
+    /// Runs the stages of a batch's write that `progress` says are not done yet.
+    async fn write(
+        &self,
+        batch: &Batch,
+        dead: &[DeadLetter],
+        progress: &mut Progress,
+    ) -> Result<ApplyOutcome, WriteError> {
+        for letter in &dead[progress.dead_letters_sent..] {
             self.dead_letter(batch.partition, letter)
                 .await
                 .map_err(|error| WriteError {
                     store: "dlq",
                     error: StoreError::Unavailable(error),
                 })?;
+            progress.dead_letters_sent += 1;
         }
-        let outcome = self.hot.apply(batch).await.map_err(|error| WriteError {
-            store: "hot",
-            error,
-        })?;
-        if !batch.events.is_empty() {
+        let outcome = match progress.hot {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = self.hot.apply(batch).await.map_err(|error| WriteError {
+                    store: "hot",
+                    error,
+                })?;
+                *progress.hot.insert(outcome)
+            }
+        };
+        if !progress.cold_written && !batch.events.is_empty() {
             self.cold.write(batch).await.map_err(|error| WriteError {
                 store: "cold",
                 error,
             })?;
+            progress.cold_written = true;
         }
         Ok(outcome)
     }

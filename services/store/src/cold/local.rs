@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{objects_of, parquet, ColdStore};
+use super::{encode_objects, ColdStore};
 use crate::hot::Batch;
 use crate::StoreError;
 
@@ -50,10 +50,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 #[async_trait]
 impl ColdStore for LocalColdStore {
     async fn write(&self, batch: &Batch) -> Result<Vec<String>, StoreError> {
-        let mut files = Vec::new();
-        for (key, events) in objects_of(batch) {
-            files.push((key, parquet::encode(&events, batch.partition)?));
-        }
+        let files = encode_objects(batch)?;
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             let mut keys = Vec::with_capacity(files.len());

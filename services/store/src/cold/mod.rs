@@ -37,8 +37,17 @@ pub trait ColdStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
 }
 
-/// The objects of a batch: key -> its events, grouped by the hour of their timestamp.
-pub fn objects_of(batch: &Batch) -> BTreeMap<String, Vec<&Delivered>> {
+/// The objects of a batch, encoded: (key, Parquet bytes), one per hour of
+/// the events' timestamps.
+pub fn encode_objects(batch: &Batch) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    objects_of(batch)
+        .into_iter()
+        .map(|(key, events)| Ok((key, parquet::encode(&events, batch.partition)?)))
+        .collect()
+}
+
+/// The events of a batch by object key, grouped by the hour of their timestamp.
+fn objects_of(batch: &Batch) -> BTreeMap<String, Vec<&Delivered>> {
     let mut objects: BTreeMap<String, Vec<&Delivered>> = BTreeMap::new();
     for delivered in &batch.events {
         objects

@@ -6,7 +6,7 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use super::{objects_of, parquet, ColdStore};
+use super::{encode_objects, ColdStore};
 use crate::hot::Batch;
 use crate::StoreError;
 
@@ -55,8 +55,7 @@ fn s3_err(what: &str, e: impl std::fmt::Display + std::fmt::Debug) -> StoreError
 impl ColdStore for S3ColdStore {
     async fn write(&self, batch: &Batch) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        for (key, events) in objects_of(batch) {
-            let body = parquet::encode(&events, batch.partition)?;
+        for (key, body) in encode_objects(batch)? {
             self.client
                 .put_object()
                 .bucket(&self.bucket)
