@@ -5,7 +5,8 @@
 //! The services run in-process behind one port, routed by the same path
 //! rules the load balancer has in AWS. The processor writes to the embedded
 //! stores: SQLite for hot data and a directory of Parquet files for the
-//! archive, under the data directory. The broker keeps nothing across runs,
+//! archive, under the data directory; `graphql` reads the same SQLite store
+//! and serves the dashboard at `/`. The broker keeps nothing across runs,
 //! so the data directory is emptied at start: stores that remembered offsets
 //! of an earlier broker would take the new run's events for redeliveries.
 
@@ -25,6 +26,8 @@ use event_common::problem::Problem;
 use event_common::telemetry;
 use event_store::cold::local::LocalColdStore;
 use event_store::hot::sqlite::SqliteHotStore;
+use event_store::hot::HotStore;
+use graphql::{Graphql, GraphqlConfig};
 use ingest::{Ingest, IngestConfig};
 use processor::{Processor, ProcessorConfig, Stores};
 use rdkafka::mocking::MockCluster;
@@ -56,6 +59,7 @@ pub struct DevPlatform {
     listener: tokio::net::TcpListener,
     ingest: Ingest,
     processor: Processor,
+    graphql: Graphql,
     data_dir: PathBuf,
     token: String,
 }
@@ -75,7 +79,19 @@ impl DevPlatform {
 
         let ingest = Ingest::new(&IngestConfig::for_dev(&bootstrap, EVENTS_TOPIC))
             .context("starting ingest")?;
-        let processor = start_processor(&bootstrap, &options.data_dir)?;
+        let processor_config =
+            ProcessorConfig::for_dev(&bootstrap, EVENTS_TOPIC, DLQ_TOPIC, CONSUMER_GROUP);
+        let hot = open_hot_store(&options.data_dir, processor_config.hot_ttl_days)?;
+        let stores = Stores {
+            hot: hot.clone(),
+            cold: Arc::new(LocalColdStore::new(&options.data_dir)?),
+        };
+        let processor =
+            Processor::new(processor_config, stores).context("starting the processor")?;
+        let graphql = Graphql::new(
+            &GraphqlConfig::for_dev(&options.data_dir.join(HOT_STORE_FILE)),
+            hot,
+        );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
             .with_context(|| {
@@ -95,6 +111,7 @@ impl DevPlatform {
             listener,
             ingest,
             processor,
+            graphql,
             data_dir: options.data_dir,
             token,
         })
@@ -141,8 +158,16 @@ impl DevPlatform {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let platform_health = platform_health(vec![self.ingest.health(), self.processor.health()]);
-        let front = front_door(self.ingest.router(), platform_health.clone());
+        let platform_health = platform_health(vec![
+            self.ingest.health(),
+            self.processor.health(),
+            self.graphql.health(),
+        ]);
+        let front = front_door(
+            self.ingest.router(),
+            self.graphql.router(),
+            platform_health.clone(),
+        );
         // One signal stops everything: the front door first, then the processor.
         let (stop_processor, processor_stopped) = tokio::sync::oneshot::channel::<()>();
         let processor = tokio::spawn(self.processor.run(async move {
@@ -157,13 +182,17 @@ impl DevPlatform {
     }
 }
 
-/// A processor on the embedded broker, writing to fresh stores under `data_dir`.
-fn start_processor(bootstrap: &str, data_dir: &std::path::Path) -> anyhow::Result<Processor> {
+/// The hot store's file under the data directory.
+const HOT_STORE_FILE: &str = "hot.sqlite3";
+
+/// Empties the stores under `data_dir` and opens a fresh hot store there.
+fn open_hot_store(data_dir: &std::path::Path, ttl_days: u32) -> anyhow::Result<Arc<dyn HotStore>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // Remove only what the stores own, never anything else in a directory the user named.
-    for file in ["hot.sqlite3", "hot.sqlite3-wal", "hot.sqlite3-shm"] {
-        match std::fs::remove_file(data_dir.join(file)) {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{HOT_STORE_FILE}{suffix}");
+        match std::fs::remove_file(data_dir.join(&file)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).context(format!("removing {file}"))
             }
@@ -176,15 +205,10 @@ fn start_processor(bootstrap: &str, data_dir: &std::path::Path) -> anyhow::Resul
         }
         _ => {}
     }
-    let config = ProcessorConfig::for_dev(bootstrap, EVENTS_TOPIC, DLQ_TOPIC, CONSUMER_GROUP);
-    let stores = Stores {
-        hot: Arc::new(SqliteHotStore::open(
-            &data_dir.join("hot.sqlite3"),
-            config.hot_ttl_days,
-        )?),
-        cold: Arc::new(LocalColdStore::new(data_dir)?),
-    };
-    Processor::new(config, stores).context("starting the processor")
+    Ok(Arc::new(SqliteHotStore::open(
+        &data_dir.join(HOT_STORE_FILE),
+        ttl_days,
+    )?))
 }
 
 /// Readiness of the whole platform: every service ready.
@@ -205,12 +229,15 @@ fn platform_health(services: Vec<Health>) -> Health {
 }
 
 /// The load balancer's path rules: `/events*` and `/v1/events*` to ingest,
-/// `/health*` to the platform's readiness, `/metrics` to the shared registry.
-fn front_door(ingest: Router, health: Health) -> Router {
+/// `/graphql*` and the dashboard at `/` to graphql, `/health*` to the
+/// platform's readiness, `/metrics` to the shared registry.
+fn front_door(ingest: Router, graphql: Router, health: Health) -> Router {
     let rules: Arc<Vec<(&'static str, Router)>> = Arc::new(vec![
         ("/events*", ingest.clone()),
         ("/v1/events*", ingest.clone()),
         ("/openapi.json", ingest),
+        ("/graphql*", graphql.clone()),
+        ("/", graphql),
     ]);
     Router::new()
         .merge(health.router())

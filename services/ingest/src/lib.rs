@@ -22,8 +22,6 @@ use event_common::auth::JwtVerifier;
 use event_common::lifecycle::{self, Health};
 use event_common::problem::Problem;
 use event_common::telemetry;
-use http::{HeaderValue, Method};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::IngestConfig;
 use publisher::{KafkaPublisher, PublishError};
@@ -69,7 +67,7 @@ impl Ingest {
             .merge(health.clone().router())
             .route("/metrics", get(telemetry::metrics_handler))
             .fallback(|uri: http::Uri| async move { Problem::not_found(uri.path()) });
-        if let Some(cors) = cors_layer(&config.cors_allowed_origins) {
+        if let Some(cors) = lifecycle::cors_layer(&config.cors_allowed_origins) {
             router = router.layer(cors);
         }
         let router = telemetry::instrument(router, "ingest");
@@ -111,32 +109,6 @@ impl Ingest {
             tracing::warn!("producer did not flush within {FLUSH_TIMEOUT:?}");
         }
     }
-}
-
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([
-                http::header::AUTHORIZATION,
-                http::header::CONTENT_TYPE,
-                http::header::CONTENT_ENCODING,
-                http::HeaderName::from_static("x-request-id"),
-            ])
-            .expose_headers([
-                http::HeaderName::from_static("x-request-id"),
-                http::header::RETRY_AFTER,
-            ]),
-    )
 }
 
 /// Serves ingest on `listener` until `shutdown` resolves, then drains

@@ -5,15 +5,7 @@ use std::path::PathBuf;
 
 use event_common::config::{ConfigError, Env};
 use event_store::aws::AwsSettings;
-
-/// Which hot store to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HotStoreKind {
-    /// DynamoDB table `DYNAMODB_TABLE`.
-    DynamoDb,
-    /// SQLite database at this path (`provision dev`).
-    Sqlite(PathBuf),
-}
+pub use event_store::hot::HotStoreKind;
 
 /// Which cold store to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,19 +57,7 @@ pub struct ProcessorConfig {
 impl ProcessorConfig {
     /// Reads the configuration; errors name the variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let hot_store = match env.string("HOT_STORE", "dynamodb").as_str() {
-            "dynamodb" => HotStoreKind::DynamoDb,
-            "sqlite" => {
-                HotStoreKind::Sqlite(env.string("SQLITE_PATH", "events-hot.sqlite3").into())
-            }
-            other => {
-                return Err(ConfigError::invalid(
-                    "HOT_STORE",
-                    other,
-                    "expected dynamodb or sqlite",
-                ))
-            }
-        };
+        let hot_store = HotStoreKind::from_env(env)?;
         let cold_store = match env.string("COLD_STORE", "s3").as_str() {
             "s3" => ColdStoreKind::S3,
             "directory" => {

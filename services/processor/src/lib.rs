@@ -23,9 +23,7 @@ use event_store::aws;
 use event_store::cold::local::LocalColdStore;
 use event_store::cold::s3::S3ColdStore;
 use event_store::cold::ColdStore;
-use event_store::hot::dynamodb::DynamoHotStore;
-use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::HotStore;
+use event_store::hot::{self, HotStore};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
@@ -49,18 +47,13 @@ impl Stores {
             (HotStoreKind::Sqlite(_), ColdStoreKind::Directory(_)) => None,
             _ => Some(aws::sdk_config(&config.aws).await),
         };
-        let hot: Arc<dyn HotStore> = match (&config.hot_store, &sdk) {
-            (HotStoreKind::Sqlite(path), _) => {
-                Arc::new(SqliteHotStore::open(path, config.hot_ttl_days)?)
-            }
-            (HotStoreKind::DynamoDb, Some(sdk)) => Arc::new(DynamoHotStore::new(
-                sdk,
-                &config.dynamodb_table,
-                config.hot_ttl_days,
-                config.hot_write_shards,
-            )),
-            (HotStoreKind::DynamoDb, None) => anyhow::bail!("DynamoDB needs AWS settings"),
-        };
+        let hot = hot::open(
+            &config.hot_store,
+            sdk.as_ref(),
+            &config.dynamodb_table,
+            config.hot_ttl_days,
+            config.hot_write_shards,
+        )?;
         let cold: Arc<dyn ColdStore> = match (&config.cold_store, &sdk) {
             (ColdStoreKind::Directory(dir), _) => Arc::new(LocalColdStore::new(dir)?),
             (ColdStoreKind::S3, Some(sdk)) => Arc::new(S3ColdStore::new(sdk, &config.s3_bucket)),

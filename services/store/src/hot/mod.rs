@@ -21,14 +21,67 @@ pub mod dynamodb;
 pub mod sqlite;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use event_common::config::{ConfigError, Env};
 use event_common::event::Event;
 use uuid::Uuid;
 
 use crate::rollup::{self, RollupDelta, RollupEvent, UserState, Window};
 use crate::StoreError;
+
+/// Which hot store a service uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotStoreKind {
+    /// DynamoDB table `DYNAMODB_TABLE`.
+    DynamoDb,
+    /// SQLite database at this path (`provision dev`).
+    Sqlite(PathBuf),
+}
+
+impl HotStoreKind {
+    /// `HOT_STORE`: `dynamodb` (default), or `sqlite` with `SQLITE_PATH`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.string("HOT_STORE", "dynamodb").as_str() {
+            "dynamodb" => Ok(Self::DynamoDb),
+            "sqlite" => Ok(Self::Sqlite(
+                env.string("SQLITE_PATH", "events-hot.sqlite3").into(),
+            )),
+            other => Err(ConfigError::invalid(
+                "HOT_STORE",
+                other,
+                "expected dynamodb or sqlite",
+            )),
+        }
+    }
+}
+
+/// Opens the hot store `kind` names; DynamoDB needs `sdk`.
+pub fn open(
+    kind: &HotStoreKind,
+    sdk: Option<&aws_config::SdkConfig>,
+    table: &str,
+    ttl_days: u32,
+    write_shards: u32,
+) -> Result<Arc<dyn HotStore>, StoreError> {
+    Ok(match (kind, sdk) {
+        (HotStoreKind::Sqlite(path), _) => Arc::new(sqlite::SqliteHotStore::open(path, ttl_days)?),
+        (HotStoreKind::DynamoDb, Some(sdk)) => Arc::new(dynamodb::DynamoHotStore::new(
+            sdk,
+            table,
+            ttl_days,
+            write_shards,
+        )),
+        (HotStoreKind::DynamoDb, None) => {
+            return Err(StoreError::Unavailable(
+                "DynamoDB needs AWS settings".into(),
+            ))
+        }
+    })
+}
 
 /// A decoded message: where it was in the topic, and the event.
 #[derive(Debug, Clone)]
