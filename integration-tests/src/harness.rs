@@ -1,9 +1,13 @@
 //! Services started in-process on `127.0.0.1:0` against the test backend.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use event_common::auth::{self, JwtConfig};
+use event_store::hot::{HotStore, HotStoreKind};
+use graphql::{Graphql, GraphqlConfig};
 use ingest::IngestConfig;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -139,6 +143,80 @@ impl ProcessorServer {
 }
 
 impl Drop for ProcessorServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A running graphql service over a given hot store; stops when dropped.
+pub struct GraphqlServer {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// A valid token for subject `test-user`.
+    pub token: String,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl GraphqlServer {
+    /// Starts graphql over `hot` with development settings changed by `tweak`.
+    pub async fn start(
+        hot: Arc<dyn HotStore>,
+        tweak: impl FnOnce(&mut GraphqlConfig),
+    ) -> anyhow::Result<Self> {
+        let mut config = GraphqlConfig::for_dev(HotStoreKind::DynamoDb);
+        tweak(&mut config);
+        let api = Graphql::new(&config, hot);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let token = auth::mint(&config.jwt, "test-user", Duration::from_secs(3600), None)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(event_common::lifecycle::serve(
+            listener,
+            api.router(),
+            api.health(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            url,
+            token,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+        })
+    }
+
+    /// Posts `body` to `/graphql` with `token` (none: no header); the status and JSON body.
+    pub async fn post(&self, body: &Value, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.client.post(format!("{}/graphql", self.url)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    /// Runs `query` with `variables` as `test-user`; the whole response (`data`, `errors`).
+    pub async fn query(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body = serde_json::json!({"query": query, "variables": variables});
+        let (status, response) = self.post(&body, Some(&self.token)).await?;
+        anyhow::ensure!(status == 200, "HTTP {status}: {response}");
+        Ok(response)
+    }
+
+    /// Runs `query` and returns `data`, failing on any error.
+    pub async fn data(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let response = self.query(query, variables).await?;
+        anyhow::ensure!(response.get("errors").is_none(), "errors: {response}");
+        Ok(response["data"].clone())
+    }
+}
+
+impl Drop for GraphqlServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

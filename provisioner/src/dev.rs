@@ -26,7 +26,7 @@ use event_common::problem::Problem;
 use event_common::telemetry;
 use event_store::cold::local::LocalColdStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::HotStore;
+use event_store::hot::{HotStore, HotStoreKind};
 use graphql::{Graphql, GraphqlConfig};
 use ingest::{Ingest, IngestConfig};
 use processor::{Processor, ProcessorConfig, Stores};
@@ -89,7 +89,7 @@ impl DevPlatform {
         let processor =
             Processor::new(processor_config, stores).context("starting the processor")?;
         let graphql = Graphql::new(
-            &GraphqlConfig::for_dev(&options.data_dir.join(HOT_STORE_FILE)),
+            &GraphqlConfig::for_dev(HotStoreKind::Sqlite(options.data_dir.join(HOT_STORE_FILE))),
             hot,
         );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
@@ -140,7 +140,8 @@ impl DevPlatform {
         let url = self.url();
         format!(
             "event platform running\n\
-             \x20 front door:  {url}  (/events, /v1/events, /health/ready, /metrics, /openapi.json)\n\
+             \x20 front door:  {url}  (/events, /v1/events, /graphql, /health/ready, /metrics, /openapi.json)\n\
+             \x20 dashboard:   {url}/#token={token}\n\
              \x20 broker:      {broker}  (topics {EVENTS_TOPIC}, {DLQ_TOPIC}; try: kcat -b {broker} -t {EVENTS_TOPIC} -C)\n\
              \x20 data:        {data}  (hot.sqlite3, and raw/dt=.../hour=.../*.parquet)\n\
              \x20 dev JWT:     {token}\n\

@@ -84,11 +84,11 @@ impl GraphqlConfig {
         })
     }
 
-    /// Development defaults reading the SQLite store at `sqlite_path`.
-    pub fn for_dev(sqlite_path: &std::path::Path) -> Self {
+    /// Development defaults reading `hot_store`.
+    pub fn for_dev(hot_store: HotStoreKind) -> Self {
         Self {
             port: 8001,
-            hot_store: HotStoreKind::Sqlite(sqlite_path.to_path_buf()),
+            hot_store,
             dynamodb_table: "EventsHot".into(),
             hot_write_shards: 1,
             aws: AwsSettings {

@@ -107,7 +107,9 @@ fn validation_code(message: &str) -> &'static str {
         "QUERY_TOO_DEEP"
     } else if message.starts_with("Query is too complex") {
         "QUERY_TOO_COMPLEX"
-    } else if message.starts_with("Invalid value for argument") {
+    } else if message.starts_with("Invalid value for argument")
+        || message.starts_with("Expected input type")
+    {
         "BAD_USER_INPUT"
     } else {
         "GRAPHQL_VALIDATION_FAILED"

@@ -169,6 +169,13 @@ async fn execute(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: B
             )
         }
     };
+    if request.query.trim().is_empty() {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "the request has no query",
+        );
+    }
     let response = state.schema.execute(request).await;
     axum::Json(response).into_response()
 }
