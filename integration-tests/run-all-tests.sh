@@ -3,6 +3,7 @@
 # Installs what the build and the tests need, reusing what is already there:
 #   - a C toolchain for librdkafka (built from source by rdkafka-sys);
 #   - moto (the AWS API emulator) into .venv;
+#   - Debian's chromium, which renders the dashboard in its test.
 # The Kafka-protocol broker is librdkafka's mock cluster, linked into the
 # tests, so there is nothing else to start. See integration-tests/src/backend.rs
 # for the other backends (containers, or endpoints from the environment).
@@ -21,6 +22,7 @@ apt_install() {
 
 command -v cc >/dev/null && command -v make >/dev/null || apt_install build-essential
 command -v perl >/dev/null || apt_install perl
+command -v chromium >/dev/null || apt_install --no-install-recommends chromium fonts-dejavu-core
 
 MOTO_VERSION="5.2.5"
 if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then

@@ -2,8 +2,6 @@
 //! event through its front door onto the embedded broker and into the
 //! embedded stores, and exits 0 on SIGINT and on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use event_common::event::Event;
@@ -13,55 +11,9 @@ use event_store::hot::sqlite::SqliteHotStore;
 use event_store::hot::HotStore;
 use integration_tests::kafka::read_topic;
 
-struct Dev {
-    child: Child,
-    data: tempfile::TempDir,
-    url: String,
-    broker: String,
-    token: String,
-}
+mod common;
 
-/// Starts `provision dev` with `args` (and a fresh data directory) and reads its banner.
-fn start(args: &[&str]) -> Dev {
-    let data = tempfile::tempdir().expect("data dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .arg("dev")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("provision dev starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (mut url, mut broker, mut token) = (String::new(), String::new(), String::new());
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("banner line");
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("front") => url = words.nth(1).unwrap_or_default().to_string(),
-            Some("broker:") => broker = words.next().unwrap_or_default().to_string(),
-            Some("dev") => token = words.nth(1).unwrap_or_default().to_string(),
-            Some("Ctrl-C") => break,
-            _ => {}
-        }
-    }
-    // Keep reading, as a terminal would, so the process never sees a closed stdout.
-    std::thread::spawn(move || lines.for_each(drop));
-    assert!(
-        url.starts_with("http://127.0.0.1:") && !broker.is_empty() && !token.is_empty(),
-        "banner: {url} {broker} {token}"
-    );
-    Dev {
-        child,
-        data,
-        url,
-        broker,
-        token,
-    }
-}
+use common::{start, stop, Dev};
 
 async fn post_event(dev: &Dev) -> String {
     let response = reqwest::Client::new()
@@ -75,26 +27,6 @@ async fn post_event(dev: &Dev) -> String {
     assert_eq!(response.status(), 202);
     let reply: serde_json::Value = response.json().await.expect("json");
     reply["event_ids"][0].as_str().expect("an id").to_string()
-}
-
-/// Sends `signal` and waits for the exit status.
-fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
-    let killed = Command::new("kill")
-        .args([signal, &dev.child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = dev.child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "provision dev did not exit after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test]

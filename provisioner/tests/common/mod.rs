@@ -1,0 +1,93 @@
+//! `provision dev` as a child process, for the tests that run it as a user does.
+
+// Each test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `provision dev` and what its banner said.
+pub struct Dev {
+    pub child: Child,
+    pub data: tempfile::TempDir,
+    pub url: String,
+    pub dashboard: String,
+    pub broker: String,
+    pub token: String,
+}
+
+/// Starts `provision dev` with `args` (and a fresh data directory) and reads its banner.
+pub fn start(args: &[&str]) -> Dev {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .arg("dev")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("provision dev starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (mut url, mut dashboard, mut broker, mut token) =
+        (String::new(), String::new(), String::new(), String::new());
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("banner line");
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("front") => url = words.nth(1).unwrap_or_default().to_string(),
+            Some("dashboard:") => dashboard = words.next().unwrap_or_default().to_string(),
+            Some("broker:") => broker = words.next().unwrap_or_default().to_string(),
+            Some("dev") => token = words.nth(1).unwrap_or_default().to_string(),
+            Some("Ctrl-C") => break,
+            _ => {}
+        }
+    }
+    // Keep reading, as a terminal would, so the process never sees a closed stdout.
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !broker.is_empty() && !token.is_empty(),
+        "banner: {url} {broker} {token}"
+    );
+    Dev {
+        child,
+        data,
+        url,
+        dashboard,
+        broker,
+        token,
+    }
+}
+
+/// Sends `signal` and waits for the exit status.
+pub fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args([signal, &dev.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = dev.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "provision dev did not exit after {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Dev {
+    /// A failed test must not leave the platform running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
