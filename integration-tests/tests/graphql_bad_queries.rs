@@ -265,3 +265,37 @@ async fn injected_store_outage_fault_layer_is_store_unavailable_without_internal
     }
     assert!(faults.injected("Query") > 0, "the outage was injected");
 }
+
+#[tokio::test]
+async fn health_and_metrics_name_the_http_and_resolver_series() {
+    let (store, _dir) = sqlite_store().expect("sqlite");
+    let api = GraphqlServer::start(Arc::new(store), |_| {})
+        .await
+        .expect("graphql");
+    for path in ["/health/live", "/health/ready"] {
+        let response = reqwest::get(format!("{}{path}", api.url)).await.expect(path);
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    api.data("{ latestEvents { eventId } }", json!({}))
+        .await
+        .expect("query");
+    let response = api
+        .query("{ latestEvents(limit: 0) { eventId } }", json!({}))
+        .await
+        .expect("query");
+    assert_eq!(only_error(&response).0, "BAD_USER_INPUT");
+    let metrics = reqwest::get(format!("{}/metrics", api.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        r#"http_requests_total{service="graphql",method="POST",path="/graphql",status="200"}"#,
+        r#"http_request_duration_seconds_count{service="graphql",method="POST",path="/graphql"}"#,
+        r#"graphql_resolver_duration_seconds_count{field="latestEvents"}"#,
+        r#"graphql_errors_total{code="BAD_USER_INPUT"}"#,
+    ] {
+        assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
+    }
+}
