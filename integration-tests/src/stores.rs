@@ -11,7 +11,7 @@ use event_store::aws::{self, AwsSettings};
 use event_store::cold::s3::S3ColdStore;
 use event_store::hot::dynamodb::DynamoHotStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::{HotStore, StoredEvent};
+use event_store::hot::{Batch, Delivered, HotStore, StoredEvent};
 use event_store::rollup::Window;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -70,6 +70,24 @@ pub fn event(event_type: &str, user_id: &str, timestamp: DateTime<Utc>, n: usize
         timestamp_clamped: false,
         payload: RawValue::from_string(format!(r#"{{"n":{n}}}"#))
             .unwrap_or_else(|_| unreachable!("valid JSON")),
+    }
+}
+
+/// `events` as consecutive messages of `partition` from offset `first`.
+pub fn batch(topic: &str, partition: i32, first: i64, events: &[Event]) -> Batch {
+    Batch {
+        topic: topic.into(),
+        partition,
+        first_offset: first,
+        last_offset: first + events.len() as i64 - 1,
+        events: events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Delivered {
+                offset: first + i as i64,
+                event: e.clone(),
+            })
+            .collect(),
     }
 }
 

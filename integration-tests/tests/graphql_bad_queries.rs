@@ -273,7 +273,9 @@ async fn health_and_metrics_name_the_http_and_resolver_series() {
         .await
         .expect("graphql");
     for path in ["/health/live", "/health/ready"] {
-        let response = reqwest::get(format!("{}{path}", api.url)).await.expect(path);
+        let response = reqwest::get(format!("{}{path}", api.url))
+            .await
+            .expect(path);
         assert_eq!(response.status(), 200, "{path}");
     }
     api.data("{ latestEvents { eventId } }", json!({}))

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use chrono::Duration;
 use event_common::event::Event;
 use event_store::aws::{self, AwsSettings};
-use event_store::hot::{Batch, Delivered, HotStore};
+use event_store::hot::HotStore;
 use integration_tests::backend::AwsEmulator;
 use integration_tests::harness::GraphqlServer;
-use integration_tests::stores::{at, dynamodb_store_with, event, sqlite_store};
+use integration_tests::stores::{at, batch, dynamodb_store_with, event, sqlite_store};
 use serde_json::json;
 
 /// (timestamp, event id) as the API returns them.
@@ -25,21 +25,7 @@ struct Store {
 impl Store {
     async fn apply(&mut self, events: Vec<Event>) {
         for chunk in events.chunks(500) {
-            let first = self.next_offset;
-            let batch = Batch {
-                topic: "events".into(),
-                partition: 0,
-                first_offset: first,
-                last_offset: first + chunk.len() as i64 - 1,
-                events: chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| Delivered {
-                        offset: first + i as i64,
-                        event: e.clone(),
-                    })
-                    .collect(),
-            };
+            let batch = batch("events", 0, self.next_offset, chunk);
             self.hot.apply(&batch).await.expect("apply");
             self.next_offset += chunk.len() as i64;
         }

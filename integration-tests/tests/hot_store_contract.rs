@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use event_common::event::Event;
-use event_store::hot::{Batch, Delivered, EventFilter, HotStore};
+use event_store::hot::{EventFilter, HotStore};
 use integration_tests::backend::AwsEmulator;
 use integration_tests::stores::{
-    all_pages, at, day, dynamodb_store, event, sqlite_store, Analytics,
+    all_pages, at, batch, day, dynamodb_store, event, sqlite_store, Analytics,
 };
 
 const TYPES: &[&str] = &["signup", "page_view", "click", "purchase", "logout"];
@@ -30,23 +30,6 @@ fn dataset() -> Vec<Event> {
             )
         })
         .collect()
-}
-
-fn batch(topic: &str, partition: i32, first: i64, events: &[Event]) -> Batch {
-    Batch {
-        topic: topic.into(),
-        partition,
-        first_offset: first,
-        last_offset: first + events.len() as i64 - 1,
-        events: events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Delivered {
-                offset: first + i as i64,
-                event: e.clone(),
-            })
-            .collect(),
-    }
 }
 
 async fn assert_analytics(store: &dyn HotStore, events: &[Event]) {

@@ -17,10 +17,10 @@ use clap::{Parser, Subcommand};
 use event_store::aws::{self, AwsSettings};
 use event_store::hot::dynamodb::DynamoHotStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::{Batch, Delivered, HotStore};
+use event_store::hot::HotStore;
 use hdrhistogram::Histogram;
 use integration_tests::harness::GraphqlServer;
-use integration_tests::stores::event;
+use integration_tests::stores::{self, event};
 use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
@@ -63,7 +63,7 @@ enum Mode {
         /// Background load, events per second (batches of 25).
         #[arg(long, default_value_t = 5_000)]
         rate: u64,
-        /// Probe events (one every 50 ms).
+        /// Probe events, one at a time, 50 ms apart.
         #[arg(long, default_value_t = 600)]
         probes: usize,
     },
@@ -93,25 +93,11 @@ fn dataset_event(n: usize, total: usize) -> event_common::event::Event {
 
 async fn fill(hot: &dyn HotStore, events: usize, batch: usize) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut offset = 0i64;
     for chunk_start in (0..events).step_by(batch) {
-        let chunk: Vec<Delivered> = (chunk_start..(chunk_start + batch).min(events))
-            .map(|n| {
-                let d = Delivered {
-                    offset,
-                    event: dataset_event(n, events),
-                };
-                offset += 1;
-                d
-            })
+        let chunk: Vec<_> = (chunk_start..(chunk_start + batch).min(events))
+            .map(|n| dataset_event(n, events))
             .collect();
-        let b = Batch {
-            topic: "bench".into(),
-            partition: 0,
-            first_offset: chunk[0].offset,
-            last_offset: offset - 1,
-            events: chunk,
-        };
+        let b = stores::batch("bench", 0, chunk_start as i64, &chunk);
         hot.apply(&b).await?;
         if (chunk_start / batch) % 50 == 0 {
             eprintln!(
@@ -225,11 +211,14 @@ async fn freshness(url: &str, token: &str, rate: u64, probes: usize) -> anyhow::
         })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let latest = json!({"query": "{ latestEvents(limit: 500) { eventId } }"});
+    let latest = json!({"query": "{ latestEvents(limit: 10) { eventId } }"});
     let mut histogram = Histogram::<u64>::new(3)?;
     let mut missed = 0;
     for p in 0..probes {
-        let probe = json!({"event_type": "probe", "user_id": "probe", "payload": {"p": p}});
+        // Two minutes ahead (inside ingest's skew allowance): a stored probe
+        // is at the top of latestEvents however many load events follow it.
+        let ahead = (Utc::now() + chrono::Duration::seconds(120)).to_rfc3339();
+        let probe = json!({"event_type": "probe", "user_id": "probe", "timestamp": ahead, "payload": {"p": p}});
         let response = client
             .post(format!("{url}/events"))
             .bearer_auth(token)
