@@ -6,6 +6,10 @@ use event_common::config::{ConfigError, Env};
 use event_store::aws::AwsSettings;
 use event_store::hot::HotStoreKind;
 
+/// The largest `MAX_RANGE_DAYS` accepted (ten years): ranges are computed
+/// with date arithmetic that must stay far from its limits.
+const MAX_RANGE_DAYS_CEILING: i64 = 3660;
+
 /// The guard rails every query passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryLimits {
@@ -61,11 +65,11 @@ impl GraphqlConfig {
             max_complexity: env.parse("MAX_QUERY_COMPLEXITY", defaults.max_complexity)?,
             max_range_days: env.parse("MAX_RANGE_DAYS", defaults.max_range_days)?,
         };
-        if limits.max_range_days < 1 {
+        if !(1..=MAX_RANGE_DAYS_CEILING).contains(&limits.max_range_days) {
             return Err(ConfigError::invalid(
                 "MAX_RANGE_DAYS",
                 &limits.max_range_days.to_string(),
-                "must be at least 1",
+                &format!("must be between 1 and {MAX_RANGE_DAYS_CEILING}"),
             ));
         }
         Ok(Self {
@@ -126,9 +130,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_zero_range_limit_by_name() {
-        let env = Env::from_pairs([("ENVIRONMENT", "development"), ("MAX_RANGE_DAYS", "0")]);
-        let err = GraphqlConfig::from_env(&env).expect_err("invalid");
-        assert!(err.to_string().contains("MAX_RANGE_DAYS"), "{err}");
+    fn refuses_range_limits_out_of_bounds_by_name() {
+        for bad in ["0", "100000000000000"] {
+            let env = Env::from_pairs([("ENVIRONMENT", "development"), ("MAX_RANGE_DAYS", bad)]);
+            let err = GraphqlConfig::from_env(&env).expect_err("invalid");
+            assert!(err.to_string().contains("MAX_RANGE_DAYS"), "{err}");
+        }
     }
 }
