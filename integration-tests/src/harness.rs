@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_common::auth::{self, JwtConfig};
+use event_common::event::Event;
 use event_store::hot::{HotStore, HotStoreKind};
 use graphql::{Graphql, GraphqlConfig};
 use ingest::IngestConfig;
 use serde_json::Value;
+
+use crate::stores::{at, event};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -102,8 +105,54 @@ pub async fn ingest_with_broker(
     })
 }
 
-/// A running processor (in this process); stops, draining, on [`ProcessorServer::stop`].
+/// The topics and group of a processor test, with unique names.
+pub struct ProcessorTopics {
+    /// The events topic.
+    pub events: String,
+    /// The dead-letter topic (one partition).
+    pub dlq: String,
+    /// The consumer group.
+    pub group: String,
+}
+
+impl ProcessorTopics {
+    /// Creates the events topic with `partitions` and the dead-letter topic on `broker`.
+    pub async fn create(broker: &crate::backend::Broker, partitions: i32) -> anyhow::Result<Self> {
+        let topics = Self {
+            events: crate::unique_name("events"),
+            dlq: crate::unique_name("dlq"),
+            group: crate::unique_name("processors"),
+        };
+        broker.create_topic(&topics.events, partitions).await?;
+        broker.create_topic(&topics.dlq, 1).await?;
+        Ok(topics)
+    }
+}
+
+/// The events ingest accepted: what was `sent` (client JSON), with the ids
+/// ingest's `reply` gave them, in order.
+pub fn accepted(sent: &[Value], reply: &Value) -> Vec<Event> {
+    let ids = reply["event_ids"].as_array().expect("accepted event ids");
+    sent.iter()
+        .zip(ids)
+        .map(|(item, id)| {
+            let mut e = event(
+                item["event_type"].as_str().unwrap_or_default(),
+                item["user_id"].as_str().unwrap_or_default(),
+                at(item["timestamp"].as_str().unwrap_or_default()),
+                0,
+            );
+            e.event_id = id.as_str().and_then(|s| s.parse().ok()).expect("uuid");
+            e
+        })
+        .collect()
+}
+
+/// A running processor (in this process); stops, draining, on
+/// [`ProcessorServer::stop`] or [`ProcessorServer::drain`].
 pub struct ProcessorServer {
+    /// Bootstrap servers, group and topic, to know when it caught up.
+    source: (String, String, String),
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -119,15 +168,28 @@ impl ProcessorServer {
             "ENVIRONMENT",
             "test",
         )]));
+        let source = (
+            config.kafka_bootstrap_servers.clone(),
+            config.kafka_consumer_group.clone(),
+            config.kafka_topic.clone(),
+        );
         let processor = processor::Processor::new(config, stores)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(processor.run(async move {
             let _ = stopped.await;
         }));
         Ok(Self {
+            source,
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// Waits until its group has committed everything on its topic, then stops.
+    pub async fn drain(self, timeout: Duration) -> anyhow::Result<()> {
+        let (bootstrap, group, topic) = &self.source;
+        crate::kafka::wait_until_caught_up(bootstrap, group, topic, timeout).await?;
+        self.stop().await
     }
 
     /// Stops: writes and commits what is buffered, then returns.

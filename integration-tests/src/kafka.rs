@@ -100,12 +100,20 @@ pub fn committed_offsets(
     group: &str,
     topic: &str,
 ) -> anyhow::Result<HashMap<i32, i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    committed_by(&group_reader(bootstrap, group)?, topic)
+}
+
+/// A client of `group` that reads its offsets without joining it.
+fn group_reader(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
-        .create()?;
+        .create()?)
+}
+
+fn committed_by(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
     let mut partitions = TopicPartitionList::new();
-    for p in 0..partition_count(&consumer, topic)? {
+    for p in 0..partition_count(consumer, topic)? {
         partitions.add_partition(topic, p);
     }
     let committed = consumer.committed_offsets(partitions, Duration::from_secs(5))?;
@@ -127,34 +135,36 @@ pub async fn wait_until_caught_up(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (b, g, t) = (bootstrap.to_string(), group.to_string(), topic.to_string());
-        let (ends, committed) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let consumer: BaseConsumer =
-                ClientConfig::new().set("bootstrap.servers", &b).create()?;
+    let (bootstrap, group, topic) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // One client for every poll: ends and committed offsets of the same group.
+        let consumer = group_reader(&bootstrap, &group)?;
+        let deadline = Instant::now() + timeout;
+        loop {
             let mut ends = HashMap::new();
-            for p in 0..partition_count(&consumer, &t)? {
+            for p in 0..partition_count(&consumer, &topic)? {
                 ends.insert(
                     p,
-                    consumer.fetch_watermarks(&t, p, Duration::from_secs(5))?.1,
+                    consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(5))?
+                        .1,
                 );
             }
-            Ok((ends, committed_offsets(&b, &g, &t)?))
-        })
-        .await??;
-        if ends
-            .iter()
-            .all(|(p, end)| *end == 0 || committed.get(p) == Some(end))
-        {
-            return Ok(());
+            let committed = committed_by(&consumer, &topic)?;
+            if ends
+                .iter()
+                .all(|(p, end)| *end == 0 || committed.get(p) == Some(end))
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "group {group} did not catch up on {topic}: ends {ends:?}, committed {committed:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "group {group} did not catch up on {topic}: ends {ends:?}, committed {committed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await?
 }
 
 /// Moves `group`'s committed offsets on `topic` back to the beginning. It

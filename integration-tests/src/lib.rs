@@ -13,6 +13,9 @@ pub mod harness;
 pub mod kafka;
 pub mod stores;
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use anyhow::{bail, Context};
 use uuid::Uuid;
 
 /// A name no other test uses: `prefix-<random>`, for topics, tables and buckets.
@@ -25,4 +28,27 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Resolves the `http://` URL `url` and refuses anything that is not a
+/// loopback address: the benchmark tools only target this machine. Gives
+/// the address and the URL's `host:port`.
+pub fn loopback_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url} must start with http://"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to nothing"))?;
+    let loopback = match addr.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => ip.is_loopback(),
+    };
+    if !loopback {
+        bail!("{authority} is not a loopback address: the benchmarks only target this machine");
+    }
+    Ok((addr, authority.to_string()))
 }

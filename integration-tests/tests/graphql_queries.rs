@@ -10,10 +10,8 @@ use event_store::aws::{self, AwsSettings};
 use event_store::cold::local::LocalColdStore;
 use event_store::hot::HotStore;
 use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::harness::{GraphqlServer, IngestServer, ProcessorServer};
-use integration_tests::kafka::wait_until_caught_up;
+use integration_tests::harness::{GraphqlServer, IngestServer, ProcessorServer, ProcessorTopics};
 use integration_tests::stores::{dynamodb_store_with, sqlite_store};
-use integration_tests::unique_name;
 use processor::{ProcessorConfig, Stores};
 use serde_json::{json, Value};
 
@@ -74,14 +72,8 @@ async fn send_dataset(ingest: &IngestServer) {
 /// Runs the pipeline into `hot` and answers with a graphql server over it.
 async fn pipeline_into(hot: Arc<dyn HotStore>) -> GraphqlServer {
     let broker = Broker::start().await.expect("broker");
-    let (topic, dlq, group) = (
-        unique_name("events"),
-        unique_name("dlq"),
-        unique_name("processors"),
-    );
-    broker.create_topic(&topic, 2).await.expect("topic");
-    broker.create_topic(&dlq, 1).await.expect("dlq");
-    let ingest = IngestServer::start(&broker.bootstrap_servers(), &topic, |_| {})
+    let t = ProcessorTopics::create(&broker, 2).await.expect("topics");
+    let ingest = IngestServer::start(&broker.bootstrap_servers(), &t.events, |_| {})
         .await
         .expect("ingest");
     let archive = tempfile::tempdir().expect("archive dir");
@@ -89,19 +81,15 @@ async fn pipeline_into(hot: Arc<dyn HotStore>) -> GraphqlServer {
         hot: hot.clone(),
         cold: Arc::new(LocalColdStore::new(archive.path()).expect("archive")),
     };
-    let mut config = ProcessorConfig::for_dev(&broker.bootstrap_servers(), &topic, &dlq, &group);
+    let mut config =
+        ProcessorConfig::for_dev(&broker.bootstrap_servers(), &t.events, &t.dlq, &t.group);
     config.batch_flush_interval_ms = 100;
     let processor = ProcessorServer::start(config, stores).expect("processor");
     send_dataset(&ingest).await;
-    wait_until_caught_up(
-        &broker.bootstrap_servers(),
-        &group,
-        &topic,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("processor caught up");
-    processor.stop().await.expect("processor stops");
+    processor
+        .drain(Duration::from_secs(60))
+        .await
+        .expect("processor caught up");
     GraphqlServer::start(hot, |_| {}).await.expect("graphql")
 }
 

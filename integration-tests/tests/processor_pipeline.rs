@@ -14,12 +14,11 @@ use event_store::cold::{parquet, ColdStore};
 use event_store::hot::{EventFilter, HotStore};
 use integration_tests::backend::{AwsEmulator, Broker};
 use integration_tests::fault::{Fault, FaultLayer};
-use integration_tests::harness::{IngestServer, ProcessorServer};
-use integration_tests::kafka::{message_counts, read_topic, reset_group, wait_until_caught_up};
+use integration_tests::harness::{accepted, IngestServer, ProcessorServer, ProcessorTopics};
+use integration_tests::kafka::{message_counts, read_topic, reset_group};
 use integration_tests::stores::{
     all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
 };
-use integration_tests::unique_name;
 use processor::{ProcessorConfig, Stores};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -27,27 +26,7 @@ use serde_json::Value;
 
 const TYPES: &[&str] = &["signup", "page_view", "click", "purchase"];
 
-struct Topics {
-    events: String,
-    dlq: String,
-    group: String,
-}
-
-async fn topics(broker: &Broker) -> Topics {
-    let t = Topics {
-        events: unique_name("events"),
-        dlq: unique_name("dlq"),
-        group: unique_name("processors"),
-    };
-    broker
-        .create_topic(&t.events, 3)
-        .await
-        .expect("events topic");
-    broker.create_topic(&t.dlq, 1).await.expect("dlq topic");
-    t
-}
-
-fn config(broker: &Broker, t: &Topics) -> ProcessorConfig {
+fn config(broker: &Broker, t: &ProcessorTopics) -> ProcessorConfig {
     let mut c = ProcessorConfig::for_dev(&broker.bootstrap_servers(), &t.events, &t.dlq, &t.group);
     c.batch_max_events = 100;
     c.batch_flush_interval_ms = 100;
@@ -75,7 +54,7 @@ fn client_events(n: usize) -> Vec<Value> {
 /// them as the processor will see them (with the ids ingest gave back).
 async fn send(server: &IngestServer, events: &[Value]) -> Vec<Event> {
     let client = reqwest::Client::new();
-    let mut accepted = Vec::new();
+    let mut all = Vec::new();
     let (singles, rest) = events.split_at(events.len().min(20));
     let mut requests: Vec<Vec<Value>> = singles.iter().map(|e| vec![e.clone()]).collect();
     requests.extend(rest.chunks(50).map(<[Value]>::to_vec));
@@ -94,21 +73,9 @@ async fn send(server: &IngestServer, events: &[Value]) -> Vec<Event> {
             .expect("ingest answers");
         assert_eq!(response.status(), 202);
         let reply: Value = response.json().await.expect("json");
-        for (sent, id) in request
-            .iter()
-            .zip(reply["event_ids"].as_array().expect("ids"))
-        {
-            let mut e = event(
-                sent["event_type"].as_str().unwrap_or_default(),
-                sent["user_id"].as_str().unwrap_or_default(),
-                at(sent["timestamp"].as_str().unwrap_or_default()),
-                0,
-            );
-            e.event_id = id.as_str().and_then(|s| s.parse().ok()).expect("uuid");
-            accepted.push(e);
-        }
+        all.extend(accepted(&request, &reply));
     }
-    accepted
+    all
 }
 
 /// Event ids in every archive object (with repeats, if any object repeats one).
@@ -157,7 +124,7 @@ async fn assert_stored_exactly(hot: &Arc<dyn HotStore>, cold: &dyn ColdStore, ev
 async fn ingested_events_land_once_in_dynamodb_and_s3_and_a_replay_changes_nothing() {
     let broker = Broker::start().await.expect("broker");
     let emulator = AwsEmulator::start().await.expect("AWS emulator");
-    let t = topics(&broker).await;
+    let t = ProcessorTopics::create(&broker, 3).await.expect("topics");
     let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&sdk, 2).await.expect("table"));
     let cold = Arc::new(s3_store_with(&sdk).await.expect("bucket"));
@@ -171,15 +138,10 @@ async fn ingested_events_land_once_in_dynamodb_and_s3_and_a_replay_changes_nothi
 
     let processor = ProcessorServer::start(config(&broker, &t), stores.clone()).expect("processor");
     let events = send(&ingest, &client_events(420)).await;
-    wait_until_caught_up(
-        &broker.bootstrap_servers(),
-        &t.group,
-        &t.events,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("caught up");
-    processor.stop().await.expect("stop");
+    processor
+        .drain(Duration::from_secs(60))
+        .await
+        .expect("caught up");
     assert_stored_exactly(&hot, cold.as_ref(), &events).await;
     let objects_before = cold.list("raw/").await.expect("list");
 
@@ -188,15 +150,10 @@ async fn ingested_events_land_once_in_dynamodb_and_s3_and_a_replay_changes_nothi
         .await
         .expect("reset offsets");
     let processor = ProcessorServer::start(config(&broker, &t), stores).expect("processor");
-    wait_until_caught_up(
-        &broker.bootstrap_servers(),
-        &t.group,
-        &t.events,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("caught up again");
-    processor.stop().await.expect("stop");
+    processor
+        .drain(Duration::from_secs(60))
+        .await
+        .expect("caught up again");
     assert_stored_exactly(&hot, cold.as_ref(), &events).await;
     assert_eq!(
         cold.list("raw/").await.expect("list"),
@@ -213,7 +170,7 @@ async fn ingested_events_land_once_in_dynamodb_and_s3_and_a_replay_changes_nothi
 #[tokio::test]
 async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
     let broker = Broker::start().await.expect("broker");
-    let t = topics(&broker).await;
+    let t = ProcessorTopics::create(&broker, 3).await.expect("topics");
     let (hot, _dir) = integration_tests::stores::sqlite_store().expect("sqlite");
     let archive = tempfile::tempdir().expect("dir");
     let hot: Arc<dyn HotStore> = Arc::new(hot);
@@ -274,15 +231,10 @@ async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
         },
     )
     .expect("processor");
-    wait_until_caught_up(
-        &broker.bootstrap_servers(),
-        &t.group,
-        &t.events,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("caught up");
-    processor.stop().await.expect("stop");
+    processor
+        .drain(Duration::from_secs(30))
+        .await
+        .expect("caught up");
 
     let dead = read_topic(
         &broker.bootstrap_servers(),
@@ -324,7 +276,7 @@ async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
 async fn injected_store_throttling_and_outage_cost_a_delay_not_data() {
     let broker = Broker::start().await.expect("broker");
     let emulator = AwsEmulator::start().await.expect("AWS emulator");
-    let t = topics(&broker).await;
+    let t = ProcessorTopics::create(&broker, 3).await.expect("topics");
     let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let (faulty, faults) = FaultLayer::wrap(&sdk);
     let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
@@ -348,15 +300,10 @@ async fn injected_store_throttling_and_outage_cost_a_delay_not_data() {
     )
     .expect("processor");
     let events = send(&ingest, &client_events(300)).await;
-    wait_until_caught_up(
-        &broker.bootstrap_servers(),
-        &t.group,
-        &t.events,
-        Duration::from_secs(90),
-    )
-    .await
-    .expect("caught up");
-    processor.stop().await.expect("stop");
+    processor
+        .drain(Duration::from_secs(90))
+        .await
+        .expect("caught up");
     assert_eq!(faults.injected("TransactWriteItems"), 8);
     assert_eq!(faults.injected("BatchWriteItem"), 6);
     assert_eq!(faults.injected("GetItem"), 6);

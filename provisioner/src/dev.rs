@@ -193,23 +193,23 @@ fn open_hot_store(data_dir: &std::path::Path, ttl_days: u32) -> anyhow::Result<A
     // Remove only what the stores own, never anything else in a directory the user named.
     for suffix in ["", "-wal", "-shm"] {
         let file = format!("{HOT_STORE_FILE}{suffix}");
-        match std::fs::remove_file(data_dir.join(&file)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).context(format!("removing {file}"))
-            }
-            _ => {}
-        }
+        gone(std::fs::remove_file(data_dir.join(&file)), &file)?;
     }
-    match std::fs::remove_dir_all(data_dir.join("raw")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).context("removing raw/")
-        }
-        _ => {}
-    }
+    gone(std::fs::remove_dir_all(data_dir.join("raw")), "raw/")?;
     Ok(Arc::new(SqliteHotStore::open(
         &data_dir.join(HOT_STORE_FILE),
         ttl_days,
     )?))
+}
+
+/// A removal's result, where "it was not there" is success too.
+fn gone(removed: std::io::Result<()>, what: &str) -> anyhow::Result<()> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {what}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Readiness of the whole platform: every service ready.

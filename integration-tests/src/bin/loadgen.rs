@@ -6,7 +6,7 @@
 //! omission).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use integration_tests::loopback_target;
 
 /// Load generator for the ingest API (loopback targets only).
 #[derive(Debug, Parser)]
@@ -150,27 +151,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Resolves `url` and refuses anything that is not a loopback address.
-fn loopback_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let addr = authority
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {authority}"))?
-        .next()
-        .with_context(|| format!("{authority} resolves to nothing"))?;
-    let loopback = match addr.ip() {
-        IpAddr::V4(ip) => ip.is_loopback(),
-        IpAddr::V6(ip) => ip.is_loopback(),
-    };
-    if !loopback {
-        bail!("{authority} is not a loopback address: loadgen only targets this machine");
-    }
-    Ok((addr, authority.to_string()))
 }
 
 /// A few request bodies to cycle through, spread over `users` user ids.

@@ -14,7 +14,7 @@ use clap::Parser;
 use event_store::aws::{self, AwsSettings};
 use integration_tests::kafka::wait_until_caught_up;
 use integration_tests::stores::{dynamodb_store_with, event, s3_store_with};
-use integration_tests::{free_port, unique_name};
+use integration_tests::{free_port, loopback_target, unique_name};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -118,11 +118,7 @@ async fn main() -> anyhow::Result<()> {
                 .aws_endpoint
                 .clone()
                 .context("--store dynamodb needs --aws-endpoint")?;
-            if !endpoint.starts_with("http://127.0.0.1:")
-                && !endpoint.starts_with("http://localhost:")
-            {
-                bail!("--aws-endpoint must be on loopback");
-            }
+            loopback_target(&endpoint)?;
             let sdk = aws::sdk_config(&AwsSettings::emulator(&endpoint)).await;
             let table = dynamodb_store_with(&sdk, 1).await?;
             let bucket = s3_store_with(&sdk).await?;

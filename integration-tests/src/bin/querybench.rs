@@ -20,6 +20,7 @@ use event_store::hot::sqlite::SqliteHotStore;
 use event_store::hot::HotStore;
 use hdrhistogram::Histogram;
 use integration_tests::harness::GraphqlServer;
+use integration_tests::loopback_target;
 use integration_tests::stores::{self, event};
 use serde_json::{json, Value};
 
@@ -113,38 +114,37 @@ async fn fill(hot: &dyn HotStore, events: usize, batch: usize) -> anyhow::Result
     Ok(())
 }
 
-fn queries() -> Vec<(&'static str, String)> {
+/// The walk over the heavy user's history used for the middle-page query.
+const WALK: &str = r#"query($after: String) { events(userId: "heavy", first: 50, after: $after) { nodes { eventId eventType userId timestamp receivedAt payload } pageInfo { endCursor } } }"#;
+
+/// (name, query, variables) of every measured query; `middle` is a cursor
+/// in the middle of the heavy user's history.
+fn queries(middle: Value) -> Vec<(&'static str, String, Value)> {
     let page = "eventId eventType userId timestamp receivedAt payload";
+    let plain = |name, query: String| (name, query, json!({}));
     vec![
-        ("latestEvents(limit: 10)", format!("{{ latestEvents(limit: 10) {{ {page} }} }}")),
-        ("eventsByType(limit: 50)", format!(r#"{{ eventsByType(eventType: "type_3", limit: 50) {{ {page} }} }}"#)),
-        ("eventsByUser(limit: 50)", format!(r#"{{ eventsByUser(userId: "heavy", limit: 50) {{ {page} }} }}"#)),
-        ("events(first: 50), a middle page", String::new()),
-        ("eventCount 30 days, DAY", r#"{ eventCount(from: "2026-10-01T00:00:00Z", to: "2026-10-31T00:00:00Z") { total buckets { start count } } }"#.into()),
-        ("eventCount 7 days, HOUR, one type", r#"{ eventCount(from: "2026-10-10T00:00:00Z", to: "2026-10-17T00:00:00Z", eventType: "type_5", bucket: HOUR) { total buckets { start count } } }"#.into()),
-        ("dailyActiveUsers 30 days", r#"{ dailyActiveUsers(from: "2026-10-01", to: "2026-10-30") { date count } }"#.into()),
-        ("topEvents 30 days", r#"{ topEvents(from: "2026-10-01", to: "2026-10-30") { eventType count } }"#.into()),
-        ("retention 14 daily cohorts", r#"{ retention(startDate: "2026-10-01", windows: 14) { cohortDate size retained rates } }"#.into()),
-        ("retention 4 weekly cohorts", r#"{ retention(startDate: "2026-10-01", windows: 4, windowType: WEEKLY) { cohortDate size retained rates } }"#.into()),
+        plain("latestEvents(limit: 10)", format!("{{ latestEvents(limit: 10) {{ {page} }} }}")),
+        plain("eventsByType(limit: 50)", format!(r#"{{ eventsByType(eventType: "type_3", limit: 50) {{ {page} }} }}"#)),
+        plain("eventsByUser(limit: 50)", format!(r#"{{ eventsByUser(userId: "heavy", limit: 50) {{ {page} }} }}"#)),
+        ("events(first: 50), a middle page", WALK.into(), json!({ "after": middle })),
+        plain("eventCount 30 days, DAY", r#"{ eventCount(from: "2026-10-01T00:00:00Z", to: "2026-10-31T00:00:00Z") { total buckets { start count } } }"#.into()),
+        plain("eventCount 7 days, HOUR, one type", r#"{ eventCount(from: "2026-10-10T00:00:00Z", to: "2026-10-17T00:00:00Z", eventType: "type_5", bucket: HOUR) { total buckets { start count } } }"#.into()),
+        plain("dailyActiveUsers 30 days", r#"{ dailyActiveUsers(from: "2026-10-01", to: "2026-10-30") { date count } }"#.into()),
+        plain("topEvents 30 days", r#"{ topEvents(from: "2026-10-01", to: "2026-10-30") { eventType count } }"#.into()),
+        plain("retention 14 daily cohorts", r#"{ retention(startDate: "2026-10-01", windows: 14) { cohortDate size retained rates } }"#.into()),
+        plain("retention 4 weekly cohorts", r#"{ retention(startDate: "2026-10-01", windows: 4, windowType: WEEKLY) { cohortDate size retained rates } }"#.into()),
     ]
 }
 
 async fn run_queries(api: &GraphqlServer, iterations: usize) -> anyhow::Result<()> {
-    // A cursor from the middle of the heavy user's history.
-    let walk = r#"query($after: String) { events(userId: "heavy", first: 50, after: $after) { nodes { eventId eventType userId timestamp receivedAt payload } pageInfo { endCursor } } }"#;
-    let mut after = Value::Null;
+    let mut middle = Value::Null;
     for _ in 0..20 {
-        let data = api.data(walk, json!({ "after": after })).await?;
-        after = data["events"]["pageInfo"]["endCursor"].clone();
+        let data = api.data(WALK, json!({ "after": middle })).await?;
+        middle = data["events"]["pageInfo"]["endCursor"].clone();
     }
     println!("| query | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|");
-    for (name, query) in queries() {
-        let (query, variables) = if query.is_empty() {
-            (walk.to_string(), json!({ "after": after }))
-        } else {
-            (query, json!({}))
-        };
+    for (name, query, variables) in queries(middle) {
         let mut histogram = Histogram::<u64>::new(3)?;
         for i in 0..iterations + 10 {
             let started = Instant::now();
@@ -166,9 +166,7 @@ async fn run_queries(api: &GraphqlServer, iterations: usize) -> anyhow::Result<(
 }
 
 async fn freshness(url: &str, token: &str, rate: u64, probes: usize) -> anyhow::Result<()> {
-    if !url.starts_with("http://127.0.0.1:") && !url.starts_with("http://localhost:") {
-        bail!("--url must be on loopback");
-    }
+    loopback_target(url)?;
     let client = reqwest::Client::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
@@ -292,11 +290,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 "dynamodb" => {
                     let endpoint = aws_endpoint.context("--store dynamodb needs --aws-endpoint")?;
-                    if !endpoint.starts_with("http://127.0.0.1:")
-                        && !endpoint.starts_with("http://localhost:")
-                    {
-                        bail!("--aws-endpoint must be on loopback");
-                    }
+                    loopback_target(&endpoint)?;
                     let sdk = aws::sdk_config(&AwsSettings::emulator(&endpoint)).await;
                     let hot = Arc::new(DynamoHotStore::new(&sdk, &table, 3650, 1));
                     if DynamoHotStore::create_table(hot.client(), &table)

@@ -52,7 +52,7 @@ pub fn bounded(field: &str, value: i32, max: i32) -> async_graphql::Result<usize
 }
 
 /// A non-empty key of at most [`MAX_KEY_CHARS`] characters.
-pub fn key<'a>(field: &str, value: &'a str) -> async_graphql::Result<&'a str> {
+pub fn key(field: &str, value: String) -> async_graphql::Result<String> {
     if value.is_empty() {
         Err(bad_input(field, "must not be empty"))
     } else if value.chars().count() > MAX_KEY_CHARS {
@@ -194,9 +194,9 @@ mod tests {
             let err = bounded("limit", bad, MAX_LIST).expect_err("out of range");
             assert!(err.message.starts_with("limit: must be between 1 and 1000"));
         }
-        assert!(key("userId", "").is_err());
-        assert!(key("userId", &"u".repeat(257)).is_err());
-        assert_eq!(key("userId", "u-1").ok(), Some("u-1"));
+        assert!(key("userId", String::new()).is_err());
+        assert!(key("userId", "u".repeat(257)).is_err());
+        assert_eq!(key("userId", "u-1".into()).ok(), Some("u-1".into()));
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod scalars;
 pub mod schema;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, State};
@@ -180,13 +180,16 @@ async fn execute(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: B
     axum::Json(response).into_response()
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        async_graphql::http::GraphiQLSource::build()
-            .endpoint("/graphql")
-            .title("Event Platform GraphQL")
-            .finish(),
-    )
+/// GraphiQL's page, rendered once.
+static GRAPHIQL: LazyLock<String> = LazyLock::new(|| {
+    async_graphql::http::GraphiQLSource::build()
+        .endpoint("/graphql")
+        .title("Event Platform GraphQL")
+        .finish()
+});
+
+async fn graphiql() -> Html<&'static str> {
+    Html(GRAPHIQL.as_str())
 }
 
 async fn dashboard() -> Response {

@@ -46,6 +46,13 @@ pub fn sdl() -> String {
         .sdl_with_options(SDLExportOptions::new().prefer_single_line_descriptions())
 }
 
+/// Default `limit` of `latestEvents`, as in the reference platform.
+const LATEST_DEFAULT: i32 = 10;
+/// Default `limit` of `eventsByType`/`eventsByUser`, and `first` of `events`.
+const LIST_DEFAULT: i32 = 50;
+/// Default `limit` of `topEvents`.
+const TOP_DEFAULT: i32 = 10;
+
 /// What a list field costs: its length (`null` counts as the largest)
 /// times its selection's cost.
 fn list_cost(len: Option<i32>, child_complexity: usize) -> usize {
@@ -236,8 +243,8 @@ fn check_time_range(
     Ok(())
 }
 
-/// Checks a `Date` range (both ends included) and gives its days, newest first.
-fn days_of(from: NaiveDate, to: NaiveDate, max_days: i64) -> Result<Vec<NaiveDate>> {
+/// Checks a `Date` range (both ends included): ordered, within the limit.
+fn check_day_range(from: NaiveDate, to: NaiveDate, max_days: i64) -> Result<()> {
     if to < from {
         return Err(bad_input("to", "must not be before from"));
     }
@@ -247,6 +254,12 @@ fn days_of(from: NaiveDate, to: NaiveDate, max_days: i64) -> Result<Vec<NaiveDat
             format!("the range may span at most {max_days} days"),
         ));
     }
+    Ok(())
+}
+
+/// Checks a `Date` range (both ends included) and gives its days, newest first.
+fn days_of(from: NaiveDate, to: NaiveDate, max_days: i64) -> Result<Vec<NaiveDate>> {
+    check_day_range(from, to, max_days)?;
     Ok(to.iter_days().rev().take_while(|d| *d >= from).collect())
 }
 
@@ -262,9 +275,9 @@ impl Query {
     async fn latest_events(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default_with = "Some(10)")] limit: Option<i32>,
+        #[graphql(default_with = "Some(LATEST_DEFAULT)")] limit: Option<i32>,
     ) -> Result<Vec<Event>> {
-        list(ctx, EventFilter::default(), limit.unwrap_or(10)).await
+        list(ctx, EventFilter::default(), limit.unwrap_or(LATEST_DEFAULT)).await
     }
 
     /// The newest events of one type; `limit` 1 to 1000.
@@ -273,13 +286,13 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         event_type: String,
-        #[graphql(default_with = "Some(50)")] limit: Option<i32>,
+        #[graphql(default_with = "Some(LIST_DEFAULT)")] limit: Option<i32>,
     ) -> Result<Vec<Event>> {
         let filter = EventFilter {
-            event_type: Some(key("eventType", &event_type)?.to_string()),
+            event_type: Some(key("eventType", event_type)?),
             user_id: None,
         };
-        list(ctx, filter, limit.unwrap_or(50)).await
+        list(ctx, filter, limit.unwrap_or(LIST_DEFAULT)).await
     }
 
     /// The newest events of one user; `limit` 1 to 1000.
@@ -288,13 +301,13 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         user_id: String,
-        #[graphql(default_with = "Some(50)")] limit: Option<i32>,
+        #[graphql(default_with = "Some(LIST_DEFAULT)")] limit: Option<i32>,
     ) -> Result<Vec<Event>> {
         let filter = EventFilter {
             event_type: None,
-            user_id: Some(key("userId", &user_id)?.to_string()),
+            user_id: Some(key("userId", user_id)?),
         };
-        list(ctx, filter, limit.unwrap_or(50)).await
+        list(ctx, filter, limit.unwrap_or(LIST_DEFAULT)).await
     }
 
     /// Events, optionally of one type and/or user, newest first, a page at a
@@ -306,19 +319,13 @@ impl Query {
         ctx: &Context<'_>,
         event_type: Option<String>,
         user_id: Option<String>,
-        #[graphql(default_with = "Some(50)")] first: Option<i32>,
+        #[graphql(default_with = "Some(LIST_DEFAULT)")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<EventConnection> {
-        let first = bounded("first", first.unwrap_or(50), MAX_LIST)?;
+        let first = bounded("first", first.unwrap_or(LIST_DEFAULT), MAX_LIST)?;
         let filter = EventFilter {
-            event_type: event_type
-                .as_deref()
-                .map(|t| key("eventType", t).map(String::from))
-                .transpose()?,
-            user_id: user_id
-                .as_deref()
-                .map(|u| key("userId", u).map(String::from))
-                .transpose()?,
+            event_type: event_type.map(|t| key("eventType", t)).transpose()?,
+            user_id: user_id.map(|u| key("userId", u)).transpose()?,
         };
         let after = after
             .as_deref()
@@ -357,29 +364,23 @@ impl Query {
         let bucket = bucket.unwrap_or(Bucket::Day);
         let (from, to) = (from.0, to.0);
         check_time_range(from, to, bucket, limits(ctx).max_range_days)?;
-        let event_type = event_type
-            .as_deref()
-            .map(|t| key("eventType", t))
-            .transpose()?;
+        let event_type = event_type.map(|t| key("eventType", t)).transpose()?;
         let hours = store(ctx)?
-            .hourly_counts(event_type, from, to)
+            .hourly_counts(event_type.as_deref(), from, to)
             .await
             .map_err(store_failure)?;
         let bucket_of = |t: chrono::DateTime<Utc>| match bucket {
             Bucket::Hour => t,
             Bucket::Day => day_start(t).max(from),
         };
+        // Every bucket of the range, so empty ones answer 0.
         let mut counts: BTreeMap<chrono::DateTime<Utc>, i64> = BTreeMap::new();
-        let step = match bucket {
-            Bucket::Hour => Duration::hours(1),
-            Bucket::Day => Duration::days(1),
-        };
-        let mut start = bucket_of(from);
+        let mut start = from;
         while start < to {
-            counts.insert(start, 0);
+            counts.insert(bucket_of(start), 0);
             start = match bucket {
-                Bucket::Hour => start + step,
-                Bucket::Day => day_start(start) + step,
+                Bucket::Hour => start + Duration::hours(1),
+                Bucket::Day => day_start(start) + Duration::days(1),
             };
         }
         for (hour, n) in hours {
@@ -430,10 +431,10 @@ impl Query {
         ctx: &Context<'_>,
         from: Date,
         to: Date,
-        #[graphql(default_with = "Some(10)")] limit: Option<i32>,
+        #[graphql(default_with = "Some(TOP_DEFAULT)")] limit: Option<i32>,
     ) -> Result<Vec<EventTypeCount>> {
-        let limit = bounded("limit", limit.unwrap_or(10), MAX_LIST)?;
-        days_of(from.0, to.0, limits(ctx).max_range_days)?;
+        let limit = bounded("limit", limit.unwrap_or(TOP_DEFAULT), MAX_LIST)?;
+        check_day_range(from.0, to.0, limits(ctx).max_range_days)?;
         let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
         for (_, event_type, n) in store(ctx)?
             .daily_type_counts(from.0, to.0)

@@ -428,7 +428,8 @@ impl Pipeline {
         {
             return;
         }
-        for attempt in 1..=3 {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
             let (consumer, offsets) = (self.consumer.clone(), offsets.clone());
             match tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
                 .await
@@ -437,7 +438,9 @@ impl Pipeline {
                 Ok(Err(e)) => tracing::warn!(error = %e, partition, attempt, "commit failed"),
                 Err(e) => tracing::warn!(error = %e, partition, attempt, "commit task failed"),
             }
-            tokio::time::sleep(self.backoff(attempt)).await;
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
         }
         // Most likely the partition moved to another member, which redelivers; the stores absorb it.
         tracing::warn!(

@@ -12,12 +12,12 @@ use event_store::aws::{self, AwsSettings};
 use event_store::cold::{parquet, ColdStore};
 use event_store::hot::{EventFilter, HotStore};
 use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::harness::IngestServer;
+use integration_tests::free_port;
+use integration_tests::harness::{accepted, IngestServer, ProcessorTopics};
 use integration_tests::kafka::{committed_offsets, wait_until_caught_up};
 use integration_tests::stores::{
-    all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
+    all_pages, at, day, dynamodb_store_with, s3_store_with, Analytics,
 };
-use integration_tests::{free_port, unique_name};
 
 const TYPES: &[&str] = &["a", "b", "c"];
 
@@ -61,13 +61,11 @@ fn spawn_processor(env: &[(&str, String)]) -> ProcessorProcess {
 async fn sigkilled_processor_converges_to_the_same_exact_result() {
     let broker = Broker::start().await.expect("broker");
     let emulator = AwsEmulator::start().await.expect("AWS emulator");
-    let (topic, dlq, group) = (
-        unique_name("events"),
-        unique_name("dlq"),
-        unique_name("processors"),
-    );
-    broker.create_topic(&topic, 3).await.expect("topic");
-    broker.create_topic(&dlq, 1).await.expect("dlq");
+    let ProcessorTopics {
+        events: topic,
+        dlq,
+        group,
+    } = ProcessorTopics::create(&broker, 3).await.expect("topics");
     let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let dynamo = dynamodb_store_with(&sdk, 1).await.expect("table");
     let s3 = s3_store_with(&sdk).await.expect("bucket");
@@ -122,19 +120,7 @@ async fn sigkilled_processor_converges_to_the_same_exact_result() {
                 .json()
                 .await
                 .expect("json");
-            for (item, id) in batch
-                .iter()
-                .zip(reply["event_ids"].as_array().expect("accepted"))
-            {
-                let mut e = event(
-                    item["event_type"].as_str().unwrap_or_default(),
-                    item["user_id"].as_str().unwrap_or_default(),
-                    at(item["timestamp"].as_str().unwrap_or_default()),
-                    0,
-                );
-                e.event_id = id.as_str().and_then(|s| s.parse().ok()).expect("uuid");
-                sent.push(e);
-            }
+            sent.extend(accepted(&batch, &reply));
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
         sent
