@@ -1,0 +1,887 @@
+//! The blueprint: one TOML file describing one stack. Parsing rejects unknown
+//! keys; [`Blueprint::check`] validates and lints without any AWS call.
+//! Every problem names the file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A parsed blueprint and where it came from.
+#[derive(Debug, Clone)]
+pub struct Blueprint {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Its content, for locating keys in messages.
+    source: String,
+    /// The stack it describes.
+    pub spec: StackFile,
+}
+
+/// The blueprint file's top level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFile {
+    /// Name, region, endpoint, tags.
+    pub stack: Stack,
+    /// VPC and subnets.
+    pub network: Network,
+    /// The Redpanda broker instance.
+    #[serde(default)]
+    pub broker: Broker,
+    /// The hot table.
+    #[serde(default)]
+    pub table: Table,
+    /// The raw-events bucket.
+    #[serde(default)]
+    pub bucket: Bucket,
+    /// The load balancer.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    /// Log groups.
+    #[serde(default)]
+    pub logs: Logs,
+    /// The three services.
+    #[serde(default)]
+    pub services: Services,
+}
+
+/// `[stack]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// Stack name: prefix of every resource name, value of the stack tag.
+    pub name: String,
+    /// AWS region.
+    pub region: String,
+    /// An emulator's URL (LocalStack, moto); `AWS_ENDPOINT_URL` also works.
+    pub endpoint: Option<String>,
+    /// Extra tags on every resource.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Wait for instances, the load balancer and services to be ready.
+    /// An emulator that runs no tasks sets this to false.
+    #[serde(default = "yes")]
+    pub waits: bool,
+    /// Image tag when a service names no image (default: this version).
+    pub image_tag: Option<String>,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The VPC's IPv4 CIDR.
+    pub vpc_cidr: String,
+    /// Public subnets, at least two in two zones.
+    pub subnets: Vec<Subnet>,
+}
+
+/// `[[network.subnets]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    /// Name in the address (`subnet.NAME`).
+    pub name: String,
+    /// IPv4 CIDR inside the VPC.
+    pub cidr: String,
+    /// Availability zone.
+    pub zone: String,
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Broker {
+    /// EC2 instance type.
+    pub instance_type: String,
+    /// Redpanda version installed by user-data.
+    pub redpanda_version: String,
+    /// Root volume size.
+    pub disk_gib: u32,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self {
+            instance_type: "t3.medium".into(),
+            redpanda_version: "24.2.7".into(),
+            disk_gib: 50,
+        }
+    }
+}
+
+/// `[table]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Table {
+    /// Table name.
+    pub name: String,
+    /// Days before hot events expire (the processor's `HOT_TTL_DAYS`).
+    pub ttl_days: u32,
+    /// Point-in-time recovery.
+    pub point_in_time_recovery: bool,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            name: "EventsHot".into(),
+            ttl_days: 30,
+            point_in_time_recovery: true,
+        }
+    }
+}
+
+/// `[bucket]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bucket {
+    /// Bucket name (default `STACK-raw-events`).
+    pub name: Option<String>,
+    /// Days before objects move to Glacier Instant Retrieval.
+    pub archive_after_days: u32,
+    /// Days before objects expire.
+    pub expire_after_days: u32,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self {
+            name: None,
+            archive_after_days: 30,
+            expire_after_days: 365,
+        }
+    }
+}
+
+/// `[load_balancer]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadBalancer {
+    /// An ACM certificate: adds an HTTPS listener on 443.
+    pub certificate_arn: Option<String>,
+    /// Who may reach the load balancer.
+    pub ingress_cidrs: Vec<String>,
+}
+
+impl Default for LoadBalancer {
+    fn default() -> Self {
+        Self {
+            certificate_arn: None,
+            ingress_cidrs: vec!["0.0.0.0/0".into()],
+        }
+    }
+}
+
+/// `[logs]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logs {
+    /// Retention of every log group.
+    pub retention_days: u32,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Self { retention_days: 30 }
+    }
+}
+
+/// `[services]`: exactly the platform's three.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Services {
+    /// `[services.ingest]`.
+    pub ingest: ServiceOverrides,
+    /// `[services.processor]`.
+    pub processor: ServiceOverrides,
+    /// `[services.graphql]`.
+    pub graphql: ServiceOverrides,
+}
+
+/// What a blueprint may set for a service; the rest comes from [`Service::defaults`].
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOverrides {
+    /// Image URI (default: the stack's ECR repository at the image tag).
+    pub image: Option<String>,
+    /// Fargate CPU units.
+    pub cpu: Option<u32>,
+    /// Fargate memory (MiB).
+    pub memory: Option<u32>,
+    /// Tasks to run.
+    pub desired_count: Option<u32>,
+    /// HTTP port (none for the processor).
+    pub port: Option<u16>,
+    /// Health check path.
+    pub health_path: Option<String>,
+    /// ALB path patterns routed to it.
+    pub path_patterns: Option<Vec<String>>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A service with every setting decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// `ingest`, `processor` or `graphql`.
+    pub name: &'static str,
+    /// Image URI, or `None` for the stack's ECR repository.
+    pub image: Option<String>,
+    /// Fargate CPU units.
+    pub cpu: u32,
+    /// Fargate memory (MiB).
+    pub memory: u32,
+    /// Tasks to run.
+    pub desired_count: u32,
+    /// HTTP port, if it serves HTTP.
+    pub port: Option<u16>,
+    /// Health check path.
+    pub health_path: String,
+    /// ALB path patterns.
+    pub path_patterns: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Service {
+    /// The platform's defaults for `name`.
+    fn defaults(name: &'static str) -> Self {
+        let (port, patterns): (Option<u16>, &[&str]) = match name {
+            "ingest" => (Some(8000), &["/events*", "/v1/events*"]),
+            "graphql" => (Some(8001), &["/graphql*"]),
+            _ => (None, &[]),
+        };
+        Self {
+            name,
+            image: None,
+            cpu: 256,
+            memory: 512,
+            desired_count: if name == "processor" { 1 } else { 2 },
+            port,
+            health_path: "/health/ready".into(),
+            path_patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn with(name: &'static str, o: &ServiceOverrides) -> Self {
+        let d = Self::defaults(name);
+        Self {
+            name,
+            image: o.image.clone(),
+            cpu: o.cpu.unwrap_or(d.cpu),
+            memory: o.memory.unwrap_or(d.memory),
+            desired_count: o.desired_count.unwrap_or(d.desired_count),
+            port: o.port.or(d.port),
+            health_path: o.health_path.clone().unwrap_or(d.health_path),
+            path_patterns: o.path_patterns.clone().unwrap_or(d.path_patterns),
+            env: o.env.clone(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A problem found in a blueprint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Error (the blueprint cannot be used) or warning (a lint).
+    pub severity: Severity,
+    /// `file:line`.
+    pub location: String,
+    /// The dotted key, e.g. `network.subnets[1].cidr`.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The blueprint cannot be used.
+    Error,
+    /// Allowed, but probably not meant.
+    Warning,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{}: {level}: `{}`: {}",
+            self.location, self.key, self.message
+        )
+    }
+}
+
+/// Why a blueprint could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BlueprintError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key or value the schema does not allow.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// toml's message (names the key).
+        message: String,
+    },
+    /// Parsed, but invalid.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Finding>),
+}
+
+impl Blueprint {
+    /// Reads and parses `path` (schema only; see [`Blueprint::check`]).
+    pub fn load(path: &Path) -> Result<Self, BlueprintError> {
+        let source = std::fs::read_to_string(path).map_err(|source| BlueprintError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(path, source)
+    }
+
+    /// Parses `source` as if read from `path`.
+    pub fn parse(path: &Path, source: String) -> Result<Self, BlueprintError> {
+        let spec: StackFile = toml::from_str(&source).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| line_of(&source, span.start))
+                .unwrap_or(1);
+            BlueprintError::Parse {
+                path: path.display().to_string(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            source,
+            spec,
+        })
+    }
+
+    /// Loads and checks: errors fail, warnings are returned.
+    pub fn load_checked(path: &Path) -> Result<(Self, Vec<Finding>), BlueprintError> {
+        let blueprint = Self::load(path)?;
+        let findings = blueprint.check();
+        if findings.iter().any(|f| f.severity == Severity::Error) {
+            return Err(BlueprintError::Invalid(findings));
+        }
+        Ok((blueprint, findings))
+    }
+
+    /// The stack's name.
+    pub fn stack(&self) -> &str {
+        &self.spec.stack.name
+    }
+
+    /// The three services with every default applied.
+    pub fn services(&self) -> [Service; 3] {
+        let s = &self.spec.services;
+        [
+            Service::with("ingest", &s.ingest),
+            Service::with("processor", &s.processor),
+            Service::with("graphql", &s.graphql),
+        ]
+    }
+
+    /// The bucket's name.
+    pub fn bucket_name(&self) -> String {
+        self.spec
+            .bucket
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-raw-events", self.spec.stack.name))
+    }
+
+    /// Validates and lints; no AWS call.
+    pub fn check(&self) -> Vec<Finding> {
+        let mut out = Findings {
+            blueprint: self,
+            found: Vec::new(),
+        };
+        let spec = &self.spec;
+        let name = &spec.stack.name;
+        // ALB and target group names (`STACK-graphql`) may have 32 characters.
+        if name.is_empty()
+            || name.len() > 20
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || name.starts_with('-')
+            || name.ends_with('-')
+        {
+            out.error(
+                "stack.name",
+                "must be 1 to 20 characters of a-z, 0-9 and inner `-` (it prefixes every resource name)",
+            );
+        }
+        if spec.stack.region.is_empty() {
+            out.error("stack.region", "must name a region, e.g. `eu-west-1`");
+        }
+        if let Some(endpoint) = &spec.stack.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                out.error("stack.endpoint", "must be an http:// or https:// URL");
+            }
+        }
+        self.check_network(&mut out);
+        self.check_services(&mut out);
+        let bucket = &spec.bucket;
+        if bucket.archive_after_days == 0 || bucket.archive_after_days >= bucket.expire_after_days {
+            out.error(
+                "bucket.archive_after_days",
+                "must be at least 1 and less than `expire_after_days`",
+            );
+        }
+        let bucket_name = self.bucket_name();
+        if bucket_name.len() < 3
+            || bucket_name.len() > 63
+            || !bucket_name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            out.error(
+                "bucket.name",
+                "must be 3 to 63 characters of a-z, 0-9, `-` and `.`",
+            );
+        }
+        if spec.table.ttl_days == 0 {
+            out.error("table.ttl_days", "must be at least 1");
+        }
+        if !spec.table.point_in_time_recovery {
+            out.warning(
+                "table.point_in_time_recovery",
+                "is off: a bad write cannot be rolled back",
+            );
+        }
+        if !RETENTION_DAYS.contains(&spec.logs.retention_days) {
+            out.error(
+                "logs.retention_days",
+                &format!("must be one of CloudWatch's values: {RETENTION_DAYS:?}"),
+            );
+        }
+        if spec.broker.disk_gib < 10 {
+            out.error("broker.disk_gib", "must be at least 10");
+        }
+        for (i, cidr) in spec.load_balancer.ingress_cidrs.iter().enumerate() {
+            if parse_cidr(cidr).is_none() {
+                out.error(
+                    &format!("load_balancer.ingress_cidrs[{i}]"),
+                    "is not an IPv4 CIDR such as 0.0.0.0/0",
+                );
+            }
+        }
+        if let Some(arn) = &spec.load_balancer.certificate_arn {
+            if !arn.starts_with("arn:aws:acm:") {
+                out.error(
+                    "load_balancer.certificate_arn",
+                    "must be an ACM certificate ARN (arn:aws:acm:...)",
+                );
+            }
+        }
+        out.found
+    }
+
+    fn check_network(&self, out: &mut Findings<'_>) {
+        let network = &self.spec.network;
+        let vpc = parse_cidr(&network.vpc_cidr);
+        match vpc {
+            None => out.error(
+                "network.vpc_cidr",
+                "is not an IPv4 CIDR such as 10.0.0.0/16",
+            ),
+            Some((_, prefix)) if !(16..=24).contains(&prefix) => {
+                out.error("network.vpc_cidr", "must have a prefix between /16 and /24")
+            }
+            _ => {}
+        }
+        let mut zones: Vec<&str> = Vec::new();
+        let mut seen: Vec<(usize, (u32, u8))> = Vec::new();
+        for (i, subnet) in network.subnets.iter().enumerate() {
+            let key = format!("network.subnets[{i}]");
+            if network.subnets[..i].iter().any(|s| s.name == subnet.name) {
+                out.error(&format!("{key}.name"), "repeats another subnet's name");
+            }
+            if !subnet.zone.starts_with(&self.spec.stack.region) {
+                out.error(
+                    &format!("{key}.zone"),
+                    &format!("is not a zone of region `{}`", self.spec.stack.region),
+                );
+            }
+            if !zones.contains(&subnet.zone.as_str()) {
+                zones.push(&subnet.zone);
+            }
+            let Some(cidr) = parse_cidr(&subnet.cidr) else {
+                out.error(
+                    &format!("{key}.cidr"),
+                    "is not an IPv4 CIDR such as 10.0.1.0/24",
+                );
+                continue;
+            };
+            if !(16..=28).contains(&cidr.1) {
+                out.error(
+                    &format!("{key}.cidr"),
+                    "must have a prefix between /16 and /28",
+                );
+            }
+            if let Some(vpc) = vpc {
+                if !contains(vpc, cidr) {
+                    out.error(
+                        &format!("{key}.cidr"),
+                        &format!("{} is outside the VPC's {}", subnet.cidr, network.vpc_cidr),
+                    );
+                }
+            }
+            for (j, other) in &seen {
+                if overlaps(*other, cidr) {
+                    out.error(
+                        &format!("{key}.cidr"),
+                        &format!(
+                            "overlaps network.subnets[{j}] ({})",
+                            network.subnets[*j].cidr
+                        ),
+                    );
+                }
+            }
+            seen.push((i, cidr));
+        }
+        if network.subnets.len() < 2 || zones.len() < 2 {
+            out.error(
+                "network.subnets",
+                "needs at least two subnets in two availability zones (the load balancer requires it)",
+            );
+        }
+    }
+
+    fn check_services(&self, out: &mut Findings<'_>) {
+        let services = self.services();
+        let mut patterns: Vec<(&str, &str)> = Vec::new();
+        for service in &services {
+            let key = format!("services.{}", service.name);
+            if !fargate_size_ok(service.cpu, service.memory) {
+                out.error(
+                    &format!("{key}.memory"),
+                    &format!(
+                        "{} MiB is not a Fargate size for {} CPU units (256: 512-2048, 512: 1024-4096, 1024: 2048-8192, 2048: 4096-16384, 4096: 8192-30720, in steps of 1024 above 512)",
+                        service.memory, service.cpu
+                    ),
+                );
+            }
+            if service.desired_count > 100 {
+                out.error(&format!("{key}.desired_count"), "must be at most 100");
+            }
+            if service.desired_count == 0 {
+                out.warning(
+                    &format!("{key}.desired_count"),
+                    "is 0: the service runs no task",
+                );
+            }
+            if !service.health_path.starts_with('/') {
+                out.error(&format!("{key}.health_path"), "must start with `/`");
+            }
+            if service.port == Some(0) {
+                out.error(&format!("{key}.port"), "must be between 1 and 65535");
+            }
+            match (service.port, service.path_patterns.is_empty()) {
+                (None, false) => out.error(
+                    &format!("{key}.path_patterns"),
+                    &format!(
+                        "routes requests to `{}`, which answers no HTTP (it has no port)",
+                        service.name
+                    ),
+                ),
+                (Some(_), true) if service.name != "processor" => out.warning(
+                    &format!("{key}.path_patterns"),
+                    "is empty: the load balancer sends this service nothing",
+                ),
+                _ => {}
+            }
+            for (i, pattern) in service.path_patterns.iter().enumerate() {
+                if !pattern.starts_with('/') {
+                    out.error(&format!("{key}.path_patterns[{i}]"), "must start with `/`");
+                }
+                if let Some((owner, _)) = patterns.iter().find(|(_, p)| *p == pattern.as_str()) {
+                    out.error(
+                        &format!("{key}.path_patterns[{i}]"),
+                        &format!("`{pattern}` is already routed to `{owner}`"),
+                    );
+                }
+                patterns.push((service.name, pattern));
+            }
+            for name in service.env.keys() {
+                if MANAGED_ENV.contains(&name.as_str()) {
+                    out.error(
+                        &format!("{key}.env.{name}"),
+                        "is set by provision from the stack's own resources",
+                    );
+                }
+            }
+        }
+        if let Some(name) = self.spec.services.processor.port.map(|_| "processor") {
+            out.error(
+                &format!("services.{name}.port"),
+                "the processor serves no HTTP traffic",
+            );
+        }
+    }
+
+    /// The 1-based line where `key` (dotted, with `[i]` for array items) is
+    /// written, or where the closest enclosing table is.
+    fn line_of_key(&self, key: &str) -> usize {
+        let Ok(table) = toml::de::DeTable::parse(&self.source) else {
+            return 1;
+        };
+        let span = table.span();
+        let root = toml::Spanned::new(span, toml::de::DeValue::Table(table.into_inner()));
+        let mut node = &root;
+        let mut line = 1;
+        for part in key.split('.') {
+            let (name, index) = match part.split_once('[') {
+                Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let Some(next) = node.get_ref().get(name) else {
+                break;
+            };
+            node = next;
+            line = line_of(&self.source, node.span().start);
+            if let Some(i) = index {
+                let Some(item) = node.get_ref().get(i) else {
+                    break;
+                };
+                node = item;
+                line = line_of(&self.source, node.span().start);
+            }
+        }
+        line
+    }
+}
+
+/// Environment provision sets itself from the stack's resources.
+const MANAGED_ENV: [&str; 6] = [
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "JWT_SECRET_KEY",
+    "DYNAMODB_TABLE",
+    "S3_BUCKET",
+    "AWS_REGION",
+    "PORT",
+];
+
+/// CloudWatch Logs' allowed retention values (days).
+const RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+struct Findings<'a> {
+    blueprint: &'a Blueprint,
+    found: Vec<Finding>,
+}
+
+impl Findings<'_> {
+    fn push(&mut self, severity: Severity, key: &str, message: &str) {
+        let line = self.blueprint.line_of_key(key);
+        self.found.push(Finding {
+            severity,
+            location: format!("{}:{line}", self.blueprint.path.display()),
+            key: key.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    fn error(&mut self, key: &str, message: &str) {
+        self.push(Severity::Error, key, message);
+    }
+
+    fn warning(&mut self, key: &str, message: &str) {
+        self.push(Severity::Warning, key, message);
+    }
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+fn fargate_size_ok(cpu: u32, memory: u32) -> bool {
+    match cpu {
+        256 => [512, 1024, 2048].contains(&memory),
+        512 => (1024..=4096).contains(&memory) && memory % 1024 == 0,
+        1024 => (2048..=8192).contains(&memory) && memory % 1024 == 0,
+        2048 => (4096..=16384).contains(&memory) && memory % 1024 == 0,
+        4096 => (8192..=30720).contains(&memory) && memory % 1024 == 0,
+        _ => false,
+    }
+}
+
+/// `a.b.c.d/n` as (address, prefix), with host bits zero.
+pub fn parse_cidr(text: &str) -> Option<(u32, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    if prefix > 32 {
+        return None;
+    }
+    let addr = u32::from(addr);
+    (addr & !mask(prefix) == 0).then_some((addr, prefix))
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
+}
+
+fn contains(outer: (u32, u8), inner: (u32, u8)) -> bool {
+    inner.1 >= outer.1 && inner.0 & mask(outer.1) == outer.0
+}
+
+fn overlaps(a: (u32, u8), b: (u32, u8)) -> bool {
+    contains(a, b) || contains(b, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[stack]
+name = "ep-test"
+region = "us-east-1"
+
+[network]
+vpc_cidr = "10.40.0.0/16"
+subnets = [
+  { name = "a", cidr = "10.40.0.0/24", zone = "us-east-1a" },
+  { name = "b", cidr = "10.40.1.0/24", zone = "us-east-1b" },
+]
+"#;
+
+    fn parse(text: &str) -> Result<Blueprint, BlueprintError> {
+        Blueprint::parse(Path::new("bp.toml"), text.to_string())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(b) => b
+                .check()
+                .into_iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(|f| f.to_string())
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_minimal_blueprint_is_valid_with_secure_defaults() -> Result<(), BlueprintError> {
+        let b = parse(GOOD)?;
+        assert_eq!(b.check(), vec![]);
+        assert!(b.spec.table.point_in_time_recovery);
+        assert_eq!(b.bucket_name(), "ep-test-raw-events");
+        assert_eq!(
+            b.services()[0].path_patterns,
+            vec!["/events*", "/v1/events*"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_file_line_and_key() {
+        let text = GOOD.replace(
+            "region = \"us-east-1\"",
+            "region = \"us-east-1\"\nregoin = \"x\"",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("bp.toml:5: unknown field `regoin`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn subnets_outside_the_vpc_or_overlapping_are_errors_at_their_line() {
+        let text = GOOD.replace("10.40.1.0/24", "10.41.0.0/24").replace(
+            "  { name = \"b\"",
+            "  { name = \"c\", cidr = \"10.40.0.128/25\", zone = \"us-east-1a\" },\n  { name = \"b\"",
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            errs,
+            vec![
+                "bp.toml:10: error: `network.subnets[1].cidr`: overlaps network.subnets[0] (10.40.0.0/24)",
+                "bp.toml:11: error: `network.subnets[2].cidr`: 10.41.0.0/24 is outside the VPC's 10.40.0.0/16",
+            ]
+        );
+    }
+
+    #[test]
+    fn one_zone_is_not_enough() {
+        let text = GOOD.replace("us-east-1b", "us-east-1a");
+        assert_eq!(
+            errors(&text),
+            vec!["bp.toml:8: error: `network.subnets`: needs at least two subnets in two availability zones (the load balancer requires it)"]
+        );
+    }
+
+    #[test]
+    fn a_path_rule_no_service_answers_is_an_error() {
+        let text = format!("{GOOD}\n[services.processor]\npath_patterns = [\"/process*\"]\n");
+        assert_eq!(
+            errors(&text),
+            vec!["bp.toml:14: error: `services.processor.path_patterns`: routes requests to `processor`, which answers no HTTP (it has no port)"]
+        );
+    }
+
+    #[test]
+    fn the_same_path_for_two_services_and_bad_sizes_are_errors() {
+        let text = format!(
+            "{GOOD}\n[services.graphql]\npath_patterns = [\"/events*\"]\nmemory = 3000\n\n[logs]\nretention_days = 10\n"
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].contains("`services.graphql.memory`"), "{errs:?}");
+        assert!(
+            errs[1].contains("`/events*` is already routed to `ingest`"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].starts_with("bp.toml:18: error: `logs.retention_days`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn cidr_arithmetic() {
+        assert_eq!(parse_cidr("10.0.0.0/16"), Some((0x0a00_0000, 16)));
+        assert_eq!(parse_cidr("10.0.0.1/16"), None);
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+        let vpc = (0x0a00_0000, 16);
+        assert!(contains(vpc, (0x0a00_0100, 24)));
+        assert!(!contains(vpc, (0x0a01_0000, 24)));
+        assert!(overlaps((0x0a00_0000, 24), (0x0a00_0080, 25)));
+    }
+}

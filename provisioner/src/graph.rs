@@ -1,0 +1,449 @@
+//! From a blueprint to the resources it asks for: a pure function, so the
+//! same blueprint always gives the same graph, and the planner can be tested
+//! without a network.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use crate::blueprint::{Blueprint, Service};
+use crate::model::{reference, stack_tags, Kind, Props, Resource};
+
+/// The managed policy every ECS task execution role needs (pull images, write logs).
+pub const EXECUTION_POLICY: &str =
+    "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+
+/// Images kept per ECR repository.
+pub const KEEP_IMAGES: u32 = 20;
+
+/// The broker's Kafka port.
+pub const KAFKA_PORT: u16 = 9092;
+
+/// Every resource of the blueprint's stack, in a stable order.
+pub fn resources(blueprint: &Blueprint) -> Vec<Resource> {
+    Graph::new(blueprint).build()
+}
+
+/// The stack's resources keyed by address.
+pub fn by_address(resources: Vec<Resource>) -> BTreeMap<String, Resource> {
+    resources
+        .into_iter()
+        .map(|r| (r.address.clone(), r))
+        .collect()
+}
+
+struct Graph<'a> {
+    bp: &'a Blueprint,
+    stack: &'a str,
+    out: Vec<Resource>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(bp: &'a Blueprint) -> Self {
+        Self {
+            bp,
+            stack: bp.stack(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Adds a resource; `props` gets the stack's tags when the kind is tagged.
+    fn add(&mut self, kind: Kind, name: &str, props: Value, extra_deps: &[String]) -> String {
+        let mut props: Props = match props {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => Props::new(),
+        };
+        let address = format!("{}.{name}", kind.prefix());
+        if kind.tagged() {
+            props.insert(
+                "tags".into(),
+                stack_tags(self.stack, &address, &self.bp.spec.stack.tags),
+            );
+        }
+        self.out.push(Resource::new(kind, name, props, extra_deps));
+        address
+    }
+
+    fn build(mut self) -> Vec<Resource> {
+        let spec = &self.bp.spec;
+        let stack = self.stack.to_string();
+
+        // Network.
+        let vpc = self.add(
+            Kind::Vpc,
+            "main",
+            json!({"cidr_block": spec.network.vpc_cidr, "enable_dns_hostnames": true, "enable_dns_support": true}),
+            &[],
+        );
+        let vpc_id = reference(&vpc, "id");
+        let mut subnets = Vec::new();
+        for subnet in &spec.network.subnets {
+            subnets.push(self.add(
+                Kind::Subnet,
+                &subnet.name,
+                json!({"vpc_id": vpc_id, "cidr_block": subnet.cidr, "availability_zone": subnet.zone, "map_public_ip_on_launch": true}),
+                &[],
+            ));
+        }
+        let subnet_ids: Vec<String> = subnets.iter().map(|s| reference(s, "id")).collect();
+        let igw = self.add(
+            Kind::InternetGateway,
+            "main",
+            json!({"vpc_id": vpc_id}),
+            &[],
+        );
+        let rtb = self.add(Kind::RouteTable, "public", json!({"vpc_id": vpc_id}), &[]);
+        self.add(
+            Kind::Route,
+            "public_default",
+            json!({"route_table_id": reference(&rtb, "id"), "destination_cidr_block": "0.0.0.0/0", "gateway_id": reference(&igw, "id")}),
+            &[],
+        );
+        for subnet in &spec.network.subnets {
+            self.add(
+                Kind::RouteTableAssociation,
+                &subnet.name,
+                json!({"route_table_id": reference(&rtb, "id"), "subnet_id": reference(&format!("subnet.{}", subnet.name), "id")}),
+                &[],
+            );
+        }
+
+        // Security groups: world -> ALB -> services -> broker, nothing else in.
+        let mut alb_ingress = Vec::new();
+        let mut ports = vec![80];
+        if spec.load_balancer.certificate_arn.is_some() {
+            ports.push(443);
+        }
+        for port in ports {
+            for cidr in &spec.load_balancer.ingress_cidrs {
+                alb_ingress.push(rule(port, Some(cidr), None, "HTTP(S) from clients"));
+            }
+        }
+        let alb_sg =
+            self.security_group("alb", "Event Platform load balancer", &vpc_id, alb_ingress);
+        let services = self.bp.services();
+        let mut service_ingress = Vec::new();
+        for port in services
+            .iter()
+            .filter_map(|s| s.port)
+            .collect::<BTreeSet<_>>()
+        {
+            service_ingress.push(rule(
+                port,
+                None,
+                Some(&reference(&alb_sg, "id")),
+                "from the load balancer",
+            ));
+        }
+        let services_sg = self.security_group(
+            "services",
+            "Event Platform services",
+            &vpc_id,
+            service_ingress,
+        );
+        let broker_sg = self.security_group(
+            "broker",
+            "Event Platform broker",
+            &vpc_id,
+            vec![rule(
+                KAFKA_PORT,
+                None,
+                Some(&reference(&services_sg, "id")),
+                "Kafka from the services",
+            )],
+        );
+
+        // The broker.
+        let broker = self.add(
+            Kind::Instance,
+            "broker",
+            json!({
+                "instance_type": spec.broker.instance_type,
+                "subnet_id": subnet_ids[0],
+                "security_group_ids": [reference(&broker_sg, "id")],
+                "root_volume_gib": spec.broker.disk_gib,
+                "user_data": broker_user_data(&spec.broker.redpanda_version),
+            }),
+            // The broker downloads Redpanda at boot: it needs the route out.
+            &["route.public_default".to_string()],
+        );
+
+        // Data.
+        let table = self.add(
+            Kind::DynamodbTable,
+            "events_hot",
+            json!({"name": spec.table.name, "point_in_time_recovery": spec.table.point_in_time_recovery, "ttl_attribute": "expires_at"}),
+            &[],
+        );
+        let bucket = self.add(
+            Kind::S3Bucket,
+            "raw_events",
+            json!({
+                "name": self.bp.bucket_name(),
+                "versioning": true,
+                "encryption": "AES256",
+                "block_public_access": true,
+                "tls_only": true,
+                "archive_after_days": spec.bucket.archive_after_days,
+                "archive_storage_class": "GLACIER_IR",
+                "expire_after_days": spec.bucket.expire_after_days,
+            }),
+            &[],
+        );
+        let secret = self.add(
+            Kind::SsmParameter,
+            "jwt_secret",
+            json!({"name": format!("/{stack}/jwt-secret"), "description": "JWT signing secret of the Event Platform services"}),
+            &[],
+        );
+
+        // Identity: one execution role, one least-privilege task role per service.
+        let execution = self.role(
+            "execution",
+            vec![EXECUTION_POLICY],
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Sid": "ReadJwtSecret", "Effect": "Allow",
+                "Action": ["ssm:GetParameters"],
+                "Resource": [reference(&secret, "arn")]
+            }]}),
+        );
+        let table_arn = reference(&table, "arn");
+        let task_policy = |service: &str| -> Value {
+            match service {
+                "processor" => json!({"Version": "2012-10-17", "Statement": [
+                    {"Sid": "WriteHotTable", "Effect": "Allow",
+                     "Action": ["dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:TransactWriteItems", "dynamodb:UpdateItem"],
+                     "Resource": [table_arn, format!("{table_arn}/index/*")]},
+                    {"Sid": "WriteRawEvents", "Effect": "Allow",
+                     "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
+                     "Resource": [format!("{}/raw/*", reference(&bucket, "arn"))]}
+                ]}),
+                "graphql" => json!({"Version": "2012-10-17", "Statement": [
+                    {"Sid": "ReadHotTable", "Effect": "Allow",
+                     "Action": ["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"],
+                     "Resource": [table_arn, format!("{table_arn}/index/*")]}
+                ]}),
+                _ => Value::Null,
+            }
+        };
+
+        // Load balancer: HTTP (and HTTPS with a certificate); `/` goes to graphql's dashboard.
+        let alb = self.add(
+            Kind::LoadBalancer,
+            "main",
+            json!({"name": format!("{stack}-alb"), "subnet_ids": sorted(&subnet_ids), "security_group_ids": [reference(&alb_sg, "id")], "scheme": "internet-facing"}),
+            // An internet-facing ALB needs the gateway attached first.
+            std::slice::from_ref(&igw),
+        );
+        let mut target_groups = BTreeMap::new();
+        for service in services.iter() {
+            if let Some(port) = service.port {
+                let tg = self.add(
+                    Kind::TargetGroup,
+                    service.name,
+                    json!({"name": format!("{stack}-{}", service.name), "port": port, "vpc_id": vpc_id, "health_check_path": service.health_path, "deregistration_delay_seconds": 30}),
+                    &[],
+                );
+                target_groups.insert(service.name, tg);
+            }
+        }
+        let default_tg = target_groups
+            .get("graphql")
+            .or_else(|| target_groups.values().next())
+            .map(|tg| reference(tg, "arn"));
+        let mut listeners = vec![("http", 80, "HTTP", Value::Null)];
+        if let Some(arn) = &spec.load_balancer.certificate_arn {
+            listeners.push(("https", 443, "HTTPS", Value::String(arn.clone())));
+        }
+        let mut rules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (name, port, protocol, certificate) in listeners {
+            let listener = self.add(
+                Kind::Listener,
+                name,
+                json!({"load_balancer_arn": reference(&alb, "arn"), "port": port, "protocol": protocol, "certificate_arn": certificate, "default_target_group_arn": default_tg}),
+                &[],
+            );
+            for (priority, service) in services.iter().enumerate() {
+                let Some(tg) = target_groups.get(service.name) else {
+                    continue;
+                };
+                if service.path_patterns.is_empty() {
+                    continue;
+                }
+                let suffix = if name == "http" {
+                    String::new()
+                } else {
+                    format!("_{name}")
+                };
+                let rule = self.add(
+                    Kind::ListenerRule,
+                    &format!("{}{suffix}", service.name),
+                    json!({"listener_arn": reference(&listener, "arn"), "priority": (priority + 1) * 10, "path_patterns": sorted(&service.path_patterns), "target_group_arn": reference(tg, "arn")}),
+                    &[],
+                );
+                rules.entry(service.name).or_default().push(rule);
+            }
+        }
+
+        // Containers.
+        let cluster = self.add(
+            Kind::EcsCluster,
+            "main",
+            json!({"name": stack, "container_insights": true}),
+            &[],
+        );
+        let image_tag = spec
+            .stack
+            .image_tag
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+        for service in services.iter() {
+            let repo = self.add(
+                Kind::EcrRepository,
+                service.name,
+                json!({"name": format!("{stack}/{}", service.name), "scan_on_push": true, "keep_images": KEEP_IMAGES}),
+                &[],
+            );
+            let logs = self.add(
+                Kind::LogGroup,
+                service.name,
+                json!({"name": format!("/ecs/{stack}/{}", service.name), "retention_days": spec.logs.retention_days}),
+                &[],
+            );
+            let task_role = self.role(service.name, vec![], task_policy(service.name));
+            let image = service
+                .image
+                .clone()
+                .unwrap_or_else(|| format!("{}:{image_tag}", reference(&repo, "url")));
+            let env = self.service_env(service, &broker, &table, &bucket);
+            let task = self.add(
+                Kind::TaskDefinition,
+                service.name,
+                json!({
+                    "family": format!("{stack}-{}", service.name),
+                    "cpu": service.cpu,
+                    "memory": service.memory,
+                    "execution_role_arn": reference(&execution, "arn"),
+                    "task_role_arn": reference(&task_role, "arn"),
+                    "container": {
+                        "name": service.name,
+                        "image": image,
+                        "port": service.port,
+                        "environment": env,
+                        "secrets": {"JWT_SECRET_KEY": reference(&secret, "arn")},
+                        "log_group": reference(&logs, "name"),
+                        "log_region": spec.stack.region,
+                        "health_check_path": service.port.map(|_| service.health_path.clone()),
+                    },
+                }),
+                &[],
+            );
+            let tg = target_groups.get(service.name);
+            // A target group must be behind a listener before a service can use it.
+            let mut after: Vec<String> = rules.get(service.name).cloned().unwrap_or_default();
+            after.push("route.public_default".to_string());
+            self.add(
+                Kind::EcsService,
+                service.name,
+                json!({
+                    "name": service.name,
+                    "cluster_arn": reference(&cluster, "arn"),
+                    "task_definition_arn": reference(&task, "arn"),
+                    "desired_count": service.desired_count,
+                    "subnet_ids": sorted(&subnet_ids),
+                    "security_group_ids": [reference(&services_sg, "id")],
+                    "assign_public_ip": true,
+                    "target_group_arn": tg.map(|tg| reference(tg, "arn")),
+                    "container_name": service.name,
+                    "container_port": tg.and(service.port),
+                }),
+                &after,
+            );
+        }
+        self.out
+    }
+
+    fn security_group(
+        &mut self,
+        name: &str,
+        description: &str,
+        vpc_id: &str,
+        ingress: Vec<Value>,
+    ) -> String {
+        let stack = self.stack.to_string();
+        self.add(
+            Kind::SecurityGroup,
+            name,
+            json!({"name": format!("{stack}-{name}"), "description": description, "vpc_id": vpc_id, "ingress": ingress}),
+            &[],
+        )
+    }
+
+    fn role(&mut self, name: &str, managed: Vec<&str>, inline: Value) -> String {
+        let stack = self.stack.to_string();
+        self.add(
+            Kind::IamRole,
+            name,
+            json!({"name": format!("{stack}-{name}"), "trust_service": "ecs-tasks.amazonaws.com", "managed_policies": managed, "inline_policy": inline}),
+            &[],
+        )
+    }
+
+    fn service_env(&self, service: &Service, broker: &str, table: &str, bucket: &str) -> Value {
+        let spec = &self.bp.spec;
+        let mut env: BTreeMap<String, String> = BTreeMap::from([
+            ("AWS_REGION".into(), spec.stack.region.clone()),
+            ("ENVIRONMENT".into(), "production".into()),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS".into(),
+                format!("{}:{KAFKA_PORT}", reference(broker, "private_ip")),
+            ),
+        ]);
+        if let Some(port) = service.port {
+            env.insert("PORT".into(), port.to_string());
+        }
+        if service.name != "ingest" {
+            env.insert("HOT_STORE".into(), "dynamodb".into());
+            env.insert("DYNAMODB_TABLE".into(), reference(table, "name"));
+        }
+        if service.name == "processor" {
+            env.insert("COLD_STORE".into(), "s3".into());
+            env.insert("S3_BUCKET".into(), reference(bucket, "name"));
+            env.insert("HOT_TTL_DAYS".into(), spec.table.ttl_days.to_string());
+        }
+        env.extend(service.env.clone());
+        json!(env)
+    }
+}
+
+fn rule(port: u16, cidr: Option<&str>, source: Option<&str>, description: &str) -> Value {
+    json!({"protocol": "tcp", "from_port": port, "to_port": port, "cidr": cidr, "source_security_group_id": source, "description": description})
+}
+
+fn sorted(items: &[String]) -> Vec<String> {
+    let mut items = items.to_vec();
+    items.sort();
+    items
+}
+
+/// User-data that installs Redpanda and advertises the instance's private
+/// address (read from the instance metadata service, IMDSv2).
+fn broker_user_data(version: &str) -> String {
+    format!(
+        r#"#!/bin/bash
+set -euo pipefail
+TOKEN=$(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
+IP=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/local-ipv4)
+curl -1sLf https://dl.redpanda.com/nzY3ZHcWRwGDzKiW/redpanda/cfg/setup/bash.rpm.sh | bash
+dnf install -y redpanda-{version}
+rpk redpanda mode production
+rpk redpanda config bootstrap --self "$IP" --ips "$IP"
+rpk redpanda config set redpanda.advertised_kafka_api "[{{address: $IP, port: {KAFKA_PORT}}}]"
+rpk redpanda config set redpanda.auto_create_topics_enabled false
+systemctl enable --now redpanda
+until rpk cluster health --exit-when-healthy; do sleep 2; done
+rpk topic create events.raw --partitions 12 --replicas 1 || true
+rpk topic create events.dlq --partitions 3 --replicas 1 || true
+"#
+    )
+}

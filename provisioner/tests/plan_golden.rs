@@ -1,0 +1,381 @@
+//! Golden-file tests of `plan`'s text, and planner tests with no network:
+//! the cloud is a synthetic "everything applied" refresh.
+//! Regenerate the files with `UPDATE_GOLDEN=1 cargo test -p provisioner --test plan_golden`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use provisioner::blueprint::Blueprint;
+use provisioner::cloud::Observed;
+use provisioner::graph;
+use provisioner::model::{Kind, Props, Resource};
+use provisioner::plan::{plan, resolve_props, topological, Action, Current, Plan};
+use provisioner::state::{Recorded, State};
+use serde_json::{json, Value};
+
+fn blueprints() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints")
+}
+
+fn load(name: &str) -> anyhow::Result<Blueprint> {
+    let path = blueprints().join(name);
+    let text = std::fs::read_to_string(&path)?;
+    // A fixed path in messages, wherever the checkout is.
+    Ok(Blueprint::parse(
+        Path::new(&format!("blueprints/{name}")),
+        text,
+    )?)
+}
+
+fn edit(name: &str, from: &str, to: &str) -> anyhow::Result<Blueprint> {
+    let text = std::fs::read_to_string(blueprints().join(name))?;
+    anyhow::ensure!(text.contains(from), "{name} does not contain {from:?}");
+    Ok(Blueprint::parse(
+        Path::new(&format!("blueprints/{name}")),
+        text.replacen(from, to, 1),
+    )?)
+}
+
+/// Fake outputs for a resource, stable across runs.
+fn outputs(resource: &Resource, props: &Props) -> Props {
+    let name = resource
+        .address
+        .split_once('.')
+        .map(|(_, n)| n)
+        .unwrap_or("x");
+    let mut out = Props::new();
+    out.insert(
+        "id".into(),
+        json!(format!(
+            "{}-{name}",
+            resource.kind.prefix().replace('_', "")
+        )),
+    );
+    out.insert(
+        "arn".into(),
+        json!(format!("arn:aws:test:::{}", resource.address)),
+    );
+    out.insert(
+        "name".into(),
+        props
+            .get("name")
+            .or(props.get("family"))
+            .cloned()
+            .unwrap_or(json!(name)),
+    );
+    out.insert(
+        "url".into(),
+        json!(format!("123456789012.dkr.ecr.test/{name}")),
+    );
+    out.insert("dns_name".into(), json!("ep-test-alb.elb.test"));
+    out.insert("private_ip".into(), json!("10.40.0.10"));
+    out
+}
+
+/// The state and refresh of a stack where `desired` is fully applied.
+fn applied(desired: &[Resource]) -> (State, BTreeMap<String, Current>) {
+    let mut state = State::new("ep-local");
+    let mut current = BTreeMap::new();
+    for resource in topological(desired) {
+        let lookup = |address: &str, output: &str| -> Option<Value> {
+            state.resources.get(address)?.outputs.get(output).cloned()
+        };
+        let props = resolve_props(&resource.props, &lookup);
+        let outs = outputs(resource, &props);
+        let id = outs["id"].as_str().unwrap_or_default().to_string();
+        current.insert(
+            resource.address.clone(),
+            Current {
+                id: id.clone(),
+                observed: Some(Observed {
+                    props: props.clone(),
+                    outputs: outs.clone(),
+                }),
+                adopted: false,
+            },
+        );
+        state.resources.insert(
+            resource.address.clone(),
+            Recorded {
+                kind: resource.kind,
+                id,
+                props,
+                outputs: outs,
+                deps: resource.deps.clone(),
+            },
+        );
+    }
+    (state, current)
+}
+
+fn golden(name: &str, plan: &Plan) -> anyhow::Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    let text = plan.render();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text)?;
+    }
+    let want = std::fs::read_to_string(&path)?;
+    assert_eq!(text, want, "plan text differs from {}", path.display());
+    Ok(())
+}
+
+#[test]
+fn plan_from_nothing_local() -> anyhow::Result<()> {
+    let desired = graph::resources(&load("local.toml")?);
+    let plan = plan(&desired, &State::new("ep-local"), &BTreeMap::new());
+    assert_eq!(plan.count(Action::Create), desired.len());
+    golden("local-create.txt", &plan)
+}
+
+#[test]
+fn plan_from_nothing_production_has_https_and_three_subnets() -> anyhow::Result<()> {
+    let desired = graph::resources(&load("production.toml")?);
+    let plan = plan(&desired, &State::new("ep-prod"), &BTreeMap::new());
+    let addresses: Vec<&str> = plan.changes.iter().map(|c| c.address.as_str()).collect();
+    for a in [
+        "listener.https",
+        "listener_rule.ingest_https",
+        "subnet.public_c",
+    ] {
+        assert!(addresses.contains(&a), "{a} missing");
+    }
+    golden("production-create.txt", &plan)
+}
+
+#[test]
+fn an_applied_stack_plans_no_change() -> anyhow::Result<()> {
+    let desired = graph::resources(&load("local.toml")?);
+    let (state, current) = applied(&desired);
+    let plan = plan(&desired, &state, &current);
+    assert!(!plan.has_changes(), "{}", plan.render());
+    assert!(plan.drift.is_empty());
+    assert_eq!(plan.unchanged, desired.len());
+    golden("local-no-change.txt", &plan)
+}
+
+#[test]
+fn desired_count_and_retention_update_in_place() -> anyhow::Result<()> {
+    let (state, current) = applied(&graph::resources(&load("local.toml")?));
+    let changed = Blueprint::parse(
+        Path::new("blueprints/local.toml"),
+        std::fs::read_to_string(blueprints().join("local.toml"))?
+            .replacen(
+                "[services.ingest]\ndesired_count = 1",
+                "[services.ingest]\ndesired_count = 3",
+                1,
+            )
+            .replacen("retention_days = 7", "retention_days = 14", 1),
+    )?;
+    let plan = plan(&graph::resources(&changed), &state, &current);
+    let summary: Vec<(String, Action, Vec<String>)> = plan
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.address.clone(),
+                c.action,
+                c.attrs.iter().map(|a| a.name.clone()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "log_group.ingest".into(),
+                Action::Update,
+                vec!["retention_days".into()]
+            ),
+            (
+                "ecs_service.ingest".into(),
+                Action::Update,
+                vec!["desired_count".into()]
+            ),
+            (
+                "log_group.processor".into(),
+                Action::Update,
+                vec!["retention_days".into()]
+            ),
+            (
+                "log_group.graphql".into(),
+                Action::Update,
+                vec!["retention_days".into()]
+            ),
+        ]
+    );
+    golden("local-update.txt", &plan)
+}
+
+#[test]
+fn a_new_path_rule_changes_only_that_rule() -> anyhow::Result<()> {
+    let (state, current) = applied(&graph::resources(&load("local.toml")?));
+    let changed = edit(
+        "local.toml",
+        "[services.graphql]\n",
+        "[services.graphql]\npath_patterns = [\"/graphql*\", \"/v2/graphql*\"]\n",
+    )?;
+    let plan = plan(&graph::resources(&changed), &state, &current);
+    assert_eq!(plan.changes.len(), 1, "{}", plan.render());
+    assert_eq!(plan.changes[0].address, "listener_rule.graphql");
+    assert_eq!(plan.changes[0].action, Action::Update);
+    golden("local-rule.txt", &plan)
+}
+
+#[test]
+fn a_new_vpc_cidr_replaces_the_network_and_everything_in_it() -> anyhow::Result<()> {
+    let (state, current) = applied(&graph::resources(&load("local.toml")?));
+    let changed = Blueprint::parse(
+        Path::new("blueprints/local.toml"),
+        std::fs::read_to_string(blueprints().join("local.toml"))?.replace("10.40.", "10.50."),
+    )?;
+    let plan = plan(&graph::resources(&changed), &state, &current);
+    let replaced: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Replace)
+        .map(|c| c.address.as_str())
+        .collect();
+    for a in [
+        "vpc.main",
+        "subnet.public_a",
+        "security_group.alb",
+        "instance.broker",
+        "load_balancer.main",
+        "target_group.ingest",
+        "task_definition.ingest",
+    ] {
+        assert!(replaced.contains(&a), "{a} not replaced: {replaced:?}");
+    }
+    // What does not live in the VPC stays.
+    for a in [
+        "dynamodb_table.events_hot",
+        "s3_bucket.raw_events",
+        "iam_role.processor",
+        "log_group.ingest",
+    ] {
+        assert!(!plan.changes.iter().any(|c| c.address == a), "{a} changes");
+    }
+    golden("local-replace-vpc.txt", &plan)
+}
+
+#[test]
+fn drift_and_deletion_outside_provision_are_shown_and_repaired() -> anyhow::Result<()> {
+    let desired = graph::resources(&load("local.toml")?);
+    let (state, mut current) = applied(&desired);
+    if let Some(Current {
+        observed: Some(o), ..
+    }) = current.get_mut("log_group.ingest")
+    {
+        o.props.insert("retention_days".into(), json!(1));
+    }
+    if let Some(c) = current.get_mut("ecr_repository.graphql") {
+        c.observed = None;
+    }
+    let plan = plan(&desired, &state, &current);
+    assert_eq!(plan.drift.len(), 2);
+    // The log group back to 7 days; the repository made again, and what
+    // references it (its URL is only known after apply) follows.
+    assert_eq!(plan.count(Action::Create), 1);
+    assert_eq!(plan.count(Action::Replace), 1);
+    assert_eq!(plan.count(Action::Update), 2);
+    golden("local-drift.txt", &plan)
+}
+
+#[test]
+fn a_resource_removed_from_the_blueprint_is_deleted() -> anyhow::Result<()> {
+    let desired = graph::resources(&load("local.toml")?);
+    let (mut state, current) = applied(&desired);
+    state.resources.insert(
+        "log_group.old".into(),
+        Recorded {
+            kind: Kind::LogGroup,
+            id: "/ecs/ep-local/old".into(),
+            props: Props::new(),
+            outputs: Props::new(),
+            deps: Default::default(),
+        },
+    );
+    let plan = plan(&desired, &state, &current);
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].action, Action::Delete);
+    assert_eq!(
+        plan.summary(),
+        "Plan: 0 to create, 0 to update in place, 0 to replace, 1 to delete."
+    );
+    Ok(())
+}
+
+#[test]
+fn every_reference_points_at_a_resource_of_the_graph_and_there_is_no_cycle() -> anyhow::Result<()> {
+    for name in ["local.toml", "dev.toml", "production.toml"] {
+        let blueprint = load(name)?;
+        assert_eq!(
+            blueprint
+                .check()
+                .iter()
+                .filter(|f| f.severity == provisioner::blueprint::Severity::Error)
+                .count(),
+            0,
+            "{name}"
+        );
+        let desired = graph::resources(&blueprint);
+        let order: Vec<&str> = topological(&desired)
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        for (i, resource) in topological(&desired).iter().enumerate() {
+            for dep in &resource.deps {
+                let at = order.iter().position(|a| a == dep);
+                assert!(
+                    at.is_some_and(|at| at < i),
+                    "{name}: {} depends on {dep}, which is missing or later",
+                    resource.address
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn task_roles_are_least_privilege() -> anyhow::Result<()> {
+    let desired = graph::resources(&load("local.toml")?);
+    let role = |name: &str| {
+        desired
+            .iter()
+            .find(|r| r.address == format!("iam_role.{name}"))
+            .map(|r| r.props["inline_policy"].clone())
+    };
+    assert_eq!(role("ingest"), Some(Value::Null));
+    let text = |v: Option<Value>| v.map(|v| v.to_string()).unwrap_or_default();
+    let graphql = text(role("graphql"));
+    assert!(
+        !graphql.contains("PutItem") && !graphql.contains("s3:"),
+        "{graphql}"
+    );
+    let processor = text(role("processor"));
+    assert!(
+        processor.contains("/raw/*") && !processor.contains("s3:GetObject"),
+        "{processor}"
+    );
+    for name in ["execution", "ingest", "processor", "graphql"] {
+        assert!(
+            !text(role(name)).contains("\"*\""),
+            "{name} has a * action or resource"
+        );
+    }
+    // The broker is reachable from the services' group only.
+    let broker = desired
+        .iter()
+        .find(|r| r.address == "security_group.broker")
+        .map(|r| r.props["ingress"].clone());
+    assert_eq!(
+        broker,
+        Some(
+            json!([{"protocol": "tcp", "from_port": 9092, "to_port": 9092, "cidr": null, "source_security_group_id": "${security_group.services.id}", "description": "Kafka from the services"}])
+        )
+    );
+    Ok(())
+}
