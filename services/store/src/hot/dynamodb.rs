@@ -46,6 +46,7 @@ use std::time::Duration as StdDuration;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, KeysAndAttributes, Projection, ProjectionType, PutRequest, ScalarAttributeType,
@@ -167,9 +168,13 @@ impl DynamoHotStore {
         &self.client
     }
 
-    /// Creates the table with its keys, indexes and TTL (on-demand billing),
-    /// and waits until it is active. The provisioner uses the same definition.
-    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    /// The `CreateTable` request for `table` with its keys and indexes and
+    /// on-demand billing, not yet sent; [`Self::create_table`] and the
+    /// provisioner both start from it, so the table is defined once.
+    pub fn create_table_request(
+        client: &Client,
+        table: &str,
+    ) -> Result<CreateTableFluentBuilder, StoreError> {
         let attr = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
@@ -211,7 +216,13 @@ impl DynamoHotStore {
                     .map_err(build_err)?,
             );
         }
-        request
+        Ok(request)
+    }
+
+    /// Creates the table with its keys, indexes and TTL (on-demand billing),
+    /// and waits until it is active. The provisioner uses the same definition.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+        Self::create_table_request(client, table)?
             .send()
             .await
             .map_err(|e| classify("CreateTable", e))?;

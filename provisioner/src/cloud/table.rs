@@ -1,0 +1,342 @@
+//! The DynamoDB table of the hot store, with the keys and indexes the store
+//! defines ([`event_store::hot::dynamodb::DynamoHotStore::create_table_request`]),
+//! on-demand billing, encryption at rest, TTL and point-in-time recovery.
+//! The id is the table name.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    PointInTimeRecoverySpecification, PointInTimeRecoveryStatus, SseSpecification,
+    TableDescription, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use event_store::hot::dynamodb::DynamoHotStore;
+use serde_json::{json, Value};
+
+use super::{prop_bool, prop_str, prop_tags, tags_value, Cloud, CloudError, Observed, Result};
+use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+
+/// How often and how long to wait for the table to become active or gone.
+const POLL: Duration = Duration::from_secs(1);
+const POLLS: u32 = 300;
+
+/// See the module contract in [`super`].
+pub async fn find(
+    cloud: &Cloud,
+    _kind: Kind,
+    address: &str,
+    props: &Props,
+) -> Result<Option<String>> {
+    let name = prop_str(props, "name")?;
+    let Some(table) = describe(cloud, name).await? else {
+        return Ok(None);
+    };
+    let tags = tags_of(cloud, arn_of(&table)?).await?;
+    let ours = tags.get(STACK_TAG) == Some(&cloud.stack)
+        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address);
+    Ok(ours.then(|| name.to_string()))
+}
+
+/// See the module contract in [`super`].
+pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
+    let Some(table) = describe(cloud, id).await? else {
+        return Ok(None);
+    };
+    let arn = arn_of(&table)?;
+    let ttl = cloud
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(id)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("DescribeTimeToLive", e))?;
+    let ttl_attribute = ttl
+        .time_to_live_description()
+        .filter(|d| {
+            matches!(
+                d.time_to_live_status(),
+                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+            )
+        })
+        .and_then(|d| d.attribute_name())
+        .map_or(Value::Null, |a| json!(a));
+    let backups = cloud
+        .dynamodb
+        .describe_continuous_backups()
+        .table_name(id)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("DescribeContinuousBackups", e))?;
+    let point_in_time_recovery = backups
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|d| d.point_in_time_recovery_status())
+        == Some(&PointInTimeRecoveryStatus::Enabled);
+    let tags = tags_of(cloud, arn).await?;
+    let props = Props::from([
+        ("name".to_string(), json!(id)),
+        (
+            "point_in_time_recovery".to_string(),
+            json!(point_in_time_recovery),
+        ),
+        ("ttl_attribute".to_string(), ttl_attribute),
+        ("tags".to_string(), tags_value(tags)),
+    ]);
+    let outputs = Props::from([
+        ("name".to_string(), json!(id)),
+        ("arn".to_string(), json!(arn)),
+    ]);
+    Ok(Some(Observed { props, outputs }))
+}
+
+/// See the module contract in [`super`].
+pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<String> {
+    let name = prop_str(props, "name")?;
+    let tags = prop_tags(props)?
+        .into_iter()
+        .map(|(k, v)| tag(k, v))
+        .collect::<Result<Vec<_>>>()?;
+    DynamoHotStore::create_table_request(&cloud.dynamodb, name)
+        .map_err(|e| CloudError::invalid("CreateTable", e.to_string()))?
+        .sse_specification(SseSpecification::builder().enabled(true).build())
+        .deletion_protection_enabled(false)
+        .set_tags(Some(tags).filter(|t| !t.is_empty()))
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("CreateTable", e))?;
+    // TTL and backups can only be set on an active table.
+    let mut active = false;
+    for _ in 0..POLLS {
+        let status = describe(cloud, name)
+            .await?
+            .and_then(|t| t.table_status().cloned());
+        if status == Some(TableStatus::Active) {
+            active = true;
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    if !active {
+        return Err(CloudError::invalid(
+            "DescribeTable",
+            format!("table {name} never became active"),
+        ));
+    }
+    cloud
+        .dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(prop_str(props, "ttl_attribute")?)
+                .build()
+                .map_err(|e| CloudError::invalid("UpdateTimeToLive", e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("UpdateTimeToLive", e))?;
+    set_point_in_time_recovery(cloud, name, prop_bool(props, "point_in_time_recovery")?).await?;
+    Ok(name.to_string())
+}
+
+/// See the module contract in [`super`].
+pub async fn update(
+    cloud: &Cloud,
+    _kind: Kind,
+    id: &str,
+    props: &Props,
+    changed: &[String],
+) -> Result<()> {
+    for attribute in changed {
+        match attribute.as_str() {
+            "point_in_time_recovery" => {
+                set_point_in_time_recovery(cloud, id, prop_bool(props, "point_in_time_recovery")?)
+                    .await?
+            }
+            "tags" => retag(cloud, id, props).await?,
+            other => {
+                return Err(CloudError::invalid(
+                    "UpdateTable",
+                    format!("`{other}` cannot change in place"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// See the module contract in [`super`].
+pub async fn delete(cloud: &Cloud, _kind: Kind, id: &str) -> Result<()> {
+    if let Err(e) = cloud.dynamodb.delete_table().table_name(id).send().await {
+        let e = CloudError::from_sdk("DeleteTable", e);
+        return if e.code == "ResourceNotFoundException" {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    // A table of the same name cannot be created until this one is gone.
+    for _ in 0..POLLS {
+        if describe_any(cloud, id).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(CloudError::invalid(
+        "DescribeTable",
+        format!("table {id} is still being deleted"),
+    ))
+}
+
+/// See the module contract in [`super`].
+pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
+    let mut found = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let out = cloud
+            .dynamodb
+            .list_tables()
+            .set_exclusive_start_table_name(start.take())
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ListTables", e))?;
+        for name in out.table_names() {
+            let Some(table) = describe(cloud, name).await? else {
+                continue;
+            };
+            if tags_of(cloud, arn_of(&table)?).await?.get(STACK_TAG) == Some(&cloud.stack) {
+                found.push((Kind::DynamodbTable, name.clone()));
+            }
+        }
+        match out.last_evaluated_table_name() {
+            Some(last) => start = Some(last.to_string()),
+            None => return Ok(found),
+        }
+    }
+}
+
+/// The table named `name` in any state, `None` when there is none.
+async fn describe_any(cloud: &Cloud, name: &str) -> Result<Option<TableDescription>> {
+    match cloud
+        .dynamodb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.table().cloned()),
+        Err(e) => {
+            let e = CloudError::from_sdk("DescribeTable", e);
+            if e.code == "ResourceNotFoundException" {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The table named `name`, `None` when there is none or it is being deleted.
+async fn describe(cloud: &Cloud, name: &str) -> Result<Option<TableDescription>> {
+    Ok(describe_any(cloud, name)
+        .await?
+        .filter(|t| t.table_status() != Some(&TableStatus::Deleting)))
+}
+
+fn arn_of(table: &TableDescription) -> Result<&str> {
+    table
+        .table_arn()
+        .ok_or_else(|| CloudError::invalid("DescribeTable", "table without an ARN"))
+}
+
+async fn tags_of(cloud: &Cloud, arn: &str) -> Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = cloud
+            .dynamodb
+            .list_tags_of_resource()
+            .resource_arn(arn)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ListTagsOfResource", e))?;
+        tags.extend(
+            out.tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string())),
+        );
+        match out.next_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(tags),
+        }
+    }
+}
+
+fn tag(key: String, value: String) -> Result<Tag> {
+    Tag::builder()
+        .key(key)
+        .value(value)
+        .build()
+        .map_err(|e| CloudError::invalid("Tag", e.to_string()))
+}
+
+async fn set_point_in_time_recovery(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> {
+    cloud
+        .dynamodb
+        .update_continuous_backups()
+        .table_name(name)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(enabled)
+                .build()
+                .map_err(|e| CloudError::invalid("UpdateContinuousBackups", e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("UpdateContinuousBackups", e))?;
+    Ok(())
+}
+
+/// Sets exactly the desired tags: overwrites and adds, then removes the rest.
+async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
+    let Some(table) = describe(cloud, name).await? else {
+        return Err(CloudError::invalid(
+            "TagResource",
+            format!("table {name} is gone"),
+        ));
+    };
+    let arn = arn_of(&table)?;
+    let desired = prop_tags(props)?;
+    let stale: Vec<String> = tags_of(cloud, arn)
+        .await?
+        .into_keys()
+        .filter(|k| !desired.iter().any(|(d, _)| d == k))
+        .collect();
+    if !desired.is_empty() {
+        let tags = desired
+            .into_iter()
+            .map(|(k, v)| tag(k, v))
+            .collect::<Result<Vec<_>>>()?;
+        cloud
+            .dynamodb
+            .tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("TagResource", e))?;
+    }
+    if !stale.is_empty() {
+        cloud
+            .dynamodb
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(stale))
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("UntagResource", e))?;
+    }
+    Ok(())
+}
