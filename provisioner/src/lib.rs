@@ -6,5 +6,13 @@
 //!   broker on loopback and the services behind one port with the load
 //!   balancer's path rules.
 
+pub mod blueprint;
 pub mod cli;
+pub mod cloud;
 pub mod dev;
+pub mod engine;
+pub mod graph;
+pub mod model;
+pub mod plan;
+pub mod stack;
+pub mod state;

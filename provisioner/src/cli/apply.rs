@@ -1,0 +1,47 @@
+//! `provision apply`: plan, confirm, and make the cloud match the blueprint.
+
+use clap::Args;
+
+use super::stack::{confirm, options, StackArgs};
+use crate::stack::Outputs;
+
+/// Arguments of `provision apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+    /// Apply without asking.
+    #[arg(long)]
+    auto_approve: bool,
+    /// Resource operations in flight at once.
+    #[arg(long, default_value_t = 8)]
+    parallelism: usize,
+}
+
+impl ApplyArgs {
+    /// Applies and prints the outputs.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let stack = self.stack.open().await?;
+        let auto_approve = self.auto_approve;
+        let started = std::time::Instant::now();
+        let (plan, applied) = stack
+            .apply(&options(&stack, self.parallelism), |plan| {
+                print!("{}", plan.render());
+                auto_approve || confirm("Apply these changes?")
+            })
+            .await?;
+        if !plan.has_changes() && !applied {
+            print!("{}", plan.render());
+        } else if !applied {
+            anyhow::bail!("apply cancelled; nothing was changed");
+        } else {
+            println!(
+                "Apply complete in {:.1}s: {}",
+                started.elapsed().as_secs_f64(),
+                plan.summary().trim_start_matches("Plan: ")
+            );
+        }
+        print!("\nOutputs:\n{}", Outputs::of(&stack.state()?).render());
+        Ok(())
+    }
+}

@@ -1,0 +1,544 @@
+//! Applying a plan: deletes first (dependents before what they use), then
+//! creates, updates and replacements in dependency order, each resource as
+//! soon as everything it uses is done, at most `parallelism` at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::{retry, OperationError, Options, WalkError};
+use crate::cloud::{alb, ecs, network, Cloud, CloudError, Observed};
+use crate::model::{Kind, Resource};
+use crate::plan::{resolve_props, Action, Change, Current, Plan, UNKNOWN};
+use crate::state::{Recorded, StateFile};
+
+/// What every step shares.
+struct Ctx {
+    cloud: Cloud,
+    state: Mutex<StateFile>,
+    options: Options,
+}
+
+impl Ctx {
+    fn record(&self, address: &str, recorded: Option<Recorded>) -> Result<(), OperationError> {
+        let mut file = self
+            .state
+            .lock()
+            .map_err(|_| local_error(address, "state lock poisoned"))?;
+        file.record(address, recorded)
+            .map_err(|e| local_error(address, &e.to_string()))
+    }
+
+    fn recorded(&self, address: &str) -> Option<Recorded> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|f| f.state.resources.get(address).cloned())
+    }
+
+    fn output(&self, address: &str, output: &str) -> Option<Value> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|f| f.state.resources.get(address)?.outputs.get(output).cloned())
+    }
+}
+
+pub(crate) fn local_error(address: &str, message: &str) -> OperationError {
+    OperationError {
+        address: address.to_string(),
+        action: "record".into(),
+        cause: CloudError::invalid("state", message),
+        attempts: 1,
+        advice: "Check the state folder is writable, then run the command again".into(),
+    }
+}
+
+/// Applies `plan`: records adopted resources, then runs every change. The
+/// state file is written after each operation; its lock is released when
+/// this returns.
+pub async fn apply_plan(
+    cloud: &Cloud,
+    desired: &[Resource],
+    plan: &Plan,
+    current: &BTreeMap<String, Current>,
+    state: StateFile,
+    options: &Options,
+) -> Result<(), WalkError> {
+    let by_address: BTreeMap<&str, &Resource> =
+        desired.iter().map(|r| (r.address.as_str(), r)).collect();
+    let ctx = Arc::new(Ctx {
+        cloud: cloud.clone(),
+        state: Mutex::new(state),
+        options: options.clone(),
+    });
+    // Outputs as the refresh read them: a run killed between a create and
+    // its read-back recorded none, and dependents resolve from the state.
+    {
+        let mut file = ctx
+            .state
+            .lock()
+            .map_err(|_| WalkError(vec![local_error("(state)", "state lock poisoned")]))?;
+        let mut stale = false;
+        for (address, recorded) in file.state.resources.iter_mut() {
+            if let Some(observed) = current.get(address).and_then(|c| c.observed.as_ref()) {
+                if recorded.outputs != observed.outputs {
+                    recorded.outputs = observed.outputs.clone();
+                    stale = true;
+                }
+            }
+        }
+        if stale {
+            file.write()
+                .map_err(|e| WalkError(vec![local_error("(state)", &e.to_string())]))?;
+        }
+    }
+    for address in &plan.adopted {
+        let (Some(now), Some(resource)) = (current.get(address), by_address.get(address.as_str()))
+        else {
+            continue;
+        };
+        if let Some(observed) = &now.observed {
+            ctx.record(address, Some(recorded(resource, &now.id, observed)))
+                .map_err(|e| WalkError(vec![e]))?;
+            options
+                .progress
+                .line(&format!("{address}: adopted ({})", now.id));
+        }
+    }
+    let deletes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    delete_walk(&ctx, &deletes).await?;
+    change_walk(&ctx, &by_address, plan).await
+}
+
+/// Deletes `items` (address, kind, id) in destroy order: by kind rank, and
+/// every resource after the ones that recorded a dependency on it.
+pub(crate) async fn delete_all(
+    cloud: &Cloud,
+    state: StateFile,
+    items: Vec<(String, Kind, String)>,
+    options: &Options,
+) -> Result<(), WalkError> {
+    let ctx = Arc::new(Ctx {
+        cloud: cloud.clone(),
+        state: Mutex::new(state),
+        options: options.clone(),
+    });
+    let changes: Vec<Change> = items
+        .into_iter()
+        .map(|(address, kind, id)| Change {
+            address,
+            kind,
+            action: Action::Delete,
+            id: Some(id),
+            attrs: Vec::new(),
+        })
+        .collect();
+    let refs: Vec<&Change> = changes.iter().collect();
+    delete_walk(&ctx, &refs).await
+}
+
+/// One step of a walk.
+#[derive(Clone)]
+enum Step {
+    Change(Resource, Change),
+    Delete(String, Kind, String),
+}
+
+async fn delete_walk(ctx: &Arc<Ctx>, deletes: &[&Change]) -> Result<(), WalkError> {
+    let mut steps = BTreeMap::new();
+    for change in deletes {
+        let dependents: BTreeSet<String> = deletes
+            .iter()
+            .filter(|other| {
+                ctx.recorded(&other.address)
+                    .is_some_and(|r| r.deps.contains(&change.address))
+            })
+            .map(|other| other.address.clone())
+            .chain(
+                deletes
+                    .iter()
+                    .filter(|o| destroy_rank(o.kind) < destroy_rank(change.kind))
+                    .map(|o| o.address.clone()),
+            )
+            .collect();
+        let id = change.id.clone().unwrap_or_default();
+        steps.insert(
+            change.address.clone(),
+            (
+                dependents,
+                Step::Delete(change.address.clone(), change.kind, id),
+            ),
+        );
+    }
+    run(ctx, steps).await
+}
+
+async fn change_walk(
+    ctx: &Arc<Ctx>,
+    desired: &BTreeMap<&str, &Resource>,
+    plan: &Plan,
+) -> Result<(), WalkError> {
+    let changing: BTreeSet<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .map(|c| c.address.as_str())
+        .collect();
+    let mut steps = BTreeMap::new();
+    for change in plan.changes.iter().filter(|c| c.action != Action::Delete) {
+        let Some(resource) = desired.get(change.address.as_str()) else {
+            continue;
+        };
+        let after: BTreeSet<String> = resource
+            .deps
+            .iter()
+            .filter(|d| changing.contains(d.as_str()))
+            .cloned()
+            .collect();
+        steps.insert(
+            change.address.clone(),
+            (after, Step::Change((*resource).clone(), change.clone())),
+        );
+    }
+    run(ctx, steps).await
+}
+
+/// Runs `steps` (each with the steps it must wait for), `parallelism` at a
+/// time. After a failure no new step starts; running ones finish.
+async fn run(
+    ctx: &Arc<Ctx>,
+    mut pending: BTreeMap<String, (BTreeSet<String>, Step)>,
+) -> Result<(), WalkError> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut running = JoinSet::new();
+    let mut errors = Vec::new();
+    loop {
+        if errors.is_empty() {
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|(_, (after, _))| after.iter().all(|a| done.contains(a)))
+                .map(|(a, _)| a.clone())
+                .collect();
+            for address in ready {
+                if running.len() >= ctx.options.parallelism.max(1) {
+                    break;
+                }
+                if let Some((_, step)) = pending.remove(&address) {
+                    let ctx = ctx.clone();
+                    running.spawn(async move { (address, execute(&ctx, step).await) });
+                }
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok((address, Ok(()))) => {
+                done.insert(address);
+            }
+            Ok((_, Err(e))) => errors.push(e),
+            Err(e) => errors.push(OperationError {
+                address: "(walk)".into(),
+                action: "run".into(),
+                cause: CloudError::invalid("task", e.to_string()),
+                attempts: 1,
+                advice: "This is a bug in provision; run the command again".into(),
+            }),
+        }
+    }
+    if errors.is_empty() && !pending.is_empty() {
+        // Only possible with a dependency cycle; name what could not start.
+        errors.extend(pending.keys().map(|address| OperationError {
+            address: address.clone(),
+            action: "schedule".into(),
+            cause: CloudError::invalid("graph", "waits on a resource that never completed"),
+            attempts: 1,
+            advice: "This is a bug in provision's resource graph".into(),
+        }));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(WalkError(errors))
+    }
+}
+
+async fn execute(ctx: &Ctx, step: Step) -> Result<(), OperationError> {
+    let started = Instant::now();
+    let progress = &ctx.options.progress;
+    match step {
+        Step::Delete(address, kind, id) => {
+            progress.line(&format!("{address}: deleting ({id})"));
+            delete(ctx, &address, kind, &id).await?;
+            ctx.record(&address, None)?;
+            progress.line(&format!("{address}: deleted in {}", elapsed(started)));
+        }
+        Step::Change(resource, change) => {
+            let address = resource.address.as_str();
+            let lookup = |a: &str, o: &str| ctx.output(a, o);
+            let props = resolve_props(&resource.props, &lookup);
+            if let Some((name, _)) = props.iter().find(|(_, v)| v.as_str() == Some(UNKNOWN)) {
+                return Err(local_error(
+                    address,
+                    &format!("`{name}` references a resource that has no output yet"),
+                ));
+            }
+            let id = match change.action {
+                Action::Update => {
+                    let id = change.id.clone().unwrap_or_default();
+                    let changed: Vec<String> =
+                        change.attrs.iter().map(|a| a.name.clone()).collect();
+                    progress.line(&format!("{address}: updating {}", changed.join(", ")));
+                    retry(&ctx.options.retry, address, "update", || {
+                        ctx.cloud.update(resource.kind, &id, &props, &changed)
+                    })
+                    .await?;
+                    id
+                }
+                Action::Replace | Action::Create => {
+                    if let (Action::Replace, Some(old)) = (change.action, &change.id) {
+                        progress.line(&format!("{address}: replacing ({old})"));
+                        delete(ctx, address, resource.kind, old).await?;
+                        ctx.record(address, None)?;
+                    } else {
+                        progress.line(&format!("{address}: creating"));
+                    }
+                    create(ctx, &resource, &props).await?
+                }
+                Action::Delete => return Ok(()),
+            };
+            // Read after write: the outputs others reference, and what to record.
+            let observed = retry(&ctx.options.retry, address, "read after write", || async {
+                match ctx.cloud.read(resource.kind, &id).await? {
+                    Some(o) => Ok(o),
+                    None => Err(CloudError {
+                        operation: "Describe".into(),
+                        code: "Resource.NotFound".into(),
+                        message: format!("{id} not visible yet"),
+                    }),
+                }
+            })
+            .await?;
+            ctx.record(address, Some(recorded(&resource, &id, &observed)))?;
+            if ctx.options.waits {
+                wait_ready(ctx, &resource, &id, &observed).await?;
+            }
+            let verb = match change.action {
+                Action::Update => "updated",
+                Action::Replace => "replaced",
+                _ => "created",
+            };
+            progress.line(&format!("{address}: {verb} in {} ({id})", elapsed(started)));
+        }
+    }
+    Ok(())
+}
+
+fn recorded(resource: &Resource, id: &str, observed: &Observed) -> Recorded {
+    Recorded {
+        kind: resource.kind,
+        id: id.to_string(),
+        props: observed.props.clone(),
+        outputs: observed.outputs.clone(),
+        deps: resource.deps.clone(),
+    }
+}
+
+/// Creates a resource and records it at once. A create that failed in
+/// transit may still have happened: before each retry, look for it by tags.
+async fn create(
+    ctx: &Ctx,
+    resource: &Resource,
+    props: &crate::model::Props,
+) -> Result<String, OperationError> {
+    let address = resource.address.as_str();
+    let mut first = true;
+    let id = retry(&ctx.options.retry, address, "create", || {
+        let retrying = !std::mem::replace(&mut first, false);
+        async move {
+            if retrying {
+                if let Some(id) = ctx.cloud.find(resource.kind, address, props).await? {
+                    return Ok(id);
+                }
+            }
+            ctx.cloud.create(resource.kind, address, props).await
+        }
+    })
+    .await?;
+    ctx.record(
+        address,
+        Some(Recorded {
+            kind: resource.kind,
+            id: id.clone(),
+            props: props.clone(),
+            outputs: Default::default(),
+            deps: resource.deps.clone(),
+        }),
+    )?;
+    Ok(id)
+}
+
+/// Deletes with retries; a security group still in use names what holds it.
+pub(crate) async fn delete_resource(
+    cloud: &Cloud,
+    options: &Options,
+    address: &str,
+    kind: Kind,
+    id: &str,
+) -> Result<(), OperationError> {
+    let result = retry(&options.retry, address, "delete", || async {
+        let result = cloud.delete(kind, id).await;
+        if let (Err(e), Kind::SecurityGroup) = (&result, kind) {
+            if e.code == "DependencyViolation" {
+                let holders = network::blocking_interfaces(cloud, id)
+                    .await
+                    .unwrap_or_default();
+                if !holders.is_empty() {
+                    options.progress.line(&format!(
+                        "{address}: still in use by {}; retrying",
+                        holders.join(", ")
+                    ));
+                }
+            }
+        }
+        result
+    })
+    .await;
+    match result {
+        Err(mut e) if kind == Kind::SecurityGroup && e.cause.code == "DependencyViolation" => {
+            let holders = network::blocking_interfaces(cloud, id)
+                .await
+                .unwrap_or_default();
+            if !holders.is_empty() {
+                e.advice = format!(
+                    "It is still used by network interface(s) {}: they belong to tasks, load balancers or instances that are still shutting down; wait for them or delete them, then run the command again",
+                    holders.join(", ")
+                );
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+async fn delete(ctx: &Ctx, address: &str, kind: Kind, id: &str) -> Result<(), OperationError> {
+    delete_resource(&ctx.cloud, &ctx.options, address, kind, id).await
+}
+
+/// Waits until a resource serves: an instance running, a load balancer
+/// active, an ECS service stable with healthy targets.
+async fn wait_ready(
+    ctx: &Ctx,
+    resource: &Resource,
+    id: &str,
+    observed: &Observed,
+) -> Result<(), OperationError> {
+    let address = resource.address.as_str();
+    let timeout = ctx.options.wait_timeout;
+    let interval = (timeout / 20).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let deadline = Instant::now() + timeout;
+    let (what, advice) = match resource.kind {
+        Kind::Instance => ("running", "Look at the instance's state reason and system log in the EC2 console"),
+        Kind::LoadBalancer => ("active", "Look at the load balancer's state in the EC2 console"),
+        Kind::EcsService => ("stable with healthy targets", "Look at the service's events and stopped tasks in the ECS console (image pull, health check, secrets)"),
+        _ => return Ok(()),
+    };
+    ctx.options
+        .progress
+        .line(&format!("{address}: waiting until {what}"));
+    loop {
+        let (ready, status) = retry(&ctx.options.retry, address, "wait", || async {
+            Ok::<_, CloudError>(match resource.kind {
+                Kind::Instance => {
+                    let state = network::instance_state(&ctx.cloud, id).await?;
+                    (
+                        state.as_deref() == Some("running"),
+                        format!("state {}", state.unwrap_or_else(|| "unknown".into())),
+                    )
+                }
+                Kind::LoadBalancer => {
+                    let state = alb::load_balancer_state(&ctx.cloud, id).await?;
+                    (
+                        state.as_deref() == Some("active"),
+                        format!("state {}", state.unwrap_or_else(|| "unknown".into())),
+                    )
+                }
+                _ => {
+                    let stable = ecs::service_stable(&ctx.cloud, id).await?;
+                    let target_group = observed
+                        .props
+                        .get("target_group_arn")
+                        .and_then(Value::as_str);
+                    let want = observed
+                        .props
+                        .get("desired_count")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0) as usize;
+                    let (healthy, total) = match target_group {
+                        Some(tg) => alb::target_health(&ctx.cloud, tg).await?,
+                        None => (want, want),
+                    };
+                    (
+                        stable && healthy >= want,
+                        format!(
+                            "deployment {}, {healthy} of {total} targets healthy (want {want})",
+                            if stable { "stable" } else { "in progress" }
+                        ),
+                    )
+                }
+            })
+        })
+        .await?;
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(OperationError {
+                address: address.to_string(),
+                action: format!("waiting until {what}"),
+                cause: CloudError::invalid(
+                    "wait",
+                    format!("not {what} after {}s: {status}", timeout.as_secs()),
+                ),
+                attempts: 1,
+                advice: advice.to_string(),
+            });
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+fn elapsed(started: Instant) -> String {
+    format!("{:.1}s", started.elapsed().as_secs_f64())
+}
+
+/// Destroy order of kinds, from the DESIGN choreography: services first, log
+/// groups last; lower ranks go first.
+pub(crate) fn destroy_rank(kind: Kind) -> u8 {
+    match kind {
+        Kind::EcsService => 0,
+        Kind::ListenerRule | Kind::TaskDefinition => 1,
+        Kind::Listener | Kind::EcsCluster => 2,
+        Kind::TargetGroup | Kind::LoadBalancer => 3,
+        Kind::Instance
+        | Kind::EcrRepository
+        | Kind::S3Bucket
+        | Kind::DynamodbTable
+        | Kind::SsmParameter
+        | Kind::IamRole => 4,
+        Kind::SecurityGroup => 5,
+        Kind::Route | Kind::RouteTableAssociation => 6,
+        Kind::RouteTable | Kind::InternetGateway => 7,
+        Kind::Subnet => 8,
+        Kind::Vpc => 9,
+        Kind::LogGroup => 10,
+    }
+}

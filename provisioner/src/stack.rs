@@ -1,0 +1,168 @@
+//! One stack's operations as the CLI and the tests use them: plan, apply,
+//! destroy and outputs, over a blueprint, a state folder and the cloud.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::blueprint::Blueprint;
+use crate::cloud::Cloud;
+use crate::engine::{self, DestroyReport, Options};
+use crate::graph;
+use crate::model::Resource;
+use crate::plan::{plan, Plan};
+use crate::state::{State, StateFile};
+
+/// A blueprint bound to its state folder and the cloud.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// The blueprint.
+    pub blueprint: Blueprint,
+    /// What it asks for.
+    pub desired: Vec<Resource>,
+    /// Where state files live.
+    pub state_dir: PathBuf,
+    /// The SDK clients.
+    pub cloud: Cloud,
+}
+
+impl Stack {
+    /// Binds `blueprint` to `state_dir` and the clients built from `config`.
+    pub fn new(blueprint: Blueprint, state_dir: &Path, config: &SdkConfig) -> Self {
+        let cloud = Cloud::new(config, blueprint.stack());
+        Self {
+            desired: graph::resources(&blueprint),
+            blueprint,
+            state_dir: state_dir.to_path_buf(),
+            cloud,
+        }
+    }
+
+    /// The SDK configuration for a blueprint: its region, and its endpoint
+    /// (or `AWS_ENDPOINT_URL`) with test credentials when none are set.
+    pub async fn sdk_config(blueprint: &Blueprint) -> SdkConfig {
+        let endpoint = blueprint
+            .spec
+            .stack
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let has_credentials =
+            std::env::var("AWS_ACCESS_KEY_ID").is_ok() || std::env::var("AWS_PROFILE").is_ok();
+        let settings = event_store::aws::AwsSettings {
+            region: blueprint.spec.stack.region.clone(),
+            static_credentials: (endpoint.is_some() && !has_credentials)
+                .then(|| ("test".to_string(), "test".to_string())),
+            endpoint_url: endpoint,
+        };
+        event_store::aws::sdk_config(&settings).await
+    }
+
+    /// Refreshes and plans, changing nothing.
+    pub async fn plan(&self, options: &Options) -> anyhow::Result<Plan> {
+        let state = StateFile::read(&self.state_dir, self.blueprint.stack())?;
+        let current = engine::refresh(&self.cloud, &self.desired, &state.state, options).await?;
+        Ok(plan(&self.desired, &state.state, &current))
+    }
+
+    /// Refreshes, plans, asks `approve`, and applies. Returns the plan and
+    /// whether it was applied.
+    pub async fn apply(
+        &self,
+        options: &Options,
+        approve: impl FnOnce(&Plan) -> bool,
+    ) -> anyhow::Result<(Plan, bool)> {
+        let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
+        let current = engine::refresh(&self.cloud, &self.desired, &state.state, options).await?;
+        let plan = plan(&self.desired, &state.state, &current);
+        if !plan.has_changes() && plan.adopted.is_empty() {
+            return Ok((plan, false));
+        }
+        if plan.has_changes() && !approve(&plan) {
+            return Ok((plan, false));
+        }
+        engine::apply_plan(&self.cloud, &self.desired, &plan, &current, state, options).await?;
+        Ok((plan, true))
+    }
+
+    /// Deletes everything of the stack (after `approve` sees what is recorded).
+    pub async fn destroy(
+        &self,
+        options: &Options,
+        approve: impl FnOnce(&State) -> bool,
+    ) -> anyhow::Result<Option<DestroyReport>> {
+        let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
+        if !approve(&state.state) {
+            return Ok(None);
+        }
+        Ok(Some(
+            engine::destroy(&self.cloud, &self.desired, state, options).await?,
+        ))
+    }
+
+    /// The recorded state (no lock).
+    pub fn state(&self) -> anyhow::Result<State> {
+        Ok(StateFile::read(&self.state_dir, self.blueprint.stack())
+            .with_context(|| format!("reading the state of `{}`", self.blueprint.stack()))?
+            .state
+            .clone())
+    }
+}
+
+/// What users need after an apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outputs {
+    /// The load balancer's DNS name.
+    pub alb_dns_name: Option<String>,
+    /// Where clients send events.
+    pub ingest_url: Option<String>,
+    /// The GraphQL endpoint.
+    pub graphql_url: Option<String>,
+    /// The dashboard.
+    pub dashboard_url: Option<String>,
+    /// The broker's `host:port` inside the VPC.
+    pub broker_address: Option<String>,
+}
+
+impl Outputs {
+    /// Outputs from a state.
+    pub fn of(state: &State) -> Self {
+        let output = |address: &str, name: &str| -> Option<String> {
+            state
+                .resources
+                .get(address)?
+                .outputs
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let dns = output("load_balancer.main", "dns_name");
+        let scheme = if state.resources.contains_key("listener.https") {
+            "https"
+        } else {
+            "http"
+        };
+        let url = |path: &str| dns.as_ref().map(|d| format!("{scheme}://{d}{path}"));
+        Self {
+            ingest_url: url("/events"),
+            graphql_url: url("/graphql"),
+            dashboard_url: url("/"),
+            broker_address: output("instance.broker", "private_ip")
+                .map(|ip| format!("{ip}:{}", graph::KAFKA_PORT)),
+            alb_dns_name: dns,
+        }
+    }
+
+    /// As `name = value` lines.
+    pub fn render(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let map: BTreeMap<String, Value> = serde_json::from_value(value).unwrap_or_default();
+        map.iter()
+            .map(|(k, v)| format!("{k} = {}\n", v.as_str().unwrap_or("(not created)")))
+            .collect()
+    }
+}
