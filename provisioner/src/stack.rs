@@ -65,7 +65,14 @@ impl Stack {
     /// Refreshes and plans, changing nothing.
     pub async fn plan(&self, options: &Options) -> anyhow::Result<Plan> {
         let state = StateFile::read(&self.state_dir, self.blueprint.stack())?;
-        let current = engine::refresh(&self.cloud, &self.desired, &state.state, options).await?;
+        let current = engine::refresh(
+            &self.cloud,
+            &self.desired,
+            &state.state,
+            state.existed,
+            options,
+        )
+        .await?;
         Ok(plan(&self.desired, &state.state, &current))
     }
 
@@ -76,14 +83,26 @@ impl Stack {
         options: &Options,
         approve: impl FnOnce(&Plan) -> bool,
     ) -> anyhow::Result<(Plan, bool)> {
-        let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
-        let current = engine::refresh(&self.cloud, &self.desired, &state.state, options).await?;
+        let mut state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
+        let current = engine::refresh(
+            &self.cloud,
+            &self.desired,
+            &state.state,
+            state.existed,
+            options,
+        )
+        .await?;
         let plan = plan(&self.desired, &state.state, &current);
         if !plan.has_changes() && plan.adopted.is_empty() {
             return Ok((plan, false));
         }
         if plan.has_changes() && !approve(&plan) {
             return Ok((plan, false));
+        }
+        if !state.existed {
+            // Before the first create: from now on a crash leaves a state
+            // file, and the next run looks for what it did not record.
+            state.write()?;
         }
         engine::apply_plan(&self.cloud, &self.desired, &plan, &current, state, options).await?;
         Ok((plan, true))

@@ -94,6 +94,8 @@ pub struct StateFile {
     lock: Option<PathBuf>,
     /// The state as last written.
     pub state: State,
+    /// Whether the file existed when loaded (a stack never applied has none).
+    pub existed: bool,
 }
 
 impl StateFile {
@@ -148,6 +150,7 @@ impl StateFile {
     /// Loads the state without locking (for `state list`, `output`).
     pub fn read(dir: &Path, stack: &str) -> Result<Self, StateError> {
         let path = Self::path(dir, stack);
+        let existed = path.exists();
         let state = match fs::read(&path) {
             Ok(bytes) => {
                 let state: State =
@@ -179,6 +182,7 @@ impl StateFile {
             path,
             lock: None,
             state,
+            existed,
         })
     }
 

@@ -2,7 +2,7 @@
 //! resources of the blueprint that the state does not know (a run killed
 //! between a create and its record) by their tags, so they are adopted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
@@ -13,11 +13,14 @@ use crate::model::Resource;
 use crate::plan::{resolve_props, topological, Current, UNKNOWN};
 use crate::state::State;
 
-/// Refreshes `state` against the cloud; `desired` names what to look for.
+/// Refreshes `state` against the cloud; `desired` names what to look for
+/// by tags when `look_for_unrecorded` (a stack whose state file does not
+/// exist was never applied: apply writes it before its first create).
 pub async fn refresh(
     cloud: &Cloud,
     desired: &[Resource],
     state: &State,
+    look_for_unrecorded: bool,
     options: &Options,
 ) -> Result<BTreeMap<String, Current>, OperationError> {
     let reads = stream::iter(
@@ -47,39 +50,57 @@ pub async fn refresh(
         let (address, now) = read?;
         current.insert(address, now);
     }
-    for resource in topological(desired) {
-        if state.resources.contains_key(&resource.address) {
-            continue;
+    // Look for unrecorded resources in waves: all whose parents are known
+    // at once; a parent found in one wave lets its children be looked for
+    // in the next. A parent that does not exist means its children cannot.
+    let mut tried: BTreeSet<&str> = BTreeSet::new();
+    while look_for_unrecorded {
+        let wave: Vec<(&Resource, crate::model::Props)> = topological(desired)
+            .into_iter()
+            .filter(|r| {
+                !state.resources.contains_key(&r.address) && !tried.contains(r.address.as_str())
+            })
+            .filter_map(|r| {
+                let lookup = |address: &str, output: &str| -> Option<Value> {
+                    current
+                        .get(address)
+                        .and_then(|c: &Current| c.observed.as_ref())
+                        .and_then(|o| o.outputs.get(output).cloned())
+                };
+                let props = resolve_props(&r.props, &lookup);
+                (!props.values().any(|v| v.as_str() == Some(UNKNOWN))).then_some((r, props))
+            })
+            .collect();
+        if wave.is_empty() {
+            break;
         }
-        let lookup = |address: &str, output: &str| -> Option<Value> {
-            current
-                .get(address)
-                .and_then(|c: &Current| c.observed.as_ref())
-                .and_then(|o| o.outputs.get(output).cloned())
-        };
-        let props = resolve_props(&resource.props, &lookup);
-        // A parent that does not exist yet means this cannot exist either.
-        if props.values().any(|v| v.as_str() == Some(UNKNOWN)) {
-            continue;
-        }
-        let found = retry(&options.retry, &resource.address, "look up by tags", || {
-            cloud.find(resource.kind, &resource.address, &props)
-        })
-        .await?;
-        let Some(id) = found else { continue };
-        let observed = retry(&options.retry, &resource.address, "refresh", || {
-            cloud.read(resource.kind, &id)
-        })
-        .await?;
-        if observed.is_some() {
-            current.insert(
-                resource.address.clone(),
-                Current {
-                    id,
-                    observed,
-                    adopted: true,
-                },
-            );
+        tried.extend(wave.iter().map(|(r, _)| r.address.as_str()));
+        let found = stream::iter(wave.into_iter().map(|(resource, props)| async move {
+            let id = retry(&options.retry, &resource.address, "look up by tags", || {
+                cloud.find(resource.kind, &resource.address, &props)
+            })
+            .await?;
+            let Some(id) = id else { return Ok(None) };
+            let observed = retry(&options.retry, &resource.address, "refresh", || {
+                cloud.read(resource.kind, &id)
+            })
+            .await?;
+            Ok::<_, OperationError>(observed.map(|o| (resource.address.clone(), id, o)))
+        }))
+        .buffer_unordered(options.parallelism.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        for result in found {
+            if let Some((address, id, observed)) = result? {
+                current.insert(
+                    address,
+                    Current {
+                        id,
+                        observed: Some(observed),
+                        adopted: true,
+                    },
+                );
+            }
         }
     }
     Ok(current)
