@@ -1,0 +1,147 @@
+//! The `provision` binary end to end on moto: check, plan (text, JSON,
+//! detailed exit codes), apply, output, state list/show, destroy.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::Env;
+
+fn provision(env: &Env, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .arg("-b")
+        .arg(&env.blueprint_path)
+        .arg("--state-dir")
+        .arg(env.state_dir())
+        .output()?)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_blueprints_and_names_file_line_and_key() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../blueprints/");
+    for name in ["local.toml", "dev.toml", "production.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+            .args(["check", "-b", &format!("{root}{name}")])
+            .output()?;
+        assert!(out.status.success(), "{name}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("is valid (38 resources") || name == "production.toml",
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.toml");
+    let source = std::fs::read_to_string(format!("{root}local.toml"))?
+        .replace("10.40.1.0/24", "10.99.1.0/24")
+        .replace(
+            "desired_count = 1",
+            "desired_count = 1\nport = 9000\npath_patterns = [\"/x*\"]",
+        );
+    std::fs::write(&bad, source)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["check", "-b"])
+        .arg(&bad)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("`/x*` is already routed to `ingest`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bad.toml:17: error: `network.subnets[1].cidr`: 10.99.1.0/24 is outside the VPC's 10.40.0.0/16"), "{stdout}");
+    std::fs::write(
+        &bad,
+        "[stack]\nname = \"x\"\nregion = \"us-east-1\"\ncolour = \"blue\"\n",
+    )?;
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["check", "-b"])
+        .arg(&bad)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bad.toml:4: unknown field `colour`"),
+        "{}",
+        text(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<()> {
+    let env = Env::start(&[]).await?;
+    let out = provision(&env, &["plan", "--detailed-exitcode"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stdout)
+        .ends_with("Plan: 38 to create, 0 to update in place, 0 to replace, 0 to delete.\n"));
+
+    let out = provision(&env, &["apply"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "apply without a terminal or --auto-approve must not run"
+    );
+    assert!(
+        text(&out.stderr).contains("cancelled"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = provision(&env, &["apply", "--auto-approve"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("vpc.main: created in"), "{stdout}");
+    assert!(
+        stdout.contains("ingest_url = http://ep-local-alb"),
+        "{stdout}"
+    );
+
+    let out = provision(&env, &["plan", "--detailed-exitcode", "--json"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(plan["changes"], serde_json::json!([]));
+    assert_eq!(plan["unchanged"], 38);
+
+    let out = provision(&env, &["output", "--json"])?;
+    let outputs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        outputs["broker_address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.40.0.") && a.ends_with(":9092")),
+        "{outputs}"
+    );
+    assert!(
+        outputs["graphql_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/graphql")),
+        "{outputs}"
+    );
+
+    let out = provision(&env, &["state", "list"])?;
+    assert_eq!(text(&out.stdout).lines().count(), 38);
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["state", "show", "-b"])
+        .arg(&env.blueprint_path)
+        .arg("--state-dir")
+        .arg(env.state_dir())
+        .arg("ecs_service.ingest")
+        .output()?;
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(shown["props"]["desired_count"], 1);
+
+    let out = provision(&env, &["destroy", "--auto-approve"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no resource tagged event-platform:stack=ep-local remains"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = provision(&env, &["plan", "--detailed-exitcode"])?;
+    assert_eq!(out.status.code(), Some(2));
+    Ok(())
+}
