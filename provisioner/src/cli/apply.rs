@@ -35,10 +35,14 @@ impl ApplyArgs {
         } else if !applied {
             anyhow::bail!("apply cancelled; nothing was changed");
         } else {
+            use crate::plan::Action;
             println!(
-                "Apply complete in {:.1}s: {}",
+                "Apply complete in {:.1}s: {} created, {} updated in place, {} replaced, {} deleted.",
                 started.elapsed().as_secs_f64(),
-                plan.summary().trim_start_matches("Plan: ")
+                plan.count(Action::Create),
+                plan.count(Action::Update),
+                plan.count(Action::Replace),
+                plan.count(Action::Delete)
             );
         }
         print!("\nOutputs:\n{}", Outputs::of(&stack.state()?).render());
