@@ -53,8 +53,11 @@ pub async fn refresh(
     // Look for unrecorded resources in waves: all whose parents are known
     // at once; a parent found in one wave lets its children be looked for
     // in the next. A parent that does not exist means its children cannot.
+    if !look_for_unrecorded {
+        return Ok(current);
+    }
     let mut tried: BTreeSet<&str> = BTreeSet::new();
-    while look_for_unrecorded {
+    loop {
         let wave: Vec<(&Resource, crate::model::Props)> = topological(desired)
             .into_iter()
             .filter(|r| {
