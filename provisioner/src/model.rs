@@ -68,31 +68,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 21] = [
-        Kind::Vpc,
-        Kind::Subnet,
-        Kind::InternetGateway,
-        Kind::RouteTable,
-        Kind::Route,
-        Kind::RouteTableAssociation,
-        Kind::SecurityGroup,
-        Kind::Instance,
-        Kind::EcrRepository,
-        Kind::DynamodbTable,
-        Kind::S3Bucket,
-        Kind::IamRole,
-        Kind::SsmParameter,
-        Kind::LogGroup,
-        Kind::LoadBalancer,
-        Kind::TargetGroup,
-        Kind::Listener,
-        Kind::ListenerRule,
-        Kind::EcsCluster,
-        Kind::TaskDefinition,
-        Kind::EcsService,
-    ];
-
     /// The address prefix, e.g. `security_group`.
     pub fn prefix(self) -> &'static str {
         match self {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::cloud::Observed;
 use crate::model::{resolve, Kind, Props, Resource};
-use crate::state::{Recorded, State};
+use crate::state::State;
 
 /// Shown where a value depends on a resource not created yet.
 pub const UNKNOWN: &str = "(known after apply)";
@@ -399,15 +399,4 @@ pub fn topological(resources: &[Resource]) -> Vec<&Resource> {
         visit(i, resources, &index, &mut done, &mut out, 0);
     }
     out
-}
-
-/// The recorded form of a resource after an operation.
-pub fn recorded(resource: &Resource, id: String, props: Props, observed: Observed) -> Recorded {
-    Recorded {
-        kind: resource.kind,
-        id,
-        props,
-        outputs: observed.outputs,
-        deps: resource.deps.clone(),
-    }
 }
