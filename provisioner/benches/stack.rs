@@ -2,70 +2,20 @@
 //! the reads of a no-change plan, and apply under an injected per-call
 //! latency compared with the longest dependency chain.
 //!
-//! `EVENT_PLATFORM_MOTO_SERVER=.venv/bin/moto_server cargo bench -p provisioner --bench stack`
+//! `EVENT_PLATFORM_MOTO_SERVER=.venv/bin/moto_server cargo bench -p provisioner --bench stack --profile dev`
 //! (`-- --delay-ms 100` sets the injected latency.)
 
+// The stack tests' setup: moto, the local blueprint, the counting fault layer.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use event_store::aws::{sdk_config, AwsSettings};
-use integration_tests::backend::AwsEmulator;
 use integration_tests::fault::{Fault, FaultLayer};
-use provisioner::blueprint::Blueprint;
-use provisioner::engine::{Options, Progress};
 use provisioner::model::Resource;
 use provisioner::plan::topological;
-use provisioner::stack::Stack;
-
-fn is_mutating(operation: &str) -> bool {
-    !["Describe", "Get", "List", "Head", "GET ", "HEAD "]
-        .iter()
-        .any(|p| operation.starts_with(p))
-}
-
-struct Run {
-    stack: Stack,
-    faults: FaultLayer,
-    lines: Arc<Mutex<Vec<String>>>,
-    options: Options,
-}
-
-async fn run(delay: Option<Duration>) -> anyhow::Result<(AwsEmulator, tempfile::TempDir, Run)> {
-    let emulator = AwsEmulator::start().await?;
-    let direct = sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
-    let (config, faults) = FaultLayer::wrap(&direct);
-    if let Some(delay) = delay {
-        faults.inject("*", Fault::Delay(delay), u32::MAX);
-    }
-    let dir = tempfile::tempdir()?;
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/local.toml"),
-    )?
-    .replace("http://127.0.0.1:5000", emulator.endpoint());
-    let blueprint = Blueprint::parse(Path::new("local.toml"), text)?;
-    let stack = Stack::new(blueprint, dir.path(), &config);
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = lines.clone();
-    let t0 = Instant::now();
-    let mut options = Options::new(false);
-    options.progress = Progress::to(move |line| {
-        if let Ok(mut l) = sink.lock() {
-            l.push(format!("{:.2} {line}", t0.elapsed().as_secs_f64()));
-        }
-    });
-    Ok((
-        emulator,
-        dir,
-        Run {
-            stack,
-            faults,
-            lines,
-            options,
-        },
-    ))
-}
+use support::{is_mutating, Env};
 
 fn counts(faults: &FaultLayer) -> (usize, usize) {
     let calls = faults.calls();
@@ -79,7 +29,6 @@ fn durations(lines: &[String]) -> BTreeMap<String, f64> {
     lines
         .iter()
         .filter_map(|l| {
-            let (_, l) = l.split_once(' ')?;
             let (address, rest) = l.split_once(": created in ")?;
             let secs = rest.split('s').next()?.parse().ok()?;
             Some((address.to_string(), secs))
@@ -114,21 +63,23 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
 
-    let (_moto, _dir, r) = run(None).await?;
-    let n = r.stack.desired.len();
+    let mut env = Env::start(&[]).await?;
+    let stack = env.stack()?;
+    let options = env.options();
+    let n = stack.desired.len();
     let started = Instant::now();
-    r.stack.apply(&r.options, |_| true).await?;
+    stack.apply(&options, |_| true).await?;
     let apply = started.elapsed();
-    let (apply_calls, apply_mutating) = counts(&r.faults);
+    let (apply_calls, apply_mutating) = counts(&env.faults);
     let started = Instant::now();
-    let plan = r.stack.plan(&r.options).await?;
+    let plan = stack.plan(&options).await?;
     let plan_time = started.elapsed();
     anyhow::ensure!(!plan.has_changes(), "second plan has changes");
-    let (plan_calls, plan_mutating) = counts(&r.faults);
+    let (plan_calls, plan_mutating) = counts(&env.faults);
     let started = Instant::now();
-    let report = r.stack.destroy(&r.options, |_| true).await?;
+    let report = stack.destroy(&options, |_| true).await?;
     let destroy = started.elapsed();
-    let (destroy_calls, destroy_mutating) = counts(&r.faults);
+    let (destroy_calls, destroy_mutating) = counts(&env.faults);
     anyhow::ensure!(
         report.is_some_and(|r| r.leftovers.is_empty()),
         "destroy left resources"
@@ -149,17 +100,17 @@ async fn main() -> anyhow::Result<()> {
     );
 
     for parallelism in [8, 32] {
-        let (_moto, _dir, mut r) = run(Some(Duration::from_millis(delay_ms))).await?;
-        r.options.parallelism = parallelism;
+        let mut env = Env::start(&[]).await?;
+        let stack = env.stack()?;
+        env.faults
+            .inject("*", Fault::Delay(Duration::from_millis(delay_ms)), u32::MAX);
+        let mut options = env.options();
+        options.parallelism = parallelism;
         let started = Instant::now();
-        r.stack.apply(&r.options, |_| true).await?;
+        stack.apply(&options, |_| true).await?;
         let wall = started.elapsed().as_secs_f64();
-        let lines = r.lines.lock().map(|l| l.clone()).unwrap_or_default();
-        let took = durations(&lines);
-        let chain = critical_path(&r.stack.desired, &took);
-        if std::env::var_os("BENCH_TIMELINE").is_some() {
-            lines.iter().for_each(|l| println!("  {l}"));
-        }
+        let lines = env.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        let chain = critical_path(&stack.desired, &durations(&lines));
         println!(
             "apply with {delay_ms} ms per call, parallelism {parallelism}: {wall:.2} s; longest dependency chain {chain:.2} s; ratio {:.2}",
             wall / chain

@@ -638,9 +638,9 @@ impl Blueprint {
                 }
             }
         }
-        if let Some(name) = self.spec.services.processor.port.map(|_| "processor") {
+        if self.spec.services.processor.port.is_some() {
             out.error(
-                &format!("services.{name}.port"),
+                "services.processor.port",
                 "the processor serves no HTTP traffic",
             );
         }

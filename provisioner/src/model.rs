@@ -159,8 +159,8 @@ impl Resource {
     /// referenced in `props` plus `extra_deps`.
     pub fn new(kind: Kind, name: &str, props: Props, extra_deps: &[String]) -> Self {
         let mut deps: BTreeSet<String> = extra_deps.iter().cloned().collect();
-        for reference in references(&Value::Object(props.clone().into_iter().collect())) {
-            deps.insert(reference.0);
+        for (address, _) in props.values().flat_map(references) {
+            deps.insert(address);
         }
         Self {
             address: format!("{}.{name}", kind.prefix()),

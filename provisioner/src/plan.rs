@@ -294,22 +294,35 @@ pub fn plan(desired: &[Resource], state: &State, current: &BTreeMap<String, Curr
 }
 
 /// Desired props with every reference resolved, or [`UNKNOWN`] per attribute.
-/// Lists of ids (`*_ids`) are sets: sorted once resolved, as reads return them.
 pub fn resolve_props(props: &Props, lookup: &dyn Fn(&str, &str) -> Option<Value>) -> Props {
     props
         .iter()
         .map(|(name, value)| {
-            let mut value = resolve(value, lookup).unwrap_or_else(|| Value::String(UNKNOWN.into()));
-            if let (true, Value::Array(items)) = (name.ends_with("_ids"), &mut value) {
-                items.sort_by_key(|v| v.to_string());
-            }
-            // Security group rules are a set too, in the order reads return them.
-            if name == "ingress" && value.is_array() {
-                value = crate::cloud::network::normalize(&value);
-            }
+            let value = resolve(value, lookup).unwrap_or_else(|| Value::String(UNKNOWN.into()));
             (name.clone(), value)
         })
         .collect()
+}
+
+/// Whether two property values are equal. Every list among a resource's
+/// properties is a set (ids, security group rules, policies, path patterns),
+/// so the order a read returns does not count.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            let mut unmatched: Vec<&Value> = y.iter().collect();
+            x.iter().all(
+                |item| match unmatched.iter().position(|other| same(item, other)) {
+                    Some(i) => {
+                        unmatched.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                },
+            )
+        }
+        _ => a == b,
+    }
 }
 
 fn diff(kind: Kind, observed: &Props, desired: &Props) -> Vec<AttrChange> {
@@ -317,7 +330,7 @@ fn diff(kind: Kind, observed: &Props, desired: &Props) -> Vec<AttrChange> {
         .iter()
         .filter_map(|(name, want)| {
             let have = observed.get(name).cloned().unwrap_or(Value::Null);
-            (have != *want).then(|| AttrChange {
+            (!same(&have, want)).then(|| AttrChange {
                 name: name.clone(),
                 before: have,
                 after: want.clone(),
@@ -345,7 +358,7 @@ fn drift(state: &State, current: &BTreeMap<String, Current>) -> Vec<Drift> {
                     .iter()
                     .filter_map(|(name, was)| {
                         let is = observed.props.get(name).cloned().unwrap_or(Value::Null);
-                        (is != *was).then(|| AttrChange {
+                        (!same(&is, was)).then(|| AttrChange {
                             name: name.clone(),
                             before: was.clone(),
                             after: is,
@@ -399,4 +412,22 @@ pub fn topological(resources: &[Resource]) -> Vec<&Resource> {
         visit(i, resources, &index, &mut done, &mut out, 0);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+    use serde_json::json;
+
+    #[test]
+    fn lists_compare_as_sets_and_everything_else_exactly() {
+        assert!(same(&json!(["b", "a"]), &json!(["a", "b"])));
+        assert!(same(
+            &json!([{"p": 1}, {"p": 2}]),
+            &json!([{"p": 2}, {"p": 1}])
+        ));
+        assert!(!same(&json!(["a", "a"]), &json!(["a", "b"])));
+        assert!(!same(&json!(["a"]), &json!(["a", "b"])));
+        assert!(!same(&json!({"k": 1}), &json!({"k": 2})));
+    }
 }

@@ -1,7 +1,6 @@
 //! One stack's operations as the CLI and the tests use them: plan, apply,
 //! destroy and outputs, over a blueprint, a state folder and the cloud.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -178,10 +177,15 @@ impl Outputs {
 
     /// As `name = value` lines.
     pub fn render(&self) -> String {
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        let map: BTreeMap<String, Value> = serde_json::from_value(value).unwrap_or_default();
-        map.iter()
-            .map(|(k, v)| format!("{k} = {}\n", v.as_str().unwrap_or("(not created)")))
-            .collect()
+        [
+            ("alb_dns_name", &self.alb_dns_name),
+            ("broker_address", &self.broker_address),
+            ("dashboard_url", &self.dashboard_url),
+            ("graphql_url", &self.graphql_url),
+            ("ingest_url", &self.ingest_url),
+        ]
+        .iter()
+        .map(|(name, value)| format!("{name} = {}\n", value.as_deref().unwrap_or("(not created)")))
+        .collect()
     }
 }

@@ -110,12 +110,7 @@ impl StateFile {
         let lock = dir.join(format!("{stack}.lock"));
         match OpenOptions::new().write(true).create_new(true).open(&lock) {
             Ok(mut file) => {
-                let holder = format!(
-                    "pid {} since {}",
-                    std::process::id(),
-                    chrono::Utc::now().to_rfc3339()
-                );
-                file.write_all(holder.as_bytes())
+                file.write_all(holder_text().as_bytes())
                     .map_err(|e| io(&lock, e))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -123,15 +118,7 @@ impl StateFile {
                 // A lock left by a process that no longer exists (a killed
                 // run) is stale: take it over rather than strand the stack.
                 if !holder_alive(&holder) {
-                    fs::write(
-                        &lock,
-                        format!(
-                            "pid {} since {}",
-                            std::process::id(),
-                            chrono::Utc::now().to_rfc3339()
-                        ),
-                    )
-                    .map_err(|e| io(&lock, e))?;
+                    fs::write(&lock, holder_text()).map_err(|e| io(&lock, e))?;
                 } else {
                     return Err(StateError::Locked {
                         stack: stack.to_string(),
@@ -229,6 +216,15 @@ fn io(path: &Path, source: std::io::Error) -> StateError {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// What a lock file says of its holder: this process, and since when.
+fn holder_text() -> String {
+    format!(
+        "pid {} since {}",
+        std::process::id(),
+        chrono::Utc::now().to_rfc3339()
+    )
 }
 
 /// Whether the process named in a lock file (`pid N since ...`) still runs.

@@ -262,7 +262,8 @@ async fn verify_with_describe_calls(
         .policy_name("event-platform")
         .send()
         .await?;
-    let document = urlencoding_decode(Some(inline.policy_document()));
+    let document =
+        percent_encoding::percent_decode_str(inline.policy_document()).decode_utf8_lossy();
     assert!(
         document.contains("dynamodb:PutItem") && document.contains("ep-local-raw-events/raw/*"),
         "{document}"
@@ -430,25 +431,6 @@ fn filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
         .name(name)
         .values(value)
         .build()
-}
-
-fn urlencoding_decode(text: Option<&str>) -> String {
-    let text = text.unwrap_or_default();
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,7 @@
 use clap::Args;
 
 use super::stack::StackArgs;
-use crate::blueprint::Blueprint;
 use crate::stack::Outputs;
-use crate::state::StateFile;
 
 /// Arguments of `provision output`.
 #[derive(Debug, Args)]
@@ -20,8 +18,7 @@ pub struct OutputArgs {
 impl OutputArgs {
     /// Prints the outputs.
     pub fn run(self) -> anyhow::Result<()> {
-        let blueprint = Blueprint::load(&self.stack.blueprint)?;
-        let state = StateFile::read(&self.stack.state_dir, blueprint.stack())?;
+        let state = self.stack.read_state()?;
         let outputs = Outputs::of(&state.state);
         if self.json {
             println!("{}", serde_json::to_string_pretty(&outputs)?);

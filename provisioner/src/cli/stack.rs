@@ -8,6 +8,7 @@ use clap::Args;
 use crate::blueprint::Blueprint;
 use crate::engine::Options;
 use crate::stack::Stack;
+use crate::state::StateFile;
 
 /// `-b/--blueprint` and `--state-dir`.
 #[derive(Debug, Clone, Args)]
@@ -21,6 +22,12 @@ pub struct StackArgs {
 }
 
 impl StackArgs {
+    /// The recorded state of the blueprint's stack, without lock or AWS call.
+    pub fn read_state(&self) -> anyhow::Result<StateFile> {
+        let blueprint = Blueprint::load(&self.blueprint)?;
+        Ok(StateFile::read(&self.state_dir, blueprint.stack())?)
+    }
+
     /// Loads and checks the blueprint (warnings to stderr) and connects.
     pub async fn open(&self) -> anyhow::Result<Stack> {
         let (blueprint, warnings) = Blueprint::load_checked(&self.blueprint)?;

@@ -3,8 +3,6 @@
 use clap::{Args, Subcommand};
 
 use super::stack::StackArgs;
-use crate::blueprint::Blueprint;
-use crate::state::StateFile;
 
 /// Arguments of `provision state`.
 #[derive(Debug, Args)]
@@ -34,13 +32,13 @@ impl StateArgs {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             StateCommand::List { stack } => {
-                let state = read(&stack)?;
+                let state = stack.read_state()?;
                 for (address, recorded) in &state.state.resources {
                     println!("{address}\t{}", recorded.id);
                 }
             }
             StateCommand::Show { stack, address } => {
-                let state = read(&stack)?;
+                let state = stack.read_state()?;
                 let Some(recorded) = state.state.resources.get(&address) else {
                     anyhow::bail!(
                         "no resource `{address}` in the state of `{}` (see `provision state list`)",
@@ -52,9 +50,4 @@ impl StateArgs {
         }
         Ok(())
     }
-}
-
-fn read(stack: &StackArgs) -> anyhow::Result<StateFile> {
-    let blueprint = Blueprint::load(&stack.blueprint)?;
-    Ok(StateFile::read(&stack.state_dir, blueprint.stack())?)
 }

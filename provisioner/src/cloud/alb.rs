@@ -12,7 +12,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use serde_json::Value;
 
 use super::{
-    prop_i64, prop_str, prop_strings, prop_tags, tags_value, Cloud, CloudError, Observed, Result,
+    prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError,
+    Observed, Result,
 };
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
@@ -586,11 +587,7 @@ async fn set_deregistration_delay(cloud: &Cloud, arn: &str, props: &Props) -> Re
 async fn update_tags(cloud: &Cloud, arn: &str, props: &Props) -> Result<()> {
     let desired: Tags = prop_tags(props)?.into_iter().collect();
     let current = one_tags(cloud, arn).await?;
-    let stale: Vec<String> = current
-        .keys()
-        .filter(|k| !desired.contains_key(*k))
-        .cloned()
-        .collect();
+    let stale = stale_tag_keys(current.keys(), props)?;
     if !stale.is_empty() {
         cloud
             .elb

@@ -7,7 +7,8 @@ use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Reposit
 use serde_json::{json, Value};
 
 use super::{
-    prop_bool, prop_i64, prop_str, prop_tags, tags_value, Cloud, CloudError, Observed, Result,
+    prop_bool, prop_i64, prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError,
+    Observed, Result,
 };
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
@@ -280,11 +281,7 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     };
     let arn = arn_of(&repository)?;
     let desired = prop_tags(props)?;
-    let stale: Vec<String> = tags_of(cloud, arn)
-        .await?
-        .into_keys()
-        .filter(|k| !desired.iter().any(|(d, _)| d == k))
-        .collect();
+    let stale = stale_tag_keys(tags_of(cloud, arn).await?.into_keys(), props)?;
     if !desired.is_empty() {
         let tags = desired
             .into_iter()

@@ -15,8 +15,8 @@ use aws_sdk_ecs::types::{
 use serde_json::{Map, Value};
 
 use super::{
-    prop_bool, prop_i64, prop_str, prop_strings, prop_tags, tags_value, Cloud, CloudError,
-    Observed, Result,
+    prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud,
+    CloudError, Observed, Result,
 };
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
@@ -667,11 +667,7 @@ async fn update_tags(cloud: &Cloud, kind: Kind, arn: &str, props: &Props) -> Res
             .map(|s| ecs_tags(s.tags()))
             .unwrap_or_default(),
     };
-    let stale: Vec<String> = current
-        .keys()
-        .filter(|k| !desired.contains_key(*k))
-        .cloned()
-        .collect();
+    let stale = stale_tag_keys(current.keys(), props)?;
     if !stale.is_empty() {
         cloud
             .ecs

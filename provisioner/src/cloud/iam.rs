@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use aws_sdk_iam::types::Tag;
 use serde_json::{json, Value};
 
-use super::{prop_str, prop_strings, prop_tags, tags_value, Cloud, CloudError, Observed, Result};
+use super::{
+    prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed,
+    Result,
+};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// Name of the role's one inline policy.
@@ -375,11 +378,7 @@ async fn put_inline(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
 async fn update_tags(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let desired: BTreeMap<String, String> = prop_tags(props)?.into_iter().collect();
     let current = role_tags(cloud, name).await?;
-    let stale: Vec<String> = current
-        .keys()
-        .filter(|k| !desired.contains_key(*k))
-        .cloned()
-        .collect();
+    let stale = stale_tag_keys(current.keys(), props)?;
     if !stale.is_empty() {
         cloud
             .iam
@@ -413,31 +412,8 @@ fn parse_policy(text: &str) -> Result<Value> {
     if let Ok(value) = serde_json::from_str(text) {
         return Ok(value);
     }
-    serde_json::from_str(&percent_decode(text))
+    serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
         .map_err(|e| CloudError::invalid("GetRolePolicy", format!("policy is not JSON: {e}")))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The service principal of the trust policy's first statement.

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_cloudwatchlogs::types::LogGroup;
 use serde_json::{json, Value};
 
-use super::{prop_i64, prop_str, prop_tags, tags_value, Cloud, CloudError, Observed, Result};
+use super::{
+    prop_i64, prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed, Result,
+};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// See the module contract in [`super`].
@@ -198,11 +200,7 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     };
     let arn = arn_of(&group)?;
     let desired: HashMap<String, String> = prop_tags(props)?.into_iter().collect();
-    let stale: Vec<String> = tags_of(cloud, &arn)
-        .await?
-        .into_keys()
-        .filter(|k| !desired.contains_key(k))
-        .collect();
+    let stale = stale_tag_keys(tags_of(cloud, &arn).await?.into_keys(), props)?;
     if !desired.is_empty() {
         cloud
             .logs

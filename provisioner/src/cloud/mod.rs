@@ -90,47 +90,17 @@ impl Cloud {
 
     /// The resource this stack created at `address`, if any.
     pub async fn find(&self, kind: Kind, address: &str, props: &Props) -> Result<Option<String>> {
-        match family(kind) {
-            Family::Network => network::find(self, kind, address, props).await,
-            Family::Ecr => ecr::find(self, kind, address, props).await,
-            Family::Table => table::find(self, kind, address, props).await,
-            Family::Bucket => bucket::find(self, kind, address, props).await,
-            Family::Iam => iam::find(self, kind, address, props).await,
-            Family::Secret => secret::find(self, kind, address, props).await,
-            Family::Logs => logs::find(self, kind, address, props).await,
-            Family::Alb => alb::find(self, kind, address, props).await,
-            Family::Ecs => ecs::find(self, kind, address, props).await,
-        }
+        by_family!(kind, find(self, kind, address, props))
     }
 
     /// The resource as the cloud has it, `None` when it is gone.
     pub async fn read(&self, kind: Kind, id: &str) -> Result<Option<Observed>> {
-        match family(kind) {
-            Family::Network => network::read(self, kind, id).await,
-            Family::Ecr => ecr::read(self, kind, id).await,
-            Family::Table => table::read(self, kind, id).await,
-            Family::Bucket => bucket::read(self, kind, id).await,
-            Family::Iam => iam::read(self, kind, id).await,
-            Family::Secret => secret::read(self, kind, id).await,
-            Family::Logs => logs::read(self, kind, id).await,
-            Family::Alb => alb::read(self, kind, id).await,
-            Family::Ecs => ecs::read(self, kind, id).await,
-        }
+        by_family!(kind, read(self, kind, id))
     }
 
     /// Creates the resource; returns its id.
     pub async fn create(&self, kind: Kind, address: &str, props: &Props) -> Result<String> {
-        match family(kind) {
-            Family::Network => network::create(self, kind, address, props).await,
-            Family::Ecr => ecr::create(self, kind, address, props).await,
-            Family::Table => table::create(self, kind, address, props).await,
-            Family::Bucket => bucket::create(self, kind, address, props).await,
-            Family::Iam => iam::create(self, kind, address, props).await,
-            Family::Secret => secret::create(self, kind, address, props).await,
-            Family::Logs => logs::create(self, kind, address, props).await,
-            Family::Alb => alb::create(self, kind, address, props).await,
-            Family::Ecs => ecs::create(self, kind, address, props).await,
-        }
+        by_family!(kind, create(self, kind, address, props))
     }
 
     /// Changes `changed` attributes in place.
@@ -141,32 +111,12 @@ impl Cloud {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        match family(kind) {
-            Family::Network => network::update(self, kind, id, props, changed).await,
-            Family::Ecr => ecr::update(self, kind, id, props, changed).await,
-            Family::Table => table::update(self, kind, id, props, changed).await,
-            Family::Bucket => bucket::update(self, kind, id, props, changed).await,
-            Family::Iam => iam::update(self, kind, id, props, changed).await,
-            Family::Secret => secret::update(self, kind, id, props, changed).await,
-            Family::Logs => logs::update(self, kind, id, props, changed).await,
-            Family::Alb => alb::update(self, kind, id, props, changed).await,
-            Family::Ecs => ecs::update(self, kind, id, props, changed).await,
-        }
+        by_family!(kind, update(self, kind, id, props, changed))
     }
 
     /// Deletes the resource; `Ok` when it is already gone.
     pub async fn delete(&self, kind: Kind, id: &str) -> Result<()> {
-        match family(kind) {
-            Family::Network => network::delete(self, kind, id).await,
-            Family::Ecr => ecr::delete(self, kind, id).await,
-            Family::Table => table::delete(self, kind, id).await,
-            Family::Bucket => bucket::delete(self, kind, id).await,
-            Family::Iam => iam::delete(self, kind, id).await,
-            Family::Secret => secret::delete(self, kind, id).await,
-            Family::Logs => logs::delete(self, kind, id).await,
-            Family::Alb => alb::delete(self, kind, id).await,
-            Family::Ecs => ecs::delete(self, kind, id).await,
-        }
+        by_family!(kind, delete(self, kind, id))
     }
 
     /// Everything carrying this stack's tag, in every family.
@@ -183,6 +133,24 @@ impl Cloud {
         Ok(found)
     }
 }
+
+/// Calls the family module of `kind` with the same function and arguments.
+macro_rules! by_family {
+    ($kind:expr, $function:ident($($arg:expr),*)) => {
+        match family($kind) {
+            Family::Network => network::$function($($arg),*).await,
+            Family::Ecr => ecr::$function($($arg),*).await,
+            Family::Table => table::$function($($arg),*).await,
+            Family::Bucket => bucket::$function($($arg),*).await,
+            Family::Iam => iam::$function($($arg),*).await,
+            Family::Secret => secret::$function($($arg),*).await,
+            Family::Logs => logs::$function($($arg),*).await,
+            Family::Alb => alb::$function($($arg),*).await,
+            Family::Ecs => ecs::$function($($arg),*).await,
+        }
+    };
+}
+use by_family;
 
 enum Family {
     Network,
@@ -402,6 +370,20 @@ pub fn prop_tags(props: &Props) -> Result<Vec<(String, String)>> {
             "property `tags` must be a table",
         )),
     }
+}
+
+/// The tag keys a resource has that its desired `tags` do not, to remove.
+/// AWS's own `aws:` tags cannot be removed and are left alone.
+pub fn stale_tag_keys<K: AsRef<str>>(
+    current: impl IntoIterator<Item = K>,
+    props: &Props,
+) -> Result<Vec<String>> {
+    let desired = prop_tags(props)?;
+    Ok(current
+        .into_iter()
+        .map(|k| k.as_ref().to_string())
+        .filter(|k| !k.starts_with("aws:") && !desired.iter().any(|(d, _)| d == k))
+        .collect())
 }
 
 /// Tags as the `tags` property value.

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    prop_bool, prop_i64, prop_str, prop_strings, prop_tags, tags_value, Cloud, CloudError,
-    Observed, Result,
+    prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud,
+    CloudError, Observed, Result,
 };
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
@@ -1127,11 +1127,9 @@ async fn retag(cloud: &Cloud, id: &str, props: &Props) -> Result<()> {
         .await
         .map_err(|e| CloudError::from_sdk("DescribeTags", e))?;
     let current: BTreeSet<&str> = out.iter().filter_map(|t| t.key()).collect();
-    let stale: Vec<Tag> = current
-        .iter()
-        // AWS-reserved tags cannot be removed.
-        .filter(|k| !desired.contains_key(**k) && !k.starts_with("aws:"))
-        .map(|k| Tag::builder().key(*k).build())
+    let stale: Vec<Tag> = stale_tag_keys(current, props)?
+        .into_iter()
+        .map(|k| Tag::builder().key(k).build())
         .collect();
     if !desired.is_empty() {
         cloud

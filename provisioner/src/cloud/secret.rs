@@ -10,7 +10,7 @@ use aws_sdk_ssm::types::{
 use base64::Engine;
 use serde_json::json;
 
-use super::{prop_str, prop_tags, tags_value, Cloud, CloudError, Observed, Result};
+use super::{prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// See the module contract in [`super`].
@@ -230,11 +230,7 @@ fn tag(key: String, value: String) -> Result<Tag> {
 /// Sets exactly the desired tags: overwrites and adds, then removes the rest.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let desired = prop_tags(props)?;
-    let stale: Vec<String> = tags_of(cloud, name)
-        .await?
-        .into_keys()
-        .filter(|k| !desired.iter().any(|(d, _)| d == k))
-        .collect();
+    let stale = stale_tag_keys(tags_of(cloud, name).await?.into_keys(), props)?;
     if !desired.is_empty() {
         let tags = desired
             .into_iter()

@@ -13,7 +13,9 @@ use aws_sdk_dynamodb::types::{
 use event_store::hot::dynamodb::DynamoHotStore;
 use serde_json::{json, Value};
 
-use super::{prop_bool, prop_str, prop_tags, tags_value, Cloud, CloudError, Observed, Result};
+use super::{
+    prop_bool, prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed, Result,
+};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// How often and how long to wait for the table to become active or gone.
@@ -309,11 +311,7 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     };
     let arn = arn_of(&table)?;
     let desired = prop_tags(props)?;
-    let stale: Vec<String> = tags_of(cloud, arn)
-        .await?
-        .into_keys()
-        .filter(|k| !desired.iter().any(|(d, _)| d == k))
-        .collect();
+    let stale = stale_tag_keys(tags_of(cloud, arn).await?.into_keys(), props)?;
     if !desired.is_empty() {
         let tags = desired
             .into_iter()

@@ -56,11 +56,14 @@ pub async fn destroy(
     }
     // Anything else carrying the stack's tag (a duplicate from an old crash).
     let known: BTreeSet<String> = items.iter().map(|(_, _, id)| id.clone()).collect();
-    let tagged = super::retry(&options.retry, "(stack)", "list tagged resources", || {
-        cloud.list_tagged()
-    })
-    .await
-    .map_err(|e| WalkError(vec![e]))?;
+    let list_tagged = || async {
+        super::retry(&options.retry, "(stack)", "list tagged resources", || {
+            cloud.list_tagged()
+        })
+        .await
+        .map_err(|e| WalkError(vec![e]))
+    };
+    let tagged = list_tagged().await?;
     for (kind, id) in tagged {
         if !known.contains(&id) {
             items.push((format!("{kind}.(untracked {id})"), kind, id));
@@ -68,10 +71,6 @@ pub async fn destroy(
     }
     let deleted = items.len();
     delete_all(cloud, state, items, options).await?;
-    let leftovers = super::retry(&options.retry, "(stack)", "list tagged resources", || {
-        cloud.list_tagged()
-    })
-    .await
-    .map_err(|e| WalkError(vec![e]))?;
+    let leftovers = list_tagged().await?;
     Ok(DestroyReport { deleted, leftovers })
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{retry, OperationError, Options};
 use crate::cloud::Cloud;
 use crate::model::Resource;
-use crate::plan::{resolve_props, topological, Current, UNKNOWN};
+use crate::plan::{resolve_props, Current, UNKNOWN};
 use crate::state::State;
 
 /// Refreshes `state` against the cloud; `desired` names what to look for
@@ -50,16 +50,16 @@ pub async fn refresh(
         let (address, now) = read?;
         current.insert(address, now);
     }
-    // Look for unrecorded resources in waves: all whose parents are known
-    // at once; a parent found in one wave lets its children be looked for
-    // in the next. A parent that does not exist means its children cannot.
     if !look_for_unrecorded {
         return Ok(current);
     }
+    // Look for unrecorded resources in waves: all whose parents are known
+    // at once; a parent found in one wave lets its children be looked for
+    // in the next. A parent that does not exist means its children cannot.
     let mut tried: BTreeSet<&str> = BTreeSet::new();
     loop {
-        let wave: Vec<(&Resource, crate::model::Props)> = topological(desired)
-            .into_iter()
+        let wave: Vec<(&Resource, crate::model::Props)> = desired
+            .iter()
             .filter(|r| {
                 !state.resources.contains_key(&r.address) && !tried.contains(r.address.as_str())
             })

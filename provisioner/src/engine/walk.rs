@@ -32,13 +32,6 @@ impl Ctx {
             .map_err(|e| local_error(address, &e.to_string()))
     }
 
-    fn recorded(&self, address: &str) -> Option<Recorded> {
-        self.state
-            .lock()
-            .ok()
-            .and_then(|f| f.state.resources.get(address).cloned())
-    }
-
     fn output(&self, address: &str, output: &str) -> Option<Value> {
         self.state
             .lock()
@@ -109,21 +102,25 @@ pub async fn apply_plan(
                 .line(&format!("{address}: adopted ({})", now.id));
         }
     }
-    let deletes: Vec<&Change> = plan
+    let deletes: Vec<Doomed> = plan
         .changes
         .iter()
         .filter(|c| c.action == Action::Delete)
+        .map(|c| (c.address.clone(), c.kind, c.id.clone().unwrap_or_default()))
         .collect();
-    delete_walk(&ctx, &deletes).await?;
+    delete_walk(&ctx, deletes).await?;
     change_walk(&ctx, &by_address, plan).await
 }
 
-/// Deletes `items` (address, kind, id) in destroy order: by kind rank, and
-/// every resource after the ones that recorded a dependency on it.
+/// A resource to delete: address, kind, id.
+pub(crate) type Doomed = (String, Kind, String);
+
+/// Deletes `items` in destroy order: by kind rank, and every resource after
+/// the ones that recorded a dependency on it.
 pub(crate) async fn delete_all(
     cloud: &Cloud,
     state: StateFile,
-    items: Vec<(String, Kind, String)>,
+    items: Vec<Doomed>,
     options: &Options,
 ) -> Result<(), WalkError> {
     let ctx = Arc::new(Ctx {
@@ -131,51 +128,44 @@ pub(crate) async fn delete_all(
         state: Mutex::new(state),
         options: options.clone(),
     });
-    let changes: Vec<Change> = items
-        .into_iter()
-        .map(|(address, kind, id)| Change {
-            address,
-            kind,
-            action: Action::Delete,
-            id: Some(id),
-            attrs: Vec::new(),
-        })
-        .collect();
-    let refs: Vec<&Change> = changes.iter().collect();
-    delete_walk(&ctx, &refs).await
+    delete_walk(&ctx, items).await
 }
 
 /// One step of a walk.
-#[derive(Clone)]
 enum Step {
     Change(Resource, Change),
-    Delete(String, Kind, String),
+    Delete(Doomed),
 }
 
-async fn delete_walk(ctx: &Arc<Ctx>, deletes: &[&Change]) -> Result<(), WalkError> {
-    let mut steps = BTreeMap::new();
-    for change in deletes {
-        let dependents: BTreeSet<String> = deletes
+async fn delete_walk(ctx: &Arc<Ctx>, doomed: Vec<Doomed>) -> Result<(), WalkError> {
+    // What each recorded resource depends on, read once.
+    let deps: BTreeMap<String, BTreeSet<String>> = match ctx.state.lock() {
+        Ok(file) => file
+            .state
+            .resources
             .iter()
-            .filter(|other| {
-                ctx.recorded(&other.address)
-                    .is_some_and(|r| r.deps.contains(&change.address))
+            .map(|(address, r)| (address.clone(), r.deps.clone()))
+            .collect(),
+        Err(_) => {
+            return Err(WalkError(vec![local_error(
+                "(state)",
+                "state lock poisoned",
+            )]))
+        }
+    };
+    let mut steps = BTreeMap::new();
+    for (address, kind, id) in &doomed {
+        let after: BTreeSet<String> = doomed
+            .iter()
+            .filter(|(other, other_kind, _)| {
+                deps.get(other).is_some_and(|d| d.contains(address))
+                    || destroy_rank(*other_kind) < destroy_rank(*kind)
             })
-            .map(|other| other.address.clone())
-            .chain(
-                deletes
-                    .iter()
-                    .filter(|o| destroy_rank(o.kind) < destroy_rank(change.kind))
-                    .map(|o| o.address.clone()),
-            )
+            .map(|(other, _, _)| other.clone())
             .collect();
-        let id = change.id.clone().unwrap_or_default();
         steps.insert(
-            change.address.clone(),
-            (
-                dependents,
-                Step::Delete(change.address.clone(), change.kind, id),
-            ),
+            address.clone(),
+            (after, Step::Delete((address.clone(), *kind, id.clone()))),
         );
     }
     run(ctx, steps).await
@@ -275,7 +265,7 @@ async fn execute(ctx: &Ctx, step: Step) -> Result<(), OperationError> {
     let started = Instant::now();
     let progress = &ctx.options.progress;
     match step {
-        Step::Delete(address, kind, id) => {
+        Step::Delete((address, kind, id)) => {
             progress.line(&format!("{address}: deleting ({id})"));
             delete(ctx, &address, kind, &id).await?;
             ctx.record(&address, None)?;
@@ -386,51 +376,41 @@ async fn create(
     Ok(id)
 }
 
-/// Deletes with retries; a security group still in use names what holds it.
-pub(crate) async fn delete_resource(
-    cloud: &Cloud,
-    options: &Options,
-    address: &str,
-    kind: Kind,
-    id: &str,
-) -> Result<(), OperationError> {
-    let result = retry(&options.retry, address, "delete", || async {
-        let result = cloud.delete(kind, id).await;
+/// Deletes with retries; a security group still in use names the network
+/// interfaces that hold it, while retrying and in the final error.
+async fn delete(ctx: &Ctx, address: &str, kind: Kind, id: &str) -> Result<(), OperationError> {
+    let holders: Mutex<Vec<String>> = Mutex::default();
+    let result = retry(&ctx.options.retry, address, "delete", || async {
+        let result = ctx.cloud.delete(kind, id).await;
         if let (Err(e), Kind::SecurityGroup) = (&result, kind) {
             if e.code == "DependencyViolation" {
-                let holders = network::blocking_interfaces(cloud, id)
+                let found = network::blocking_interfaces(&ctx.cloud, id)
                     .await
                     .unwrap_or_default();
-                if !holders.is_empty() {
-                    options.progress.line(&format!(
+                if !found.is_empty() {
+                    ctx.options.progress.line(&format!(
                         "{address}: still in use by {}; retrying",
-                        holders.join(", ")
+                        found.join(", ")
                     ));
+                }
+                if let Ok(mut holders) = holders.lock() {
+                    *holders = found;
                 }
             }
         }
         result
     })
     .await;
-    match result {
-        Err(mut e) if kind == Kind::SecurityGroup && e.cause.code == "DependencyViolation" => {
-            let holders = network::blocking_interfaces(cloud, id)
-                .await
-                .unwrap_or_default();
-            if !holders.is_empty() {
-                e.advice = format!(
-                    "It is still used by network interface(s) {}: they belong to tasks, load balancers or instances that are still shutting down; wait for them or delete them, then run the command again",
-                    holders.join(", ")
-                );
-            }
-            Err(e)
+    let holders = holders.into_inner().unwrap_or_default();
+    result.map_err(|mut e| {
+        if e.cause.code == "DependencyViolation" && !holders.is_empty() {
+            e.advice = format!(
+                "It is still used by network interface(s) {}: they belong to tasks, load balancers or instances that are still shutting down; wait for them or delete them, then run the command again",
+                holders.join(", ")
+            );
         }
-        other => other,
-    }
-}
-
-async fn delete(ctx: &Ctx, address: &str, kind: Kind, id: &str) -> Result<(), OperationError> {
-    delete_resource(&ctx.cloud, &ctx.options, address, kind, id).await
+        e
+    })
 }
 
 /// Waits until a resource serves: an instance running, a load balancer
@@ -522,7 +502,7 @@ fn elapsed(started: Instant) -> String {
 
 /// Destroy order of kinds, from the DESIGN choreography: services first, log
 /// groups last; lower ranks go first.
-pub(crate) fn destroy_rank(kind: Kind) -> u8 {
+fn destroy_rank(kind: Kind) -> u8 {
     match kind {
         Kind::EcsService => 0,
         Kind::ListenerRule | Kind::TaskDefinition => 1,
