@@ -6,11 +6,13 @@
 //!   endpoints given in the environment.
 //! - [`harness`]: starts a service on `127.0.0.1:0` against the backend.
 //! - [`kafka`]: reading back what landed on a topic.
+//! - [`registry`]: a real OCI registry (Debian's `docker-registry`) on loopback.
 
 pub mod backend;
 pub mod fault;
 pub mod harness;
 pub mod kafka;
+pub mod registry;
 pub mod stores;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -46,6 +46,19 @@ pub struct StackFile {
     /// The three services.
     #[serde(default)]
     pub services: Services,
+    /// Where service images are pushed.
+    #[serde(default)]
+    pub images: Images,
+}
+
+/// `[images]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Images {
+    /// An OCI registry (`http://127.0.0.1:5001`) that receives the images
+    /// instead of ECR's endpoint; the ECR repositories are still created.
+    /// For emulators, whose ECR has no registry API.
+    pub registry: Option<String>,
 }
 
 /// `[stack]`.
@@ -65,8 +78,6 @@ pub struct Stack {
     /// An emulator that runs no tasks sets this to false.
     #[serde(default = "yes")]
     pub waits: bool,
-    /// Image tag when a service names no image (default: this version).
-    pub image_tag: Option<String>,
 }
 
 /// `[network]`.
@@ -406,6 +417,13 @@ impl Blueprint {
         ]
     }
 
+    /// `HOST[:PORT]` of `images.registry`, when set.
+    pub fn image_registry_host(&self) -> Option<String> {
+        let url = self.spec.images.registry.as_deref()?;
+        let host = url.split_once("://").map_or(url, |(_, rest)| rest);
+        Some(host.trim_end_matches('/').to_string())
+    }
+
     /// The bucket's name.
     pub fn bucket_name(&self) -> String {
         self.spec
@@ -439,6 +457,18 @@ impl Blueprint {
         }
         if spec.stack.region.is_empty() {
             out.error("stack.region", "must name a region, e.g. `eu-west-1`");
+        }
+        if let Some(url) = &spec.images.registry {
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .map(|h| h.trim_end_matches('/'));
+            if !host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
+                out.error(
+                    "images.registry",
+                    "must be http(s)://HOST[:PORT] (the registry's root, no path)",
+                );
+            }
         }
         if let Some(endpoint) = &spec.stack.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use crate::blueprint::{Blueprint, Service};
+use crate::image::{self, Architecture};
 use crate::model::{reference, stack_tags, Kind, Props, Resource};
+use crate::plan::UNKNOWN;
 
 /// The managed policy every ECS task execution role needs (pull images, write logs).
 pub const EXECUTION_POLICY: &str =
@@ -19,9 +21,24 @@ pub const KEEP_IMAGES: u32 = 20;
 /// The broker's Kafka port.
 pub const KAFKA_PORT: u16 = 9092;
 
-/// Every resource of the blueprint's stack, in a stable order.
-pub fn resources(blueprint: &Blueprint) -> Vec<Resource> {
-    Graph::new(blueprint).build()
+/// The image built for a service, as the graph pins its task definition to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePin {
+    /// `sha256:...` of the image's manifest.
+    pub digest: String,
+    /// The image's CPU architecture.
+    pub architecture: Architecture,
+}
+
+/// The pinned image of each service (by name) that the blueprint does not
+/// give an image of its own.
+pub type ImagePins = BTreeMap<String, ImagePin>;
+
+/// Every resource of the blueprint's stack, in a stable order. A service
+/// without a pin gets an image whose digest is unknown (enough for destroy,
+/// which builds nothing; plan and apply pin every image first).
+pub fn resources(blueprint: &Blueprint, pins: &ImagePins) -> Vec<Resource> {
+    Graph::new(blueprint).build(pins)
 }
 
 /// The stack's resources keyed by address.
@@ -64,7 +81,7 @@ impl<'a> Graph<'a> {
         address
     }
 
-    fn build(mut self) -> Vec<Resource> {
+    fn build(mut self, pins: &ImagePins) -> Vec<Resource> {
         let spec = &self.bp.spec;
         let stack = self.stack.to_string();
 
@@ -292,16 +309,11 @@ impl<'a> Graph<'a> {
             json!({"name": stack, "container_insights": true}),
             &[],
         );
-        let image_tag = spec
-            .stack
-            .image_tag
-            .clone()
-            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
         for service in services.iter() {
             let repo = self.add(
                 Kind::EcrRepository,
                 service.name,
-                json!({"name": format!("{stack}/{}", service.name), "scan_on_push": true, "keep_images": KEEP_IMAGES}),
+                json!({"name": format!("{stack}/{}", service.name), "scan_on_push": true, "tag_mutability": "MUTABLE", "keep_images": KEEP_IMAGES}),
                 &[],
             );
             let logs = self.add(
@@ -311,10 +323,31 @@ impl<'a> Graph<'a> {
                 &[],
             );
             let task_role = self.role(service.name, vec![], task_policy(service.name));
-            let image = service
-                .image
-                .clone()
-                .unwrap_or_else(|| format!("{}:{image_tag}", reference(&repo, "url")));
+            // The task definition names the image by digest itself (so a
+            // plan shows the new digest), and is registered after the push.
+            let mut task_after = Vec::new();
+            let (image, architecture) = match &service.image {
+                Some(uri) => (uri.clone(), Architecture::Amd64),
+                None => {
+                    let pin = pins.get(service.name);
+                    let registry = match self.bp.image_registry_host() {
+                        Some(host) => host,
+                        None => reference(&repo, "registry"),
+                    };
+                    let digest = pin.map_or(UNKNOWN, |p| p.digest.as_str());
+                    let repository = reference(&repo, "name");
+                    task_after.push(self.add(
+                        Kind::Image,
+                        service.name,
+                        json!({"registry": registry, "repository": repository, "digest": digest}),
+                        &[],
+                    ));
+                    (
+                        format!("{registry}/{repository}@{digest}"),
+                        pin.map_or(Architecture::Amd64, |p| p.architecture),
+                    )
+                }
+            };
             let env = self.service_env(service, &broker, &table, &bucket);
             let task = self.add(
                 Kind::TaskDefinition,
@@ -325,6 +358,7 @@ impl<'a> Graph<'a> {
                     "memory": service.memory,
                     "execution_role_arn": reference(&execution, "arn"),
                     "task_role_arn": reference(&task_role, "arn"),
+                    "cpu_architecture": architecture.ecs(),
                     "container": {
                         "name": service.name,
                         "image": image,
@@ -333,10 +367,15 @@ impl<'a> Graph<'a> {
                         "secrets": {"JWT_SECRET_KEY": reference(&secret, "arn")},
                         "log_group": reference(&logs, "name"),
                         "log_region": spec.stack.region,
-                        "health_check_path": service.port.map(|_| service.health_path.clone()),
+                        // Exec form: the images have no shell (see `image`).
+                        "health_check": [
+                            "CMD",
+                            image::entrypoint(service.name),
+                            event_common::lifecycle::HEALTHCHECK_ARG,
+                        ],
                     },
                 }),
-                &[],
+                &task_after,
             );
             let tg = target_groups.get(service.name);
             // A target group must be behind a listener before a service can use it.

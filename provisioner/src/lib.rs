@@ -12,6 +12,7 @@ pub mod cloud;
 pub mod dev;
 pub mod engine;
 pub mod graph;
+pub mod image;
 pub mod model;
 pub mod plan;
 pub mod stack;

@@ -41,6 +41,8 @@ pub enum Kind {
     Instance,
     /// ECR repository.
     EcrRepository,
+    /// A service image in its registry, by digest.
+    Image,
     /// DynamoDB table.
     DynamodbTable,
     /// S3 bucket with its configuration.
@@ -80,6 +82,7 @@ impl Kind {
             Kind::SecurityGroup => "security_group",
             Kind::Instance => "instance",
             Kind::EcrRepository => "ecr_repository",
+            Kind::Image => "image",
             Kind::DynamodbTable => "dynamodb_table",
             Kind::S3Bucket => "s3_bucket",
             Kind::IamRole => "iam_role",
@@ -103,10 +106,10 @@ impl Kind {
             Kind::Subnet => &["map_public_ip_on_launch", "tags"],
             Kind::InternetGateway | Kind::RouteTable => &["tags"],
             Kind::Route => &["gateway_id"],
-            Kind::RouteTableAssociation => &[],
+            Kind::RouteTableAssociation | Kind::Image => &[],
             Kind::SecurityGroup => &["ingress", "tags"],
             Kind::Instance => &["tags"],
-            Kind::EcrRepository => &["scan_on_push", "keep_images", "tags"],
+            Kind::EcrRepository => &["scan_on_push", "tag_mutability", "keep_images", "tags"],
             Kind::DynamodbTable => &["point_in_time_recovery", "tags"],
             Kind::S3Bucket => &[
                 "versioning",
@@ -131,7 +134,7 @@ impl Kind {
     /// Whether a resource of this kind carries the stack's tags (the others
     /// are found again by their parent and a deterministic key).
     pub fn tagged(self) -> bool {
-        !matches!(self, Kind::Route | Kind::RouteTableAssociation)
+        !matches!(self, Kind::Route | Kind::RouteTableAssociation | Kind::Image)
     }
 }
 

@@ -9,11 +9,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::blueprint::Blueprint;
+use crate::cloud::image::Images;
 use crate::cloud::Cloud;
 use crate::engine::{self, DestroyReport, Options};
-use crate::graph;
-use crate::model::Resource;
-use crate::plan::{plan, Plan};
+use crate::graph::{self, ImagePin, ImagePins};
+use crate::image::Image;
+use crate::model::{Kind, Resource};
+use crate::plan::{plan, Plan, UNKNOWN};
 use crate::state::{State, StateFile};
 
 /// A blueprint bound to its state folder and the cloud.
@@ -30,15 +32,72 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Binds `blueprint` to `state_dir` and the clients built from `config`.
+    /// Binds `blueprint` to `state_dir` and the clients built from `config`,
+    /// with no image built (enough for destroy, outputs and state, and for
+    /// blueprints that name every service's image).
     pub fn new(blueprint: Blueprint, state_dir: &Path, config: &SdkConfig) -> Self {
         let cloud = Cloud::new(config, blueprint.stack());
         Self {
-            desired: graph::resources(&blueprint),
+            desired: graph::resources(&blueprint, &ImagePins::new()),
             blueprint,
             state_dir: state_dir.to_path_buf(),
             cloud,
         }
+    }
+
+    /// Pins the task definitions to `images` and pushes them as part of
+    /// apply; push progress goes to `progress`.
+    pub fn with_images(
+        mut self,
+        images: Vec<Image>,
+        progress: Option<std::sync::Arc<dyn Fn(&str) + Send + Sync>>,
+    ) -> Self {
+        let pins: ImagePins = images
+            .iter()
+            .map(|i| {
+                (
+                    i.service.clone(),
+                    ImagePin {
+                        digest: i.digest().to_string(),
+                        architecture: i.architecture,
+                    },
+                )
+            })
+            .collect();
+        self.desired = graph::resources(&self.blueprint, &pins);
+        let registry = self.blueprint.spec.images.registry.clone();
+        self.cloud = self
+            .cloud
+            .with_images(Images::new(registry, images, progress));
+        self
+    }
+
+    /// The services whose image provision builds (those the blueprint
+    /// gives no `image`).
+    pub fn services_to_build(&self) -> Vec<&'static str> {
+        self.blueprint
+            .services()
+            .iter()
+            .filter(|s| s.image.is_none())
+            .map(|s| s.name)
+            .collect()
+    }
+
+    /// Plan and apply need every image pinned.
+    fn ensure_pinned(&self) -> anyhow::Result<()> {
+        let unpinned: Vec<&str> = self
+            .desired
+            .iter()
+            .filter(|r| r.kind == Kind::Image)
+            .filter(|r| r.props.get("digest").and_then(Value::as_str) == Some(UNKNOWN))
+            .map(|r| r.address.as_str())
+            .collect();
+        anyhow::ensure!(
+            unpinned.is_empty(),
+            "{} not built: let provision build them (cargo build --release), pass --binaries DIR, or set the services' `image` in the blueprint",
+            unpinned.join(", ")
+        );
+        Ok(())
     }
 
     /// The SDK configuration for a blueprint: its region, and its endpoint
@@ -63,6 +122,7 @@ impl Stack {
 
     /// Refreshes and plans, changing nothing.
     pub async fn plan(&self, options: &Options) -> anyhow::Result<Plan> {
+        self.ensure_pinned()?;
         let state = StateFile::read(&self.state_dir, self.blueprint.stack())?;
         let current = engine::refresh(
             &self.cloud,
@@ -82,6 +142,7 @@ impl Stack {
         options: &Options,
         approve: impl FnOnce(&Plan) -> bool,
     ) -> anyhow::Result<(Plan, bool)> {
+        self.ensure_pinned()?;
         let mut state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
         let current = engine::refresh(
             &self.cloud,

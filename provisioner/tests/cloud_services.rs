@@ -370,6 +370,7 @@ async fn ecs_cluster_task_definition_and_service_round_trip() -> anyhow::Result<
                 "memory": 512,
                 "execution_role_arn": "arn:aws:iam::123456789012:role/rt-stack-execution",
                 "task_role_arn": format!("arn:aws:iam::123456789012:role/rt-stack-{name}"),
+                "cpu_architecture": "ARM64",
                 "container": {
                     "name": name,
                     "image": format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/rt-stack/{name}:1.0.0"),
@@ -378,13 +379,17 @@ async fn ecs_cluster_task_definition_and_service_round_trip() -> anyhow::Result<
                     "secrets": {"JWT_SECRET_KEY": "arn:aws:ssm:us-east-1:123456789012:parameter/rt-stack/jwt"},
                     "log_group": format!("/ecs/{STACK}/{name}"),
                     "log_region": "us-east-1",
-                    "health_check_path": health,
+                    "health_check": health,
                 },
             }),
         )
     };
     // Task definitions are never updated: create, read, find, list only.
-    let api_task = task("api", json!(8080), json!("/health"));
+    let api_task = task(
+        "api",
+        json!(8080),
+        json!(["CMD", "/app/api", "healthcheck"]),
+    );
     let api_task_arn = cloud
         .create(Kind::TaskDefinition, "task_definition.api", &api_task)
         .await?;

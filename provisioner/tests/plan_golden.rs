@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use provisioner::blueprint::Blueprint;
 use provisioner::cloud::Observed;
 use provisioner::graph;
+use provisioner::image::Architecture;
 use provisioner::model::{Kind, Props, Resource};
 use provisioner::plan::{plan, resolve_props, topological, Action, Current, Plan};
 use provisioner::state::{Recorded, State};
@@ -34,6 +35,29 @@ fn edit(name: &str, from: &str, to: &str) -> anyhow::Result<Blueprint> {
         Path::new(&format!("blueprints/{name}")),
         text.replacen(from, to, 1),
     )?)
+}
+
+/// A fixed digest per service, as a build would pin them.
+fn pins(changed: Option<&str>) -> graph::ImagePins {
+    ["ingest", "processor", "graphql"]
+        .iter()
+        .enumerate()
+        .map(|(i, service)| {
+            let fill = if changed == Some(*service) { 'f' } else { char::from(b'a' + i as u8) };
+            (
+                service.to_string(),
+                graph::ImagePin {
+                    digest: format!("sha256:{}", fill.to_string().repeat(64)),
+                    architecture: Architecture::Amd64,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The stack's resources with every image pinned.
+fn resources(blueprint: &Blueprint) -> Vec<Resource> {
+    graph::resources(blueprint, &pins(None))
 }
 
 /// Fake outputs for a resource, stable across runs.
@@ -67,6 +91,13 @@ fn outputs(resource: &Resource, props: &Props) -> Props {
         "url".into(),
         json!(format!("123456789012.dkr.ecr.test/{name}")),
     );
+    out.insert("registry".into(), json!("123456789012.dkr.ecr.test"));
+    if resource.kind == Kind::Image {
+        let prop = |name: &str| props.get(name).and_then(Value::as_str).unwrap_or_default();
+        let uri = format!("{}/{}@{}", prop("registry"), prop("repository"), prop("digest"));
+        out.insert("id".into(), json!(uri));
+        out.insert("uri".into(), json!(uri));
+    }
     out.insert("dns_name".into(), json!("ep-test-alb.elb.test"));
     out.insert("private_ip".into(), json!("10.40.0.10"));
     out
@@ -123,7 +154,7 @@ fn golden(name: &str, plan: &Plan) -> anyhow::Result<()> {
 
 #[test]
 fn plan_from_nothing_local() -> anyhow::Result<()> {
-    let desired = graph::resources(&load("local.toml")?);
+    let desired = resources(&load("local.toml")?);
     let plan = plan(&desired, &State::new("ep-local"), &BTreeMap::new());
     assert_eq!(plan.count(Action::Create), desired.len());
     golden("local-create.txt", &plan)
@@ -131,7 +162,7 @@ fn plan_from_nothing_local() -> anyhow::Result<()> {
 
 #[test]
 fn plan_from_nothing_production_has_https_and_three_subnets() -> anyhow::Result<()> {
-    let desired = graph::resources(&load("production.toml")?);
+    let desired = resources(&load("production.toml")?);
     let plan = plan(&desired, &State::new("ep-prod"), &BTreeMap::new());
     let addresses: Vec<&str> = plan.changes.iter().map(|c| c.address.as_str()).collect();
     for a in [
@@ -146,7 +177,7 @@ fn plan_from_nothing_production_has_https_and_three_subnets() -> anyhow::Result<
 
 #[test]
 fn an_applied_stack_plans_no_change() -> anyhow::Result<()> {
-    let desired = graph::resources(&load("local.toml")?);
+    let desired = resources(&load("local.toml")?);
     let (state, current) = applied(&desired);
     let plan = plan(&desired, &state, &current);
     assert!(!plan.has_changes(), "{}", plan.render());
@@ -156,8 +187,30 @@ fn an_applied_stack_plans_no_change() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_changed_binary_replaces_its_image_and_task_definition_and_rolls_its_service(
+) -> anyhow::Result<()> {
+    let blueprint = load("local.toml")?;
+    let (state, current) = applied(&resources(&blueprint));
+    let plan = plan(&graph::resources(&blueprint, &pins(Some("ingest"))), &state, &current);
+    let changed: Vec<(&str, Action)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.address.as_str(), c.action))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            ("image.ingest", Action::Replace),
+            ("task_definition.ingest", Action::Replace),
+            ("ecs_service.ingest", Action::Update),
+        ]
+    );
+    golden("local-new-image.txt", &plan)
+}
+
+#[test]
 fn desired_count_and_retention_update_in_place() -> anyhow::Result<()> {
-    let (state, current) = applied(&graph::resources(&load("local.toml")?));
+    let (state, current) = applied(&resources(&load("local.toml")?));
     let changed = Blueprint::parse(
         Path::new("blueprints/local.toml"),
         std::fs::read_to_string(blueprints().join("local.toml"))?
@@ -168,7 +221,7 @@ fn desired_count_and_retention_update_in_place() -> anyhow::Result<()> {
             )
             .replacen("retention_days = 7", "retention_days = 14", 1),
     )?;
-    let plan = plan(&graph::resources(&changed), &state, &current);
+    let plan = plan(&resources(&changed), &state, &current);
     let summary: Vec<(String, Action, Vec<String>)> = plan
         .changes
         .iter()
@@ -210,13 +263,13 @@ fn desired_count_and_retention_update_in_place() -> anyhow::Result<()> {
 
 #[test]
 fn a_new_path_rule_changes_only_that_rule() -> anyhow::Result<()> {
-    let (state, current) = applied(&graph::resources(&load("local.toml")?));
+    let (state, current) = applied(&resources(&load("local.toml")?));
     let changed = edit(
         "local.toml",
         "[services.graphql]\n",
         "[services.graphql]\npath_patterns = [\"/graphql*\", \"/v2/graphql*\"]\n",
     )?;
-    let plan = plan(&graph::resources(&changed), &state, &current);
+    let plan = plan(&resources(&changed), &state, &current);
     assert_eq!(plan.changes.len(), 1, "{}", plan.render());
     assert_eq!(plan.changes[0].address, "listener_rule.graphql");
     assert_eq!(plan.changes[0].action, Action::Update);
@@ -225,12 +278,12 @@ fn a_new_path_rule_changes_only_that_rule() -> anyhow::Result<()> {
 
 #[test]
 fn a_new_vpc_cidr_replaces_the_network_and_everything_in_it() -> anyhow::Result<()> {
-    let (state, current) = applied(&graph::resources(&load("local.toml")?));
+    let (state, current) = applied(&resources(&load("local.toml")?));
     let changed = Blueprint::parse(
         Path::new("blueprints/local.toml"),
         std::fs::read_to_string(blueprints().join("local.toml"))?.replace("10.40.", "10.50."),
     )?;
-    let plan = plan(&graph::resources(&changed), &state, &current);
+    let plan = plan(&resources(&changed), &state, &current);
     let replaced: Vec<&str> = plan
         .changes
         .iter()
@@ -262,7 +315,7 @@ fn a_new_vpc_cidr_replaces_the_network_and_everything_in_it() -> anyhow::Result<
 
 #[test]
 fn drift_and_deletion_outside_provision_are_shown_and_repaired() -> anyhow::Result<()> {
-    let desired = graph::resources(&load("local.toml")?);
+    let desired = resources(&load("local.toml")?);
     let (state, mut current) = applied(&desired);
     if let Some(Current {
         observed: Some(o), ..
@@ -276,16 +329,17 @@ fn drift_and_deletion_outside_provision_are_shown_and_repaired() -> anyhow::Resu
     let plan = plan(&desired, &state, &current);
     assert_eq!(plan.drift.len(), 2);
     // The log group back to 7 days; the repository made again, and what
-    // references it (its URL is only known after apply) follows.
+    // references it (its URL is only known after apply) follows: its
+    // image is pushed again and the task definition re-registered.
     assert_eq!(plan.count(Action::Create), 1);
-    assert_eq!(plan.count(Action::Replace), 1);
+    assert_eq!(plan.count(Action::Replace), 2);
     assert_eq!(plan.count(Action::Update), 2);
     golden("local-drift.txt", &plan)
 }
 
 #[test]
 fn a_resource_removed_from_the_blueprint_is_deleted() -> anyhow::Result<()> {
-    let desired = graph::resources(&load("local.toml")?);
+    let desired = resources(&load("local.toml")?);
     let (mut state, current) = applied(&desired);
     state.resources.insert(
         "log_group.old".into(),
@@ -320,7 +374,7 @@ fn every_reference_points_at_a_resource_of_the_graph_and_there_is_no_cycle() -> 
             0,
             "{name}"
         );
-        let desired = graph::resources(&blueprint);
+        let desired = resources(&blueprint);
         let order: Vec<&str> = topological(&desired)
             .iter()
             .map(|r| r.address.as_str())
@@ -341,7 +395,7 @@ fn every_reference_points_at_a_resource_of_the_graph_and_there_is_no_cycle() -> 
 
 #[test]
 fn task_roles_are_least_privilege() -> anyhow::Result<()> {
-    let desired = graph::resources(&load("local.toml")?);
+    let desired = resources(&load("local.toml")?);
     let role = |name: &str| {
         desired
             .iter()

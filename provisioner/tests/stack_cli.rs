@@ -30,7 +30,7 @@ fn check_accepts_the_shipped_blueprints_and_names_file_line_and_key() -> anyhow:
             .output()?;
         assert!(out.status.success(), "{name}: {}", text(&out.stdout));
         assert!(
-            text(&out.stdout).contains("is valid (38 resources") || name == "production.toml",
+            text(&out.stdout).contains("is valid (41 resources") || name == "production.toml",
             "{}",
             text(&out.stdout)
         );

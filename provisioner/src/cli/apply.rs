@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::stack::{confirm, options, StackArgs};
+use super::stack::{BinariesArgs, confirm, options, StackArgs};
 use crate::stack::Outputs;
 
 /// Arguments of `provision apply`.
@@ -10,6 +10,8 @@ use crate::stack::Outputs;
 pub struct ApplyArgs {
     #[command(flatten)]
     stack: StackArgs,
+    #[command(flatten)]
+    binaries: BinariesArgs,
     /// Apply without asking.
     #[arg(long)]
     auto_approve: bool,
@@ -21,7 +23,7 @@ pub struct ApplyArgs {
 impl ApplyArgs {
     /// Applies and prints the outputs.
     pub async fn run(self) -> anyhow::Result<()> {
-        let stack = self.stack.open().await?;
+        let stack = self.binaries.open(&self.stack).await?;
         let auto_approve = self.auto_approve;
         let started = std::time::Instant::now();
         let (plan, applied) = stack

@@ -33,7 +33,7 @@ impl CheckArgs {
             "{}: stack `{}` is valid ({} resources, {} warning(s))",
             self.blueprint.display(),
             blueprint.stack(),
-            crate::graph::resources(&blueprint).len(),
+            crate::graph::resources(&blueprint, &Default::default()).len(),
             findings.len()
         );
         Ok(())

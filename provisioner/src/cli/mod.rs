@@ -4,6 +4,7 @@ mod apply;
 mod check;
 mod destroy;
 mod dev;
+mod image;
 mod output;
 mod plan;
 mod stack;
@@ -36,6 +37,8 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Delete everything the stack made.
     Destroy(destroy::DestroyArgs),
+    /// Build the service images and push them (no Docker needed).
+    Image(image::ImageArgs),
     /// Print the stack's outputs (URLs, broker address).
     Output(output::OutputArgs),
     /// Inspect the state file.
@@ -52,6 +55,7 @@ impl Cli {
             Command::Plan(args) => return args.run().await,
             Command::Apply(args) => args.run().await?,
             Command::Destroy(args) => args.run().await?,
+            Command::Image(args) => args.run().await?,
             Command::Output(args) => args.run()?,
             Command::State(args) => args.run()?,
         }

@@ -4,13 +4,15 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::stack::{options, StackArgs};
+use super::stack::{BinariesArgs, options, StackArgs};
 
 /// Arguments of `provision plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     stack: StackArgs,
+    #[command(flatten)]
+    binaries: BinariesArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -25,7 +27,7 @@ pub struct PlanArgs {
 impl PlanArgs {
     /// Plans and prints.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let stack = self.stack.open().await?;
+        let stack = self.binaries.open(&self.stack).await?;
         let plan = stack.plan(&options(&stack, self.parallelism)).await?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::blueprint::Blueprint;
 use crate::engine::Options;
+use crate::image::{self, Binaries, BuildInfo};
 use crate::stack::Stack;
 use crate::state::StateFile;
 
@@ -36,6 +37,52 @@ impl StackArgs {
         }
         let config = Stack::sdk_config(&blueprint).await;
         Ok(Stack::new(blueprint, &self.state_dir, &config))
+    }
+}
+
+/// `--binaries`: where the service binaries for the images come from.
+#[derive(Debug, Clone, Args)]
+pub struct BinariesArgs {
+    /// Folder with prebuilt Linux binaries `ingest`, `processor` and
+    /// `graphql` (default: `cargo build --release` in this workspace).
+    #[arg(long, env = "PROVISION_BINARIES")]
+    pub binaries: Option<PathBuf>,
+}
+
+impl BinariesArgs {
+    /// The images of `services` (all three when empty), built from
+    /// `--binaries` or a release build of the workspace in this folder.
+    pub fn build(&self, services: &[&str]) -> anyhow::Result<Vec<image::Image>> {
+        let here = std::env::current_dir()?;
+        let binaries = match &self.binaries {
+            Some(dir) => Binaries::Dir(dir.clone()),
+            None => Binaries::Build(here.clone()),
+        };
+        let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+        let info = BuildInfo::of(&here, epoch.as_deref());
+        let started = std::time::Instant::now();
+        let images = image::build_all(&binaries, services, &info)?;
+        for image in &images {
+            eprintln!(
+                "image {}: {} ({:.1} MB) built in {:.1}s",
+                image.service,
+                image.digest(),
+                image.compressed_size() as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(images)
+    }
+
+    /// Opens the stack of `stack_args` with its images built and pinned.
+    pub async fn open(&self, stack_args: &StackArgs) -> anyhow::Result<Stack> {
+        let stack = stack_args.open().await?;
+        let services = stack.services_to_build();
+        if services.is_empty() {
+            return Ok(stack);
+        }
+        let images = self.build(&services)?;
+        Ok(stack.with_images(images, Some(std::sync::Arc::new(|line: &str| println!("{line}")))))
     }
 }
 

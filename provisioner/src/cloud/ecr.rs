@@ -1,5 +1,7 @@
-//! ECR repositories: scan on push, a lifecycle policy keeping the last
-//! `keep_images` images, and tags. The id is the repository name.
+//! ECR repositories: scan on push, tag mutability, a lifecycle policy
+//! keeping the last `keep_images` images, and tags. The id is the
+//! repository name. Tags are mutable: task definitions pin digests, and the
+//! version and commit tags move to each new build of them.
 
 use std::collections::BTreeMap;
 
@@ -56,18 +58,24 @@ pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observe
         }
     };
     let tags = tags_of(cloud, arn).await?;
+    let tag_mutability = repository
+        .image_tag_mutability()
+        .map_or(Value::Null, |m| json!(m.as_str()));
+    let url = repository.repository_uri().unwrap_or_default();
     let props = Props::from([
         ("name".to_string(), json!(id)),
         ("scan_on_push".to_string(), json!(scan_on_push)),
+        ("tag_mutability".to_string(), tag_mutability),
         ("keep_images".to_string(), keep_images),
         ("tags".to_string(), tags_value(tags)),
     ]);
     let outputs = Props::from([
         ("name".to_string(), json!(id)),
         ("arn".to_string(), json!(arn)),
+        ("url".to_string(), json!(url)),
         (
-            "url".to_string(),
-            json!(repository.repository_uri().unwrap_or_default()),
+            "registry".to_string(),
+            json!(url.split('/').next().unwrap_or_default()),
         ),
     ]);
     Ok(Some(Observed { props, outputs }))
@@ -80,8 +88,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
         .ecr
         .create_repository()
         .repository_name(name)
-        // Deployed tags never move, so a task definition names one image for good.
-        .image_tag_mutability(ImageTagMutability::Immutable)
+        .image_tag_mutability(ImageTagMutability::from(prop_str(props, "tag_mutability")?))
         .image_scanning_configuration(
             ImageScanningConfiguration::builder()
                 .scan_on_push(prop_bool(props, "scan_on_push")?)
@@ -123,6 +130,19 @@ pub async fn update(
                     .map_err(|e| CloudError::from_sdk("PutImageScanningConfiguration", e))?;
             }
             "keep_images" => put_lifecycle(cloud, id, prop_i64(props, "keep_images")?).await?,
+            "tag_mutability" => {
+                cloud
+                    .ecr
+                    .put_image_tag_mutability()
+                    .repository_name(id)
+                    .image_tag_mutability(ImageTagMutability::from(prop_str(
+                        props,
+                        "tag_mutability",
+                    )?))
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("PutImageTagMutability", e))?;
+            }
             "tags" => retag(cloud, id, props).await?,
             other => {
                 return Err(CloudError::invalid(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ClusterField, ClusterSetting, ClusterSettingName,
-    Compatibility, ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration,
+    Compatibility, ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker, DeploymentConfiguration,
     DeploymentRolloutState, HealthCheck, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration,
     LogDriver, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, PropagateTags,
     RuntimePlatform, Secret, Service, ServiceField, SortOrder, Tag, TaskDefinition,
@@ -107,6 +107,10 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
                 .runtime_platform(
                     RuntimePlatform::builder()
                         .operating_system_family(OsFamily::Linux)
+                        .cpu_architecture(CpuArchitecture::from(prop_str(
+                            props,
+                            "cpu_architecture",
+                        )?))
                         .build(),
                 )
                 .execution_role_arn(prop_str(props, "execution_role_arn")?)
@@ -392,6 +396,14 @@ async fn read_task_definition(cloud: &Cloud, id: &str) -> Result<Option<Observed
             opt_str(task.execution_role_arn()),
         ),
         ("task_role_arn".into(), opt_str(task.task_role_arn())),
+        (
+            "cpu_architecture".into(),
+            opt_str(
+                task.runtime_platform()
+                    .and_then(|p| p.cpu_architecture())
+                    .map(|a| a.as_str()),
+            ),
+        ),
         ("container".into(), container),
         ("tags".into(), tags_value(tags)),
     ]);
@@ -737,21 +749,15 @@ fn container_definition(props: &Props) -> Result<ContainerDefinition> {
         .build()
         .map_err(|e| CloudError::invalid("log_group", e.to_string()))?;
     definition = definition.log_configuration(logs);
-    if let Some(Value::String(path)) = container.get("health_check_path") {
-        let port = port.ok_or_else(|| {
-            CloudError::invalid(
-                "health_check_path",
-                "a health check needs the container's port",
-            )
-        })?;
+    let command = prop_strings(&container, "health_check")?;
+    if !command.is_empty() {
         let check = HealthCheck::builder()
-            .command("CMD-SHELL")
-            .command(health_command(port, path))
+            .set_command(Some(command))
             .interval(10)
             .retries(3)
             .start_period(15)
             .build()
-            .map_err(|e| CloudError::invalid("health_check_path", e.to_string()))?;
+            .map_err(|e| CloudError::invalid("health_check", e.to_string()))?;
         definition = definition.health_check(check);
     }
     Ok(definition.build())
@@ -786,11 +792,9 @@ fn container_value(c: &ContainerDefinition) -> Value {
         .collect();
     let options = c.log_configuration().and_then(|l| l.options());
     let option = |key: &str| opt_str(options.and_then(|o| o.get(key)).map(String::as_str));
-    let health = c
-        .health_check()
-        .and_then(|h| h.command().get(1))
-        .and_then(|command| health_path(command))
-        .map_or(Value::Null, Value::String);
+    let health = c.health_check().map_or(Value::Null, |h| {
+        Value::Array(h.command().iter().map(|c| Value::from(c.as_str())).collect())
+    });
     let mut map = Map::new();
     map.insert("name".into(), opt_str(c.name()));
     map.insert("image".into(), opt_str(c.image()));
@@ -799,24 +803,8 @@ fn container_value(c: &ContainerDefinition) -> Value {
     map.insert("secrets".into(), Value::Object(secrets));
     map.insert("log_group".into(), option("awslogs-group"));
     map.insert("log_region".into(), option("awslogs-region"));
-    map.insert("health_check_path".into(), health);
+    map.insert("health_check".into(), health);
     Value::Object(map)
-}
-
-const HEALTH_PREFIX: &str = "wget -qO- http://127.0.0.1:";
-const HEALTH_SUFFIX: &str = " >/dev/null || exit 1";
-
-fn health_command(port: i32, path: &str) -> String {
-    format!("{HEALTH_PREFIX}{port}{path}{HEALTH_SUFFIX}")
-}
-
-/// The path of a health check command written by [`health_command`].
-fn health_path(command: &str) -> Option<String> {
-    let rest = command
-        .strip_prefix(HEALTH_PREFIX)?
-        .strip_suffix(HEALTH_SUFFIX)?;
-    let path = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-    Some(path.to_string())
 }
 
 /// `arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/NAME` → `CLUSTER` (old-style
@@ -900,16 +888,6 @@ fn not_ours(kind: Kind) -> CloudError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn health_check_commands_round_trip() {
-        let command = health_command(8080, "/health");
-        assert_eq!(
-            command,
-            "wget -qO- http://127.0.0.1:8080/health >/dev/null || exit 1"
-        );
-        assert_eq!(health_path(&command).as_deref(), Some("/health"));
-    }
 
     #[test]
     fn service_arns_name_their_cluster() {

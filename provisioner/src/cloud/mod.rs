@@ -23,6 +23,7 @@ pub mod bucket;
 pub mod ecr;
 pub mod ecs;
 pub mod iam;
+pub mod image;
 pub mod logs;
 pub mod network;
 pub mod secret;
@@ -61,6 +62,8 @@ pub struct Cloud {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// SSM Parameter Store.
     pub ssm: aws_sdk_ssm::Client,
+    /// The images this run built and the registry they go to.
+    pub images: image::Images,
 }
 
 impl Cloud {
@@ -85,7 +88,14 @@ impl Cloud {
             s3: aws_sdk_s3::Client::from_conf(s3),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            images: image::Images::default(),
         }
+    }
+
+    /// The same clients, pushing `images` when an `image` resource is created.
+    pub fn with_images(mut self, images: image::Images) -> Self {
+        self.images = images;
+        self
     }
 
     /// The resource this stack created at `address`, if any.
@@ -147,6 +157,7 @@ macro_rules! by_family {
             Family::Logs => logs::$function($($arg),*).await,
             Family::Alb => alb::$function($($arg),*).await,
             Family::Ecs => ecs::$function($($arg),*).await,
+            Family::Image => image::$function($($arg),*).await,
         }
     };
 }
@@ -162,6 +173,7 @@ enum Family {
     Logs,
     Alb,
     Ecs,
+    Image,
 }
 
 fn family(kind: Kind) -> Family {
@@ -182,6 +194,7 @@ fn family(kind: Kind) -> Family {
         Kind::LogGroup => Family::Logs,
         Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener | Kind::ListenerRule => Family::Alb,
         Kind::EcsCluster | Kind::TaskDefinition | Kind::EcsService => Family::Ecs,
+        Kind::Image => Family::Image,
     }
 }
 

@@ -505,7 +505,7 @@ fn elapsed(started: Instant) -> String {
 fn destroy_rank(kind: Kind) -> u8 {
     match kind {
         Kind::EcsService => 0,
-        Kind::ListenerRule | Kind::TaskDefinition => 1,
+        Kind::ListenerRule | Kind::TaskDefinition | Kind::Image => 1,
         Kind::Listener | Kind::EcsCluster => 2,
         Kind::TargetGroup | Kind::LoadBalancer => 3,
         Kind::Instance

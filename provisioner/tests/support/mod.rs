@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
@@ -28,11 +29,32 @@ pub struct Env {
     pub blueprint_path: PathBuf,
     /// Progress lines.
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// Whether the blueprint names a prebuilt image for every service, so
+    /// the stack builds and pushes none (the image tests build their own).
+    pub prebuilt_images: bool,
 }
 
+/// Image references that keep a test off the build-and-push path.
+pub const PREBUILT_IMAGES: [(&str, &str); 3] = [
+    ("ingest", "public.ecr.aws/event-platform/ingest:0.1.0"),
+    ("processor", "public.ecr.aws/event-platform/processor:0.1.0"),
+    ("graphql", "public.ecr.aws/event-platform/graphql:0.1.0"),
+];
+
 impl Env {
-    /// Starts moto and writes the local blueprint with `edits` applied.
+    /// Starts moto and writes the local blueprint with `edits` applied and
+    /// a prebuilt image for every service.
     pub async fn start(edits: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(edits, true).await
+    }
+
+    /// Starts moto and writes the local blueprint with `edits` applied; the
+    /// stack builds and pushes the services' images.
+    pub async fn start_building_images(edits: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(edits, false).await
+    }
+
+    async fn start_with(edits: &[(&str, &str)], prebuilt_images: bool) -> anyhow::Result<Self> {
         let emulator = AwsEmulator::start().await?;
         let direct = sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
         let (_, faults) = FaultLayer::wrap(&direct);
@@ -45,6 +67,7 @@ impl Env {
             dir,
             blueprint_path,
             lines: Arc::default(),
+            prebuilt_images,
         };
         env.write_blueprint(edits)?;
         Ok(env)
@@ -58,6 +81,15 @@ impl Env {
         for (from, to) in edits {
             anyhow::ensure!(text.contains(from), "blueprint has no {from:?}");
             text = text.replacen(from, to, 1);
+        }
+        if self.prebuilt_images {
+            for (service, image) in PREBUILT_IMAGES {
+                let table = format!("[services.{service}]\n");
+                if !text.contains(&table) {
+                    text.push_str(&format!("\n{table}"));
+                }
+                text = text.replacen(&table, &format!("{table}image = \"{image}\"\n"), 1);
+            }
         }
         std::fs::write(&self.blueprint_path, text)?;
         Ok(())
@@ -101,4 +133,40 @@ pub fn is_mutating(operation: &str) -> bool {
 pub async fn apply(stack: &Stack, options: &Options) -> anyhow::Result<provisioner::plan::Plan> {
     let (plan, _) = stack.apply(options, |_| true).await?;
     Ok(plan)
+}
+
+/// The folder of the services' binaries that `cargo test` built (beside
+/// `provision`), so the image tests need no release build; any missing is
+/// built first, in the same profile.
+pub fn service_binaries() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_BIN_EXE_provision"))
+                .parent()
+                .ok_or("provision has no folder")?
+                .to_path_buf();
+            let services = ["ingest", "processor", "graphql"];
+            if services.iter().all(|s| dir.join(s).is_file()) {
+                return Ok(dir);
+            }
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .arg("build");
+            if !cfg!(debug_assertions) {
+                cargo.arg("--release");
+            }
+            for service in services {
+                cargo.args(["--bin", service]);
+            }
+            let status = cargo.status().map_err(|e| e.to_string())?;
+            if status.success() {
+                Ok(dir)
+            } else {
+                Err(format!("cargo build of the services failed: {status}"))
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }

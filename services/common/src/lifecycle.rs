@@ -82,6 +82,63 @@ async fn ready(State(health): State<Health>) -> Response {
     }
 }
 
+/// The argument that makes a service binary check its own health and exit.
+pub const HEALTHCHECK_ARG: &str = "healthcheck";
+
+/// True when the binary was started as `BINARY healthcheck`.
+pub fn healthcheck_requested() -> bool {
+    std::env::args().nth(1).as_deref() == Some(HEALTHCHECK_ARG)
+}
+
+/// The container health check: GETs `/health/live` on `127.0.0.1:port` and
+/// tells whether it answered 200. It needs no shell or HTTP client in the
+/// image (the images hold only the binary and its libraries). Liveness, not
+/// readiness: ECS replaces a container whose check fails, and a broker
+/// outage should take tasks out of the load balancer (its readiness check),
+/// not restart every task.
+pub fn check_own_health(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    let timeout = Duration::from_secs(3);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(
+            b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    // "HTTP/1.1 200"
+    match &head[9..12] {
+        b"200" => Ok(()),
+        status => Err(format!(
+            "{addr}/health/live answered {}",
+            String::from_utf8_lossy(status)
+        )),
+    }
+}
+
+/// Runs [`check_own_health`] and exits the process with 0 (healthy) or 1.
+pub fn exit_with_health(port: u16) -> ! {
+    match check_own_health(port) {
+        Ok(()) => std::process::exit(0),
+        Err(reason) => {
+            eprintln!("unhealthy: {reason}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,5 +1,6 @@
 //! The `graphql` binary: reads the environment and serves until SIGTERM;
-//! `--print-schema` prints the schema and exits.
+//! `--print-schema` prints the schema and exits; `healthcheck` checks a
+//! running instance's health (the container health check).
 
 use clap::Parser;
 use event_common::config::Env;
@@ -21,12 +22,16 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let env = Env::from_process();
+    // Before clap: `healthcheck` is the container health check's argument.
+    if lifecycle::healthcheck_requested() {
+        lifecycle::exit_with_health(env.parse("PORT", 8001)?);
+    }
     let args = Args::parse();
     if args.print_schema {
         print!("{}", graphql::schema::sdl());
         return Ok(());
     }
-    let env = Env::from_process();
     telemetry::init_tracing(&env);
     let config =
         GraphqlConfig::from_env(&env).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

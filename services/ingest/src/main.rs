@@ -1,4 +1,5 @@
-//! The `ingest` binary: reads the environment and serves until SIGTERM.
+//! The `ingest` binary: reads the environment and serves until SIGTERM;
+//! `ingest healthcheck` checks a running instance (the container health check).
 
 use event_common::config::Env;
 use event_common::{lifecycle, telemetry};
@@ -11,6 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
+    if lifecycle::healthcheck_requested() {
+        lifecycle::exit_with_health(env.parse("PORT", 8000)?);
+    }
     telemetry::init_tracing(&env);
     let config =
         IngestConfig::from_env(&env).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

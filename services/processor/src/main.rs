@@ -1,4 +1,5 @@
-//! The `processor` binary: reads the environment and consumes until SIGTERM.
+//! The `processor` binary: reads the environment and consumes until SIGTERM;
+//! `processor healthcheck` checks a running instance (the container health check).
 
 use event_common::config::Env;
 use event_common::{lifecycle, telemetry};
@@ -10,6 +11,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
+    if lifecycle::healthcheck_requested() {
+        lifecycle::exit_with_health(env.parse("METRICS_PORT", 8002)?);
+    }
     telemetry::init_tracing(&env);
     let config = ProcessorConfig::from_env(&env)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

@@ -1,0 +1,157 @@
+//! Service images in their registry: the `image` kind. The id is the full
+//! reference `HOST/REPOSITORY@sha256:...`; creating one pushes an image
+//! built in this run. Images are content-addressed, so nothing about one
+//! changes in place: a new build is a new image.
+//!
+//! Deleting an image is a no-op: the previous revision of a service may
+//! still be running or be what a rollback returns to. Old images expire
+//! by the repository's lifecycle policy and go with the repository on
+//! destroy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::{prop_str, Cloud, CloudError, Observed, Result};
+use crate::image::registry::Registry;
+use crate::image::Image;
+use crate::model::{Kind, Props};
+
+/// The images this run built, and where to push them.
+#[derive(Clone, Default)]
+pub struct Images {
+    /// The blueprint's `images.registry`; ECR's own endpoint when `None`.
+    pub registry_url: Option<String>,
+    /// Built images by digest.
+    pub built: Arc<BTreeMap<String, Image>>,
+    /// Where push progress goes (`ADDRESS: ...` lines).
+    pub progress: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    registry: Arc<OnceCell<Registry>>,
+}
+
+impl std::fmt::Debug for Images {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Images")
+            .field("registry_url", &self.registry_url)
+            .field("built", &self.built.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Images {
+    /// `built` images, pushed to `registry_url` (or ECR).
+    pub fn new(
+        registry_url: Option<String>,
+        built: impl IntoIterator<Item = Image>,
+        progress: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    ) -> Self {
+        Self {
+            registry_url,
+            built: Arc::new(
+                built
+                    .into_iter()
+                    .map(|i| (i.digest().to_string(), i))
+                    .collect(),
+            ),
+            progress,
+            registry: Arc::default(),
+        }
+    }
+}
+
+/// The registry images go to, with ECR's credentials (fetched once per run).
+pub async fn registry(cloud: &Cloud) -> Result<&Registry> {
+    cloud
+        .images
+        .registry
+        .get_or_try_init(|| Registry::connect(&cloud.ecr, cloud.images.registry_url.as_deref()))
+        .await
+}
+
+/// `HOST/REPOSITORY@DIGEST` split into its parts.
+fn parse_id(id: &str) -> Result<(&str, &str, &str)> {
+    let bad = || CloudError::invalid("image", format!("`{id}` is not HOST/REPOSITORY@DIGEST"));
+    let (name, digest) = id.split_once('@').ok_or_else(bad)?;
+    let (host, repository) = name.split_once('/').ok_or_else(bad)?;
+    Ok((host, repository, digest))
+}
+
+/// See the module contract in [`super`].
+pub async fn find(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<Option<String>> {
+    let id = format!(
+        "{}/{}@{}",
+        prop_str(props, "registry")?,
+        prop_str(props, "repository")?,
+        prop_str(props, "digest")?
+    );
+    Ok(read(cloud, Kind::Image, &id).await?.map(|_| id))
+}
+
+/// See the module contract in [`super`].
+pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
+    let (host, repository, digest) = parse_id(id)?;
+    let registry = registry(cloud).await?;
+    // An image in another registry than the one we push to is not ours to serve from.
+    if registry.host() != host || !registry.has_manifest(repository, digest).await? {
+        return Ok(None);
+    }
+    let props = Props::from([
+        ("registry".to_string(), json!(host)),
+        ("repository".to_string(), json!(repository)),
+        ("digest".to_string(), json!(digest)),
+    ]);
+    let outputs = Props::from([
+        ("uri".to_string(), json!(id)),
+        ("digest".to_string(), json!(digest)),
+    ]);
+    Ok(Some(Observed { props, outputs }))
+}
+
+/// See the module contract in [`super`]: pushes the image built for `digest`.
+pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) -> Result<String> {
+    let registry = registry(cloud).await?;
+    let (host, repository, digest) = (
+        prop_str(props, "registry")?,
+        prop_str(props, "repository")?,
+        prop_str(props, "digest")?,
+    );
+    if host != registry.host() {
+        return Err(CloudError::invalid(
+            "PushImage",
+            format!("{address} is for registry {host}, but this run pushes to {}", registry.host()),
+        ));
+    }
+    let image = cloud.images.built.get(digest).ok_or_else(|| {
+        CloudError::invalid(
+            "PushImage",
+            format!("{address}: no image {digest} was built in this run"),
+        )
+    })?;
+    let line = |text: &str| {
+        if let Some(progress) = &cloud.images.progress {
+            progress(&format!("{address}: {text}"));
+        }
+    };
+    registry.push(repository, image, &line).await?;
+    Ok(format!("{host}/{repository}@{digest}"))
+}
+
+/// See the module contract in [`super`]: nothing changes in place.
+pub async fn update(_cloud: &Cloud, _kind: Kind, _id: &str, _props: &Props, changed: &[String]) -> Result<()> {
+    Err(CloudError::invalid(
+        "PushImage",
+        format!("an image cannot change in place ({})", changed.join(", ")),
+    ))
+}
+
+/// See the module contract in [`super`]: images stay (see the module docs).
+pub async fn delete(_cloud: &Cloud, _kind: Kind, _id: &str) -> Result<()> {
+    Ok(())
+}
+
+/// See the module contract in [`super`]: images carry no tags of ours.
+pub async fn list_tagged(_cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
+    Ok(Vec::new())
+}
