@@ -36,7 +36,9 @@ impl Stack {
     /// with no image built (enough for destroy, outputs and state, and for
     /// blueprints that name every service's image).
     pub fn new(blueprint: Blueprint, state_dir: &Path, config: &SdkConfig) -> Self {
-        let cloud = Cloud::new(config, blueprint.stack());
+        let registry = blueprint.spec.images.registry.clone();
+        let cloud =
+            Cloud::new(config, blueprint.stack()).with_images(Images::new(registry, [], None));
         Self {
             desired: graph::resources(&blueprint, &ImagePins::new()),
             blueprint,

@@ -89,7 +89,7 @@ async fn ecr_repository_round_trip() -> anyhow::Result<()> {
     let address = "ecr_repository.processor";
     let desired = props(
         address,
-        json!({"name": "rt/processor", "scan_on_push": false, "keep_images": 10}),
+        json!({"name": "rt/processor", "scan_on_push": false, "tag_mutability": "IMMUTABLE", "keep_images": 10}),
     );
     let (id, outputs) = create_and_update(
         &cloud,
@@ -117,6 +117,21 @@ async fn ecr_repository_round_trip() -> anyhow::Result<()> {
         .await?
         .context("read")?;
     assert_eq!(observed.props["scan_on_push"], json!(true));
+    assert_eq!(
+        outputs["registry"],
+        json!(outputs["url"].as_str().and_then(|u| u.split('/').next()))
+    );
+    // Repositories made IMMUTABLE by an earlier version become MUTABLE in place.
+    let mut mutable = scan.clone();
+    mutable.insert("tag_mutability".into(), json!("MUTABLE"));
+    cloud
+        .update(Kind::EcrRepository, &id, &mutable, &["tag_mutability".into()])
+        .await?;
+    let observed = cloud
+        .read(Kind::EcrRepository, &id)
+        .await?
+        .context("read")?;
+    assert_eq!(observed.props["tag_mutability"], json!("MUTABLE"));
     delete_twice(&cloud, Kind::EcrRepository, &id).await
 }
 

@@ -69,6 +69,7 @@ impl ImageArgs {
                     "every service of the blueprint names its own image: nothing to push"
                 );
                 let images = args.binaries.build(&services)?;
+                let stack = stack.with_images(images.clone(), None);
                 let registry = registry(&stack.cloud).await?;
                 for image in &images {
                     let repository = format!("{}/{}", stack.blueprint.stack(), image.service);

@@ -195,10 +195,15 @@ impl Registry {
     /// failures are transient.
     fn error(&self, operation: &str, repository: &str, e: OciDistributionError) -> CloudError {
         let place = format!("registry {}/{repository}", self.host);
-        let (code, message) = match &e {
+        let status = match &e {
+            OciDistributionError::ServerError { code, .. } => Some(*code),
+            OciDistributionError::RequestError(e) => e.status().map(|s| s.as_u16()),
             OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_)
-            | OciDistributionError::ServerError { code: 401 | 403, .. } => (
+            | OciDistributionError::AuthenticationFailure(_) => Some(401),
+            _ => None,
+        };
+        let (code, message) = match (status, &e) {
+            (Some(401 | 403), _) => (
                 "RegistryUnauthorized",
                 format!(
                     "{place} refused the credentials from ECR's GetAuthorizationToken ({e}). \
@@ -207,10 +212,12 @@ impl Registry {
                      ecr:GetAuthorizationToken and push to the repository"
                 ),
             ),
-            OciDistributionError::ServerError { code, .. } if *code >= 500 => {
+            (Some(code), _) if code >= 500 || code == 429 => {
                 ("ServiceUnavailable", format!("{place}: {e}"))
             }
-            OciDistributionError::RequestError(_) => ("", format!("{place} unreachable: {e}")),
+            (None, OciDistributionError::RequestError(_)) => {
+                ("", format!("{place} unreachable: {e}"))
+            }
             _ => ("Registry", format!("{place}: {e}")),
         };
         CloudError {
