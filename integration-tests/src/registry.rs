@@ -53,7 +53,9 @@ impl LocalRegistry {
             _dir: dir,
             host,
         };
-        registry.wait_until_answering(Duration::from_secs(20)).await?;
+        registry
+            .wait_until_answering(Duration::from_secs(20))
+            .await?;
         Ok(registry)
     }
 

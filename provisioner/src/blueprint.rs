@@ -523,11 +523,24 @@ impl Blueprint {
             }
         }
         if let Some(arn) = &spec.load_balancer.certificate_arn {
-            if !arn.starts_with("arn:aws:acm:") {
-                out.error(
+            match arn.strip_prefix("arn:aws:acm:") {
+                None => out.error(
                     "load_balancer.certificate_arn",
                     "must be an ACM certificate ARN (arn:aws:acm:...)",
-                );
+                ),
+                // A load balancer takes certificates from its own region only.
+                Some(rest) => {
+                    let region = rest.split(':').next().unwrap_or_default();
+                    if region != spec.stack.region {
+                        out.error(
+                            "load_balancer.certificate_arn",
+                            &format!(
+                                "the certificate is in {region}, the stack in {}: request or import it in ACM in {}",
+                                spec.stack.region, spec.stack.region
+                            ),
+                        );
+                    }
+                }
             }
         }
         out.found
@@ -902,6 +915,23 @@ subnets = [
             errs[2].starts_with("bp.toml:18: error: `logs.retention_days`"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn a_certificate_from_another_region_is_an_error() {
+        let text = format!(
+            "{GOOD}\n[load_balancer]\ncertificate_arn = \"arn:aws:acm:eu-west-1:123456789012:certificate/abc\"\n"
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("`load_balancer.certificate_arn`")
+                && errs[0].contains("eu-west-1")
+                && errs[0].contains("us-east-1"),
+            "{errs:?}"
+        );
+        let same = text.replace("eu-west-1", "us-east-1");
+        assert_eq!(errors(&same), Vec::<String>::new());
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const EXECUTION_POLICY: &str =
 /// Images kept per ECR repository.
 pub const KEEP_IMAGES: u32 = 20;
 
+/// The HTTPS listener's security policy: TLS 1.3 and 1.2 only. Without one,
+/// ELB picks `ELBSecurityPolicy-2016-08`, which still accepts TLS 1.0.
+pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+
 /// The broker's Kafka port.
 pub const KAFKA_PORT: u16 = 9092;
 
@@ -229,11 +233,16 @@ impl<'a> Graph<'a> {
             match service {
                 "processor" => json!({"Version": "2012-10-17", "Statement": [
                     {"Sid": "WriteHotTable", "Effect": "Allow",
-                     "Action": ["dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:TransactWriteItems", "dynamodb:UpdateItem"],
+                     // Transactions are authorized per item (UpdateItem): TransactWriteItems is no IAM action.
+                     "Action": ["dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
                      "Resource": [table_arn, format!("{table_arn}/index/*")]},
                     {"Sid": "WriteRawEvents", "Effect": "Allow",
                      "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
-                     "Resource": [format!("{}/raw/*", reference(&bucket, "arn"))]}
+                     "Resource": [format!("{}/raw/*", reference(&bucket, "arn"))]},
+                    // Readiness calls HeadBucket, which IAM authorizes as ListBucket.
+                    {"Sid": "CheckRawEventsBucket", "Effect": "Allow",
+                     "Action": ["s3:ListBucket"],
+                     "Resource": [reference(&bucket, "arn")]}
                 ]}),
                 "graphql" => json!({"Version": "2012-10-17", "Statement": [
                     {"Sid": "ReadHotTable", "Effect": "Allow",
@@ -268,16 +277,17 @@ impl<'a> Graph<'a> {
             .get("graphql")
             .or_else(|| target_groups.values().next())
             .map(|tg| reference(tg, "arn"));
-        let mut listeners = vec![("http", 80, "HTTP", Value::Null)];
+        let mut listeners = vec![("http", 80, "HTTP", Value::Null, Value::Null)];
         if let Some(arn) = &spec.load_balancer.certificate_arn {
-            listeners.push(("https", 443, "HTTPS", Value::String(arn.clone())));
+            let policy = Value::from(TLS_POLICY);
+            listeners.push(("https", 443, "HTTPS", Value::String(arn.clone()), policy));
         }
         let mut rules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (name, port, protocol, certificate) in listeners {
+        for (name, port, protocol, certificate, ssl_policy) in listeners {
             let listener = self.add(
                 Kind::Listener,
                 name,
-                json!({"load_balancer_arn": reference(&alb, "arn"), "port": port, "protocol": protocol, "certificate_arn": certificate, "default_target_group_arn": default_tg}),
+                json!({"load_balancer_arn": reference(&alb, "arn"), "port": port, "protocol": protocol, "certificate_arn": certificate, "ssl_policy": ssl_policy, "default_target_group_arn": default_tg}),
                 &[],
             );
             for (priority, service) in services.iter().enumerate() {

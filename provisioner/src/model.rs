@@ -123,7 +123,7 @@ impl Kind {
             Kind::LogGroup => &["retention_days", "tags"],
             Kind::LoadBalancer => &["security_group_ids", "tags"],
             Kind::TargetGroup => &["health_check_path", "deregistration_delay_seconds", "tags"],
-            Kind::Listener => &["default_target_group_arn", "tags"],
+            Kind::Listener => &["default_target_group_arn", "ssl_policy", "tags"],
             Kind::ListenerRule => &["path_patterns", "target_group_arn", "tags"],
             Kind::EcsCluster => &["container_insights", "tags"],
             Kind::TaskDefinition => &[],
@@ -134,7 +134,10 @@ impl Kind {
     /// Whether a resource of this kind carries the stack's tags (the others
     /// are found again by their parent and a deterministic key).
     pub fn tagged(self) -> bool {
-        !matches!(self, Kind::Route | Kind::RouteTableAssociation | Kind::Image)
+        !matches!(
+            self,
+            Kind::Route | Kind::RouteTableAssociation | Kind::Image
+        )
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::blueprint::Blueprint;
 use crate::cloud::image::Images;
 use crate::cloud::Cloud;
-use crate::engine::{self, DestroyReport, Options};
+use crate::engine::{self, DestroyReport, Options, Progress};
 use crate::graph::{self, ImagePin, ImagePins};
 use crate::image::Image;
 use crate::model::{Kind, Resource};
@@ -49,11 +49,7 @@ impl Stack {
 
     /// Pins the task definitions to `images` and pushes them as part of
     /// apply; push progress goes to `progress`.
-    pub fn with_images(
-        mut self,
-        images: Vec<Image>,
-        progress: Option<std::sync::Arc<dyn Fn(&str) + Send + Sync>>,
-    ) -> Self {
+    pub fn with_images(mut self, images: Vec<Image>, progress: Option<Progress>) -> Self {
         let pins: ImagePins = images
             .iter()
             .map(|i| {

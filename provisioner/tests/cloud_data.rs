@@ -125,7 +125,12 @@ async fn ecr_repository_round_trip() -> anyhow::Result<()> {
     let mut mutable = scan.clone();
     mutable.insert("tag_mutability".into(), json!("MUTABLE"));
     cloud
-        .update(Kind::EcrRepository, &id, &mutable, &["tag_mutability".into()])
+        .update(
+            Kind::EcrRepository,
+            &id,
+            &mutable,
+            &["tag_mutability".into()],
+        )
         .await?;
     let observed = cloud
         .read(Kind::EcrRepository, &id)

@@ -35,6 +35,28 @@ fn props(address: &str, fields: Value) -> Props {
 /// Creates, reads back, finds, then applies each change in turn (the last
 /// one also swapping a tag) and reads it back; checks the stack listing.
 /// Returns the id and the final properties.
+/// A certificate in moto's ACM (it checks listeners' certificates), asked
+/// for with one JSON call: the SDK's ACM client is no dependency of ours.
+async fn acm_certificate(emulator: &AwsEmulator) -> anyhow::Result<String> {
+    let answer: Value = reqwest::Client::new()
+        .post(emulator.endpoint())
+        .header("X-Amz-Target", "CertificateManager.RequestCertificate")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/acm/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(r#"{"DomainName": "events.example.com"}"#)
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer["CertificateArn"]
+        .as_str()
+        .map(str::to_string)
+        .context("no certificate ARN from moto's ACM")
+}
+
 async fn round_trip(
     cloud: &Cloud,
     kind: Kind,
@@ -291,6 +313,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
             "port": 80,
             "protocol": "HTTP",
             "certificate_arn": null,
+            "ssl_policy": null,
             "default_target_group_arn": tg_arn,
         }),
     );
@@ -302,6 +325,28 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
         vec![("default_target_group_arn", json!(other_tg))],
     )
     .await?;
+    // HTTPS with a current TLS policy (ELB's default still accepts TLS 1.0).
+    let https_address = "listener.https";
+    let https = props(
+        https_address,
+        json!({
+            "load_balancer_arn": lb_arn,
+            "port": 443,
+            "protocol": "HTTPS",
+            "certificate_arn": acm_certificate(&emulator).await?,
+            "ssl_policy": provisioner::graph::TLS_POLICY,
+            "default_target_group_arn": tg_arn,
+        }),
+    );
+    let (https_arn, _) = round_trip(
+        &cloud,
+        Kind::Listener,
+        https_address,
+        &https,
+        vec![("ssl_policy", json!("ELBSecurityPolicy-TLS13-1-3-2021-06"))],
+    )
+    .await?;
+    delete_twice(&cloud, Kind::Listener, &https_arn).await?;
 
     let rule_address = "listener_rule.ingest";
     let rule = props(

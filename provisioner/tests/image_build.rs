@@ -99,7 +99,12 @@ impl Drop for Running {
     }
 }
 
-fn in_image(rootfs: &Path, user: &str, env: &[(String, String)], args: &[String]) -> anyhow::Result<Command> {
+fn in_image(
+    rootfs: &Path,
+    user: &str,
+    env: &[(String, String)],
+    args: &[String],
+) -> anyhow::Result<Command> {
     let mut command = Command::new(binary("chroot")?);
     command
         .arg(format!("--userspec={user}"))
@@ -140,13 +145,23 @@ async fn every_image_runs_its_service_from_its_own_root_filesystem() -> anyhow::
         for entry in std::fs::read_dir(layout.join("blobs/sha256"))? {
             let path = entry?.path();
             let bytes = std::fs::read(&path)?;
-            let name = path.file_name().context("name")?.to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .context("name")?
+                .to_string_lossy()
+                .into_owned();
             assert_eq!(image::sha256(&bytes), format!("sha256:{name}"));
             total += bytes.len() as u64;
         }
-        assert_eq!(total, *size, "{service}: printed size is manifest + config + layers");
+        assert_eq!(
+            total, *size,
+            "{service}: printed size is manifest + config + layers"
+        );
         let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-        assert_eq!(index["manifests"][0]["digest"], Value::from(digest.as_str()));
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            Value::from(digest.as_str())
+        );
 
         // umoci, not our code, unpacks it.
         let bundle = dir.path().join(format!("bundle-{service}"));
@@ -157,15 +172,25 @@ async fn every_image_runs_its_service_from_its_own_root_filesystem() -> anyhow::
             .arg(format!("{}:{tag}", layout.display()))
             .arg(&bundle)
             .output()?;
-        ensure!(unpack.status.success(), "umoci: {}", String::from_utf8_lossy(&unpack.stderr));
+        ensure!(
+            unpack.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&unpack.stderr)
+        );
         let runtime: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
         let process = &runtime["process"];
         assert_eq!(process["user"]["uid"], NONROOT);
         assert_eq!(process["user"]["gid"], NONROOT);
-        assert_eq!(process["args"], serde_json::json!([format!("/app/{service}")]));
+        assert_eq!(
+            process["args"],
+            serde_json::json!([format!("/app/{service}")])
+        );
         assert!(
-            process["env"].as_array().context("env")?.iter().any(|e| e
-                == "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"),
+            process["env"]
+                .as_array()
+                .context("env")?
+                .iter()
+                .any(|e| e == "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"),
             "{process}"
         );
         let rootfs = bundle.join("rootfs");
@@ -186,18 +211,26 @@ async fn every_image_runs_its_service_from_its_own_root_filesystem() -> anyhow::
             .stderr(Stdio::null())
             .spawn()?;
         let running = Running(child);
-        wait_live(port).await.with_context(|| format!("{service} in its image"))?;
+        wait_live(port)
+            .await
+            .with_context(|| format!("{service} in its image"))?;
 
         // The task definition's health check, run inside the same root filesystem.
         let check = health_check(service)?;
         assert_eq!(check[0], "CMD", "exec form: the image has no shell");
         let status = in_image(&rootfs, &user, &env, &check[1..])?.status()?;
-        assert!(status.success(), "{service}: health check failed while it serves");
+        assert!(
+            status.success(),
+            "{service}: health check failed while it serves"
+        );
         drop(running);
         let status = in_image(&rootfs, &user, &env, &check[1..])?
             .stderr(Stdio::null())
             .status()?;
-        assert!(!status.success(), "{service}: health check passed with the service stopped");
+        assert!(
+            !status.success(),
+            "{service}: health check passed with the service stopped"
+        );
     }
     Ok(())
 }
@@ -214,7 +247,11 @@ fn dev_env(service: &str, port: u16, tmp: &str) -> Vec<(String, String)> {
         ("COLD_STORE_DIR", format!("{tmp}/raw")),
         ("RUST_LOG", "warn".to_string()),
     ];
-    let port_var = if service == "processor" { "METRICS_PORT" } else { "PORT" };
+    let port_var = if service == "processor" {
+        "METRICS_PORT"
+    } else {
+        "PORT"
+    };
     env.push((port_var, port.to_string()));
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -244,12 +281,17 @@ fn check_root_filesystem(rootfs: &Path, service: &str) -> anyhow::Result<()> {
     for file in &files {
         let relative = file.strip_prefix(rootfs)?.to_string_lossy().into_owned();
         assert!(
-            allowed.iter().any(|a| relative.starts_with(a) || format!("{relative}/") == *a),
+            allowed
+                .iter()
+                .any(|a| relative.starts_with(a) || format!("{relative}/") == *a),
             "{service}: unexpected {relative}"
         );
     }
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd"))?;
-    assert!(passwd.contains(&format!("nonroot:x:{NONROOT}:{NONROOT}:")), "{passwd}");
+    assert!(
+        passwd.contains(&format!("nonroot:x:{NONROOT}:{NONROOT}:")),
+        "{passwd}"
+    );
     assert!(std::fs::read_to_string(rootfs.join("etc/group"))?.contains(&format!(":{NONROOT}:")));
     assert!(std::fs::read_to_string(rootfs.join("etc/nsswitch.conf"))?.contains("hosts: files dns"));
     let ca = std::fs::read(rootfs.join("etc/ssl/certs/ca-certificates.crt"))?;
@@ -276,25 +318,19 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 fn builds_are_reproducible_and_a_changed_binary_changes_only_its_image() -> anyhow::Result<()> {
     let binaries = support::service_binaries()?;
     let digests = |dir: &Path| -> anyhow::Result<BTreeMap<String, String>> {
-        Ok(image::build_all(&Binaries::Dir(dir.to_path_buf()), &[], &info())?
-            .into_iter()
-            .map(|i| (i.service.clone(), i.digest().to_string()))
-            .collect())
+        Ok(
+            image::build_all(&Binaries::Dir(dir.to_path_buf()), &[], &info())?
+                .into_iter()
+                .map(|i| (i.service.clone(), i.digest().to_string()))
+                .collect(),
+        )
     };
     let first = digests(&binaries)?;
     let second = digests(&binaries)?;
     assert_eq!(first, second, "two builds of the same binaries");
     assert_eq!(first.len(), 3);
 
-    let changed = tempfile::tempdir()?;
-    for service in ["ingest", "processor", "graphql"] {
-        std::fs::copy(binaries.join(service), changed.path().join(service))?;
-    }
-    let mut ingest = std::fs::OpenOptions::new()
-        .append(true)
-        .open(changed.path().join("ingest"))?;
-    std::io::Write::write_all(&mut ingest, b"changed")?;
-    drop(ingest);
+    let changed = support::binaries_with_changed_ingest()?;
     let third = digests(changed.path())?;
     assert_ne!(third["ingest"], first["ingest"]);
     assert_eq!(third["processor"], first["processor"]);

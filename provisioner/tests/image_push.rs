@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{ensure, Context};
 use base64::Engine as _;
 use integration_tests::registry::{binary, LocalRegistry};
+use provisioner::engine::Progress;
 use provisioner::image::{self, Binaries, BuildInfo, Image};
 use provisioner::plan::Action;
 use serde_json::Value;
@@ -24,7 +25,11 @@ fn info() -> BuildInfo {
 }
 
 fn build(dir: &Path) -> anyhow::Result<Vec<Image>> {
-    Ok(image::build_all(&Binaries::Dir(dir.to_path_buf()), &[], &info())?)
+    Ok(image::build_all(
+        &Binaries::Dir(dir.to_path_buf()),
+        &[],
+        &info(),
+    )?)
 }
 
 /// The password moto's `GetAuthorizationToken` gives (user `AWS`).
@@ -80,6 +85,19 @@ fn skopeo(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// sha256 of the manifest bytes the registry serves for `reference`, read by skopeo.
+fn manifest_digest(creds: &str, reference: &str) -> anyhow::Result<String> {
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        creds,
+        "--raw",
+        &format!("docker://{reference}"),
+    ])?;
+    Ok(image::sha256(raw.as_bytes()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_with_ecr_credentials_reads_back_with_an_independent_client() -> anyhow::Result<()> {
     let (env, registry, password) = start(None).await?;
@@ -98,10 +116,26 @@ async fn push_with_ecr_credentials_reads_back_with_an_independent_client() -> an
             "{stdout}"
         );
         let docker = format!("docker://{reference}");
-        let raw = skopeo(&["inspect", "--tls-verify=false", "--creds", &creds, "--raw", &docker])?;
-        assert_eq!(image::sha256(raw.as_bytes()), image.digest(), "manifest bytes");
+        let raw = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            "--raw",
+            &docker,
+        ])?;
+        assert_eq!(
+            image::sha256(raw.as_bytes()),
+            image.digest(),
+            "manifest bytes"
+        );
         let config: Value = serde_json::from_str(&skopeo(&[
-            "inspect", "--tls-verify=false", "--creds", &creds, "--config", &docker,
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            "--config",
+            &docker,
         ])?)?;
         assert_eq!(config["os"], "linux");
         assert_eq!(config["architecture"], "amd64");
@@ -115,15 +149,29 @@ async fn push_with_ecr_credentials_reads_back_with_an_independent_client() -> an
             info().version
         );
         let tags: Value = serde_json::from_str(&skopeo(&[
-            "list-tags", "--tls-verify=false", "--creds", &creds, &format!("docker://{repository}"),
+            "list-tags",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            &format!("docker://{repository}"),
         ])?)?;
         for tag in info().tags() {
-            assert!(tags["Tags"].as_array().context("tags")?.contains(&Value::from(tag.as_str())), "{tags}");
+            assert!(
+                tags["Tags"]
+                    .as_array()
+                    .context("tags")?
+                    .contains(&Value::from(tag.as_str())),
+                "{tags}"
+            );
         }
         // skopeo copy checks every blob against its digest; check them again.
         let copy = tempfile::tempdir()?;
         skopeo(&[
-            "copy", "--src-tls-verify=false", "--src-creds", &creds, &docker,
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &creds,
+            &docker,
             &format!("oci:{}:copy", copy.path().display()),
         ])?;
         for blob in image.blobs() {
@@ -145,7 +193,8 @@ async fn push_with_ecr_credentials_reads_back_with_an_independent_client() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_registry_password_fails_naming_the_registry_and_what_to_do() -> anyhow::Result<()> {
+async fn a_wrong_registry_password_fails_naming_the_registry_and_what_to_do() -> anyhow::Result<()>
+{
     let (env, registry, _) = start(Some("not-what-ecr-hands-out")).await?;
     let out = provision(&env, &["image", "push"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -162,19 +211,23 @@ async fn apply_pins_every_task_definition_to_a_pushed_digest() -> anyhow::Result
     let binaries = support::service_binaries()?;
     let images = build(&binaries)?;
     let lines = env.lines.clone();
-    let progress = std::sync::Arc::new(move |line: &str| {
+    let progress = Progress::to(move |line: &str| {
         if let Ok(mut lines) = lines.lock() {
             lines.push(line.to_string());
         }
     });
-    let stack = env.stack()?.with_images(images.clone(), Some(progress.clone()));
+    let stack = env
+        .stack()?
+        .with_images(images.clone(), Some(progress.clone()));
     let options = env.options();
     let plan = apply(&stack, &options).await?;
     assert_eq!(plan.count(Action::Create), stack.desired.len());
     let pushed: Vec<String> = env.lines.lock().map(|l| l.clone()).unwrap_or_default();
     for service in ["ingest", "processor", "graphql"] {
         assert!(
-            pushed.iter().any(|l| l.starts_with(&format!("image.{service}: ")) && l.contains("uploaded")),
+            pushed
+                .iter()
+                .any(|l| l.starts_with(&format!("image.{service}: ")) && l.contains("uploaded")),
             "{pushed:?}"
         );
     }
@@ -185,45 +238,64 @@ async fn apply_pins_every_task_definition_to_a_pushed_digest() -> anyhow::Result
     let creds = format!("AWS:{password}");
     for image in &images {
         let arn = &state.resources[&format!("task_definition.{}", image.service)].id;
-        let task = ecs.describe_task_definition().task_definition(arn).send().await?;
+        let task = ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await?;
         let task = task.task_definition().context("task definition")?;
         let container = &task.container_definitions()[0];
-        let want = format!("{}/{STACK}/{}@{}", registry.host(), image.service, image.digest());
+        let want = format!(
+            "{}/{STACK}/{}@{}",
+            registry.host(),
+            image.service,
+            image.digest()
+        );
         assert_eq!(container.image(), Some(want.as_str()));
         assert_eq!(
-            task.runtime_platform().and_then(|p| p.cpu_architecture()).map(|a| a.as_str()),
+            task.runtime_platform()
+                .and_then(|p| p.cpu_architecture())
+                .map(|a| a.as_str()),
             Some("X86_64")
         );
         let check = container.health_check().context("health check")?;
         assert_eq!(
             check.command(),
-            ["CMD".to_string(), format!("/app/{}", image.service), "healthcheck".to_string()]
+            [
+                "CMD".to_string(),
+                format!("/app/{}", image.service),
+                "healthcheck".to_string()
+            ]
         );
         // The registry serves it.
-        let raw = skopeo(&["inspect", "--tls-verify=false", "--creds", &creds, "--raw", &format!("docker://{want}")])?;
-        assert_eq!(image::sha256(raw.as_bytes()), image.digest());
+        assert_eq!(manifest_digest(&creds, &want)?, image.digest());
     }
 
     // The same images again: nothing to do, not one mutating AWS call.
-    let stack = env.stack()?.with_images(images.clone(), Some(progress.clone()));
+    let stack = env
+        .stack()?
+        .with_images(images.clone(), Some(progress.clone()));
     let (plan, applied) = stack.apply(&options, |_| true).await?;
     assert!(!plan.has_changes(), "{}", plan.render());
     assert!(!applied);
-    let mutating: Vec<String> = env.faults.calls().into_iter().filter(|c| is_mutating(c)).collect();
+    let mutating: Vec<String> = env
+        .faults
+        .calls()
+        .into_iter()
+        .filter(|c| is_mutating(c))
+        .collect();
     assert!(mutating.is_empty(), "{mutating:?}");
 
     // A changed binary: its image, its task definition, and its service roll.
-    let changed = tempfile::tempdir()?;
-    for service in ["ingest", "processor", "graphql"] {
-        std::fs::copy(binaries.join(service), changed.path().join(service))?;
-    }
-    let mut ingest = std::fs::OpenOptions::new().append(true).open(changed.path().join("ingest"))?;
-    std::io::Write::write_all(&mut ingest, b"changed")?;
-    drop(ingest);
+    let changed = support::binaries_with_changed_ingest()?;
     let new_images = build(changed.path())?;
     let stack = env.stack()?.with_images(new_images.clone(), Some(progress));
     let plan = stack.plan(&options).await?;
-    let changes: Vec<(&str, Action)> = plan.changes.iter().map(|c| (c.address.as_str(), c.action)).collect();
+    let changes: Vec<(&str, Action)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.address.as_str(), c.action))
+        .collect();
     assert_eq!(
         changes,
         [
@@ -242,18 +314,33 @@ async fn apply_pins_every_task_definition_to_a_pushed_digest() -> anyhow::Result
         .services(service)
         .send()
         .await?;
-    let task_arn = described.services()[0].task_definition().context("task definition")?;
-    let task = ecs.describe_task_definition().task_definition(task_arn).send().await?;
-    let ingest = new_images.iter().find(|i| i.service == "ingest").context("ingest")?;
+    let task_arn = described.services()[0]
+        .task_definition()
+        .context("task definition")?;
+    let task = ecs
+        .describe_task_definition()
+        .task_definition(task_arn)
+        .send()
+        .await?;
+    let ingest = new_images
+        .iter()
+        .find(|i| i.service == "ingest")
+        .context("ingest")?;
     assert_eq!(
-        task.task_definition().context("task")?.container_definitions()[0].image(),
+        task.task_definition()
+            .context("task")?
+            .container_definitions()[0]
+            .image(),
         Some(format!("{}/{STACK}/ingest@{}", registry.host(), ingest.digest()).as_str())
     );
     let plan = stack.plan(&options).await?;
     assert!(!plan.has_changes(), "{}", plan.render());
 
     // Destroy: the images go with their repositories; nothing tagged is left.
-    let report = stack.destroy(&options, |_| true).await?.context("destroy ran")?;
+    let report = stack
+        .destroy(&options, |_| true)
+        .await?
+        .context("destroy ran")?;
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
     Ok(())
 }

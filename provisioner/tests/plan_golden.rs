@@ -43,7 +43,11 @@ fn pins(changed: Option<&str>) -> graph::ImagePins {
         .iter()
         .enumerate()
         .map(|(i, service)| {
-            let fill = if changed == Some(*service) { 'f' } else { char::from(b'a' + i as u8) };
+            let fill = if changed == Some(*service) {
+                'f'
+            } else {
+                char::from(b'a' + i as u8)
+            };
             (
                 service.to_string(),
                 graph::ImagePin {
@@ -94,7 +98,12 @@ fn outputs(resource: &Resource, props: &Props) -> Props {
     out.insert("registry".into(), json!("123456789012.dkr.ecr.test"));
     if resource.kind == Kind::Image {
         let prop = |name: &str| props.get(name).and_then(Value::as_str).unwrap_or_default();
-        let uri = format!("{}/{}@{}", prop("registry"), prop("repository"), prop("digest"));
+        let uri = format!(
+            "{}/{}@{}",
+            prop("registry"),
+            prop("repository"),
+            prop("digest")
+        );
         out.insert("id".into(), json!(uri));
         out.insert("uri".into(), json!(uri));
     }
@@ -191,7 +200,11 @@ fn a_changed_binary_replaces_its_image_and_task_definition_and_rolls_its_service
 ) -> anyhow::Result<()> {
     let blueprint = load("local.toml")?;
     let (state, current) = applied(&resources(&blueprint));
-    let plan = plan(&graph::resources(&blueprint, &pins(Some("ingest"))), &state, &current);
+    let plan = plan(
+        &graph::resources(&blueprint, &pins(Some("ingest"))),
+        &state,
+        &current,
+    );
     let changed: Vec<(&str, Action)> = plan
         .changes
         .iter()
@@ -389,6 +402,54 @@ fn every_reference_points_at_a_resource_of_the_graph_and_there_is_no_cycle() -> 
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Every (action, resource) the role named `name` allows.
+fn allowed(desired: &[Resource], name: &str) -> Vec<(String, String)> {
+    let policy = desired
+        .iter()
+        .find(|r| r.address == format!("iam_role.{name}"))
+        .map(|r| r.props["inline_policy"].clone())
+        .unwrap_or(Value::Null);
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for statement in policy["Statement"].as_array().cloned().unwrap_or_default() {
+        for action in strings(&statement["Action"]) {
+            for resource in strings(&statement["Resource"]) {
+                out.push((action.clone(), resource));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_processor_may_check_its_bucket_and_roles_name_only_real_iam_actions() -> anyhow::Result<()> {
+    let desired = resources(&load("local.toml")?);
+    // Readiness calls HeadBucket, which IAM authorizes as s3:ListBucket on the bucket.
+    let processor = allowed(&desired, "processor");
+    assert!(
+        processor.contains(&("s3:ListBucket".into(), "${s3_bucket.raw_events.arn}".into())),
+        "{processor:?}"
+    );
+    // TransactWriteItems is authorized per item (UpdateItem here); it is no IAM action.
+    for name in ["execution", "ingest", "processor", "graphql"] {
+        assert!(
+            !allowed(&desired, name)
+                .iter()
+                .any(|(action, _)| action == "dynamodb:TransactWriteItems"),
+            "{name}"
+        );
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::stack::{BinariesArgs, confirm, options, StackArgs};
+use super::stack::{confirm, options, BinariesArgs, StackArgs};
 use crate::stack::Outputs;
 
 /// Arguments of `provision apply`.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::stack::{BinariesArgs, options, StackArgs};
+use super::stack::{options, BinariesArgs, StackArgs};
 
 /// Arguments of `provision plan`.
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::blueprint::Blueprint;
-use crate::engine::Options;
+use crate::engine::{Options, Progress};
 use crate::image::{self, Binaries, BuildInfo};
 use crate::stack::Stack;
 use crate::state::StateFile;
@@ -82,7 +82,7 @@ impl BinariesArgs {
             return Ok(stack);
         }
         let images = self.build(&services)?;
-        Ok(stack.with_images(images, Some(std::sync::Arc::new(|line: &str| println!("{line}")))))
+        Ok(stack.with_images(images, Some(Progress::stdout())))
     }
 }
 

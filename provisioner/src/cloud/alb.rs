@@ -157,6 +157,7 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
                 .port(prop_i32(props, "port")?)
                 .protocol(ProtocolEnum::from(prop_str(props, "protocol")?))
                 .set_certificates(certificates)
+                .set_ssl_policy(ssl_policy(props))
                 .default_actions(forward(prop_str(props, "default_target_group_arn")?))
                 .set_tags(tags)
                 .send()
@@ -225,12 +226,16 @@ pub async fn update(
                 set_deregistration_delay(cloud, id, props).await?;
             }
         }
-        Kind::Listener if has("default_target_group_arn") => {
-            cloud
-                .elb
-                .modify_listener()
-                .listener_arn(id)
-                .default_actions(forward(prop_str(props, "default_target_group_arn")?))
+        Kind::Listener if has("default_target_group_arn") || has("ssl_policy") => {
+            let mut request = cloud.elb.modify_listener().listener_arn(id);
+            if has("default_target_group_arn") {
+                request =
+                    request.default_actions(forward(prop_str(props, "default_target_group_arn")?));
+            }
+            if has("ssl_policy") {
+                request = request.set_ssl_policy(ssl_policy(props));
+            }
+            request
                 .send()
                 .await
                 .map_err(|e| CloudError::from_sdk("ModifyListener", e))?;
@@ -462,6 +467,14 @@ async fn read_target_group(cloud: &Cloud, id: &str) -> Result<Option<Observed>> 
     Ok(Some(Observed { props, outputs }))
 }
 
+/// `ssl_policy` of an HTTPS listener (`None` for HTTP).
+fn ssl_policy(props: &Props) -> Option<String> {
+    props
+        .get("ssl_policy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 async fn read_listener(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
     let out = cloud
         .elb
@@ -491,6 +504,15 @@ async fn read_listener(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
             opt_str(listener.protocol().map(|p| p.as_str())),
         ),
         ("certificate_arn".into(), opt_str(certificate)),
+        // moto reports a policy on HTTP listeners too; AWS has one only for HTTPS.
+        (
+            "ssl_policy".into(),
+            opt_str(
+                listener
+                    .ssl_policy()
+                    .filter(|_| listener.protocol() == Some(&ProtocolEnum::Https)),
+            ),
+        ),
         (
             "default_target_group_arn".into(),
             opt_str(forward_target(listener.default_actions())),

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ClusterField, ClusterSetting, ClusterSettingName,
-    Compatibility, ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker, DeploymentConfiguration,
-    DeploymentRolloutState, HealthCheck, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration,
-    LogDriver, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, PropagateTags,
-    RuntimePlatform, Secret, Service, ServiceField, SortOrder, Tag, TaskDefinition,
-    TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
+    Compatibility, ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker,
+    DeploymentConfiguration, DeploymentRolloutState, HealthCheck, KeyValuePair, LaunchType,
+    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
+    PortMapping, PropagateTags, RuntimePlatform, Secret, Service, ServiceField, SortOrder, Tag,
+    TaskDefinition, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus,
+    TransportProtocol,
 };
 use serde_json::{Map, Value};
 
@@ -793,7 +794,12 @@ fn container_value(c: &ContainerDefinition) -> Value {
     let options = c.log_configuration().and_then(|l| l.options());
     let option = |key: &str| opt_str(options.and_then(|o| o.get(key)).map(String::as_str));
     let health = c.health_check().map_or(Value::Null, |h| {
-        Value::Array(h.command().iter().map(|c| Value::from(c.as_str())).collect())
+        Value::Array(
+            h.command()
+                .iter()
+                .map(|c| Value::from(c.as_str()))
+                .collect(),
+        )
     });
     let mut map = Map::new();
     map.insert("name".into(), opt_str(c.name()));

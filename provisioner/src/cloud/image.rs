@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::{prop_str, Cloud, CloudError, Observed, Result};
+use crate::engine::Progress;
 use crate::image::registry::Registry;
 use crate::image::Image;
 use crate::model::{Kind, Props};
@@ -27,7 +28,7 @@ pub struct Images {
     /// Built images by digest.
     pub built: Arc<BTreeMap<String, Image>>,
     /// Where push progress goes (`ADDRESS: ...` lines).
-    pub progress: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub progress: Option<Progress>,
     registry: Arc<OnceCell<Registry>>,
 }
 
@@ -45,7 +46,7 @@ impl Images {
     pub fn new(
         registry_url: Option<String>,
         built: impl IntoIterator<Item = Image>,
-        progress: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+        progress: Option<Progress>,
     ) -> Self {
         Self {
             registry_url,
@@ -79,7 +80,12 @@ fn parse_id(id: &str) -> Result<(&str, &str, &str)> {
 }
 
 /// See the module contract in [`super`].
-pub async fn find(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<Option<String>> {
+pub async fn find(
+    cloud: &Cloud,
+    _kind: Kind,
+    _address: &str,
+    props: &Props,
+) -> Result<Option<String>> {
     let id = format!(
         "{}/{}@{}",
         prop_str(props, "registry")?,
@@ -120,7 +126,10 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
     if host != registry.host() {
         return Err(CloudError::invalid(
             "PushImage",
-            format!("{address} is for registry {host}, but this run pushes to {}", registry.host()),
+            format!(
+                "{address} is for registry {host}, but this run pushes to {}",
+                registry.host()
+            ),
         ));
     }
     let image = cloud.images.built.get(digest).ok_or_else(|| {
@@ -131,7 +140,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
     })?;
     let line = |text: &str| {
         if let Some(progress) = &cloud.images.progress {
-            progress(&format!("{address}: {text}"));
+            progress.line(&format!("{address}: {text}"));
         }
     };
     registry.push(repository, image, &line).await?;
@@ -139,7 +148,13 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
 }
 
 /// See the module contract in [`super`]: nothing changes in place.
-pub async fn update(_cloud: &Cloud, _kind: Kind, _id: &str, _props: &Props, changed: &[String]) -> Result<()> {
+pub async fn update(
+    _cloud: &Cloud,
+    _kind: Kind,
+    _id: &str,
+    _props: &Props,
+    changed: &[String],
+) -> Result<()> {
     Err(CloudError::invalid(
         "PushImage",
         format!("an image cannot change in place ({})", changed.join(", ")),

@@ -43,7 +43,10 @@ pub fn needs(binary: &Path) -> Result<Needs, ImageError> {
         .map(|l| (l.to_string(), binary.to_path_buf()))
         .collect();
     while let Some((name, needed_by)) = queue.pop_front() {
-        if libraries.keys().any(|p: &PathBuf| p.file_name() == Some(name.as_ref())) {
+        if libraries
+            .keys()
+            .any(|p: &PathBuf| p.file_name() == Some(name.as_ref()))
+        {
             continue;
         }
         let found = search

@@ -107,8 +107,9 @@ impl Layer {
             .into_inner()
             .map_err(|e| ImageError::Layer(e.to_string()))?;
         let diff_id = sha256(&tar);
-        let mut gz: GzEncoder<Vec<u8>> =
-            GzBuilder::new().mtime(0).write(Vec::new(), Compression::best());
+        let mut gz: GzEncoder<Vec<u8>> = GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), Compression::best());
         gz.write_all(&tar)
             .map_err(|e| ImageError::Layer(e.to_string()))?;
         let compressed = gz.finish().map_err(|e| ImageError::Layer(e.to_string()))?;
@@ -150,11 +151,35 @@ mod tests {
     #[test]
     fn same_files_in_any_order_give_the_same_bytes() {
         let mut a = Layer::default();
-        a.add("/etc/passwd", Entry::File { mode: 0o644, data: b"x".to_vec() });
-        a.add("/tmp", Entry::Dir { mode: 0o1777, owner: 0 });
+        a.add(
+            "/etc/passwd",
+            Entry::File {
+                mode: 0o644,
+                data: b"x".to_vec(),
+            },
+        );
+        a.add(
+            "/tmp",
+            Entry::Dir {
+                mode: 0o1777,
+                owner: 0,
+            },
+        );
         let mut b = Layer::default();
-        b.add("/tmp", Entry::Dir { mode: 0o1777, owner: 0 });
-        b.add("/etc/passwd", Entry::File { mode: 0o644, data: b"x".to_vec() });
+        b.add(
+            "/tmp",
+            Entry::Dir {
+                mode: 0o1777,
+                owner: 0,
+            },
+        );
+        b.add(
+            "/etc/passwd",
+            Entry::File {
+                mode: 0o644,
+                data: b"x".to_vec(),
+            },
+        );
         let (a, b) = (a.build(7).expect("a"), b.build(7).expect("b"));
         assert_eq!(a.compressed, b.compressed);
         assert_eq!(a.diff_id, b.diff_id);
@@ -171,9 +196,24 @@ mod tests {
     #[test]
     fn a_changed_file_changes_the_digest() {
         let mut a = Layer::default();
-        a.add("app/x", Entry::File { mode: 0o755, data: b"1".to_vec() });
+        a.add(
+            "app/x",
+            Entry::File {
+                mode: 0o755,
+                data: b"1".to_vec(),
+            },
+        );
         let mut b = Layer::default();
-        b.add("app/x", Entry::File { mode: 0o755, data: b"2".to_vec() });
-        assert_ne!(a.build(0).expect("a").diff_id, b.build(0).expect("b").diff_id);
+        b.add(
+            "app/x",
+            Entry::File {
+                mode: 0o755,
+                data: b"2".to_vec(),
+            },
+        );
+        assert_ne!(
+            a.build(0).expect("a").diff_id,
+            b.build(0).expect("b").diff_id
+        );
     }
 }

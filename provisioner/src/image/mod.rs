@@ -27,7 +27,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use layer::{Entry, Layer};
-pub use source::{BuildInfo, Binaries};
+pub use source::{Binaries, BuildInfo};
 
 /// The services that get an image, with the port each one listens on
 /// (the processor's is its health and metrics port).
@@ -311,7 +311,10 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
         .map(|(image, host)| (image.to_string_lossy().into_owned(), host.clone()))
         .collect();
     if let Some(interpreter) = &needs.interpreter {
-        files.push((interpreter.to_string_lossy().into_owned(), interpreter.clone()));
+        files.push((
+            interpreter.to_string_lossy().into_owned(),
+            interpreter.clone(),
+        ));
     }
     for (image_path, host) in files {
         let real = std::fs::canonicalize(&host).map_err(|source| ImageError::Io {
@@ -319,7 +322,12 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
             source,
         })?;
         if let Some(first) = stored.get(&real) {
-            layer.add(&image_path, Entry::Symlink { target: first.clone() });
+            layer.add(
+                &image_path,
+                Entry::Symlink {
+                    target: first.clone(),
+                },
+            );
         } else {
             layer.add(
                 &image_path,
@@ -345,7 +353,13 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
         mode: 0o644,
         data: s.as_bytes().to_vec(),
     };
-    layer.add(CA_BUNDLE, Entry::File { mode: 0o644, data: ca });
+    layer.add(
+        CA_BUNDLE,
+        Entry::File {
+            mode: 0o644,
+            data: ca,
+        },
+    );
     layer.add(
         "/etc/passwd",
         text(&format!(
@@ -360,7 +374,13 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
         "/etc/nsswitch.conf",
         text("passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n"),
     );
-    layer.add("/tmp", Entry::Dir { mode: 0o1777, owner: 0 });
+    layer.add(
+        "/tmp",
+        Entry::Dir {
+            mode: 0o1777,
+            owner: 0,
+        },
+    );
     layer.add(
         "/home/nonroot",
         Entry::Dir {

@@ -28,7 +28,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("host", &self.host).finish()
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .finish()
     }
 }
 
@@ -42,7 +44,10 @@ impl Registry {
             .await
             .map_err(|e| CloudError::from_sdk("GetAuthorizationToken", e))?;
         let data = out.authorization_data().first().ok_or_else(|| {
-            CloudError::invalid("GetAuthorizationToken", "no authorization data in the answer")
+            CloudError::invalid(
+                "GetAuthorizationToken",
+                "no authorization data in the answer",
+            )
         })?;
         let token = data.authorization_token().unwrap_or_default();
         let decoded = base64::engine::general_purpose::STANDARD
@@ -50,7 +55,10 @@ impl Registry {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| {
-                CloudError::invalid("GetAuthorizationToken", "the token is not base64 of user:password")
+                CloudError::invalid(
+                    "GetAuthorizationToken",
+                    "the token is not base64 of user:password",
+                )
             })?;
         let (user, password) = decoded.split_once(':').ok_or_else(|| {
             CloudError::invalid("GetAuthorizationToken", "the token is not user:password")
@@ -109,7 +117,11 @@ impl Registry {
     /// Whether `repository` holds the manifest `digest`.
     pub async fn has_manifest(&self, repository: &str, digest: &str) -> Result<bool, CloudError> {
         let reference = self.reference(repository, None, Some(digest));
-        match self.client.fetch_manifest_digest(&reference, &self.auth).await {
+        match self
+            .client
+            .fetch_manifest_digest(&reference, &self.auth)
+            .await
+        {
             Ok(found) => Ok(found == digest),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(self.error("HeadManifest", repository, e)),

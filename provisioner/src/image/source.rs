@@ -24,7 +24,12 @@ impl BuildInfo {
     /// `source_date_epoch` (the variable's value) taking precedence.
     pub fn of(dir: &Path, source_date_epoch: Option<&str>) -> Self {
         let git = |args: &[&str]| -> Option<String> {
-            let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .output()
+                .ok()?;
             out.status
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

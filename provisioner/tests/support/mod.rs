@@ -170,3 +170,18 @@ pub fn service_binaries() -> anyhow::Result<PathBuf> {
         .clone()
         .map_err(anyhow::Error::msg)
 }
+
+/// A copy of [`service_binaries`] in which only `ingest` differs (bytes
+/// appended: still the same program, a new digest).
+pub fn binaries_with_changed_ingest() -> anyhow::Result<tempfile::TempDir> {
+    let binaries = service_binaries()?;
+    let changed = tempfile::tempdir()?;
+    for service in ["ingest", "processor", "graphql"] {
+        std::fs::copy(binaries.join(service), changed.path().join(service))?;
+    }
+    let mut ingest = std::fs::OpenOptions::new()
+        .append(true)
+        .open(changed.path().join("ingest"))?;
+    std::io::Write::write_all(&mut ingest, b"changed")?;
+    Ok(changed)
+}

@@ -110,9 +110,7 @@ pub fn check_own_health(port: u16) -> Result<(), String> {
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
     stream
-        .write_all(
-            b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        )
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("send to {addr}: {e}"))?;
     let mut head = [0u8; 12];
     stream
