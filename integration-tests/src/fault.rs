@@ -206,8 +206,27 @@ fn operation_of(request: &HttpRequest) -> (String, Protocol) {
         };
         return (action.to_string(), protocol);
     }
-    let path = request.uri().split('?').next().unwrap_or("").to_string();
-    (format!("{} {}", request.method(), path), Protocol::RestXml)
+    // REST (S3): the method and path, and the subresource that names the
+    // operation (`PUT /bucket?policy` is PutBucketPolicy).
+    let uri = request.uri();
+    let without_host = uri
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or(uri);
+    let (path, query) = without_host.split_once('?').unwrap_or((without_host, ""));
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    let subresource = query
+        .split('&')
+        .map(|kv| kv.split('=').next().unwrap_or(kv))
+        .find(|key| !key.is_empty() && *key != "x-id");
+    let name = match subresource {
+        Some(key) => format!("{} {path}?{key}", request.method()),
+        None => format!("{} {path}", request.method()),
+    };
+    (name, Protocol::RestXml)
 }
 
 fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) -> Response<SdkBody> {

@@ -212,3 +212,94 @@ async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_ne
     );
     Ok(())
 }
+
+/// Every call a create makes after its first one fails once with what AWS
+/// answers while it has not caught up with the create (EC2 `*.NotFound`,
+/// IAM `NoSuchEntity`, S3 `NoSuchBucket`, DynamoDB's continuous backups
+/// not yet available, ...). Apply retries, finds each half-made resource by
+/// its tags, completes it, and the next plan has nothing left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let stack = env.stack()?;
+    let faults = env.faults.clone();
+    let not_found = |code: &str| Fault::Error {
+        status: 404,
+        code: code.into(),
+        message: "not found right after create (injected)".into(),
+    };
+    let after_create = [
+        ("ModifyVpcAttribute", not_found("InvalidVpcID.NotFound")),
+        (
+            "ModifySubnetAttribute",
+            not_found("InvalidSubnetID.NotFound"),
+        ),
+        (
+            "AttachInternetGateway",
+            not_found("InvalidInternetGatewayID.NotFound"),
+        ),
+        (
+            "AuthorizeSecurityGroupIngress",
+            not_found("InvalidGroup.NotFound"),
+        ),
+        ("AttachRolePolicy", not_found("NoSuchEntity")),
+        ("PutRolePolicy", not_found("NoSuchEntity")),
+        ("UpdateTimeToLive", not_found("ResourceNotFoundException")),
+        (
+            "UpdateContinuousBackups",
+            error(
+                "ContinuousBackupsUnavailableException",
+                "Backups are being enabled for the table: ep-local-events-hot. Please retry later",
+            ),
+        ),
+        (
+            "PutLifecyclePolicy",
+            not_found("RepositoryNotFoundException"),
+        ),
+        ("PutRetentionPolicy", not_found("ResourceNotFoundException")),
+        (
+            "ModifyTargetGroupAttributes",
+            not_found("TargetGroupNotFound"),
+        ),
+        (
+            "PUT /ep-local-raw-events?tagging",
+            not_found("NoSuchBucket"),
+        ),
+        (
+            "PUT /ep-local-raw-events?publicAccessBlock",
+            not_found("NoSuchBucket"),
+        ),
+        (
+            "PUT /ep-local-raw-events?encryption",
+            not_found("NoSuchBucket"),
+        ),
+        (
+            "PUT /ep-local-raw-events?versioning",
+            not_found("NoSuchBucket"),
+        ),
+        ("PUT /ep-local-raw-events?policy", not_found("NoSuchBucket")),
+        (
+            "PUT /ep-local-raw-events?lifecycle",
+            not_found("NoSuchBucket"),
+        ),
+    ];
+    for (operation, fault) in &after_create {
+        faults.inject(operation, fault.clone(), 1);
+    }
+    // The bucket's six calls after CreateBucket fail one per attempt: the
+    // account default of 10 attempts, not the tests' short 6.
+    let mut options = env.options();
+    options.retry.attempts = provisioner::engine::RetryPolicy::default().attempts;
+    apply(&stack, &options).await?;
+    for (operation, _) in &after_create {
+        assert_eq!(faults.injected(operation), 1, "{operation} was not called");
+    }
+    let plan = env.stack()?.plan(&options).await?;
+    assert!(
+        !plan.has_changes() && plan.drift.is_empty(),
+        "half-made resources left: {}",
+        plan.render()
+    );
+    Ok(())
+}

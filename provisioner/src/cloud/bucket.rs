@@ -93,6 +93,53 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
         .map_err(|e| CloudError::from_sdk("CreateBucket", e))?;
     // Tagged first, so a crash after this point leaves a bucket `find` adopts.
     put_tags(cloud, name, props).await?;
+    put_public_access_block(cloud, name, props).await?;
+    put_encryption(cloud, name, props).await?;
+    if prop_bool(props, "versioning")? {
+        put_versioning(cloud, name, true).await?;
+    }
+    put_tls_policy(cloud, name, props).await?;
+    put_lifecycle(cloud, name, props).await?;
+    Ok(name.to_string())
+}
+
+/// See the module contract in [`super`].
+pub async fn update(
+    cloud: &Cloud,
+    _kind: Kind,
+    id: &str,
+    props: &Props,
+    changed: &[String],
+) -> Result<()> {
+    let mut lifecycle = false;
+    for attribute in changed {
+        match attribute.as_str() {
+            "versioning" => put_versioning(cloud, id, prop_bool(props, "versioning")?).await?,
+            // One rule holds these; it is written once below.
+            "archive_after_days" | "expire_after_days" | "archive_storage_class" => {
+                lifecycle = true
+            }
+            // Not in place for the planner (a change replaces the bucket), but
+            // a create found half-made is completed with them.
+            "block_public_access" => put_public_access_block(cloud, id, props).await?,
+            "encryption" => put_encryption(cloud, id, props).await?,
+            "tls_only" => put_tls_policy(cloud, id, props).await?,
+            "tags" => put_tags(cloud, id, props).await?,
+            other => {
+                return Err(CloudError::invalid(
+                    "UpdateBucket",
+                    format!("`{other}` cannot change in place"),
+                ))
+            }
+        }
+    }
+    if lifecycle {
+        put_lifecycle(cloud, id, props).await?;
+    }
+    Ok(())
+}
+
+async fn put_public_access_block(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let block = prop_bool(props, "block_public_access")?;
     cloud
         .s3
@@ -109,6 +156,10 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
         .send()
         .await
         .map_err(|e| CloudError::from_sdk("PutPublicAccessBlock", e))?;
+    Ok(())
+}
+
+async fn put_encryption(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let by_default = ServerSideEncryptionByDefault::builder()
         .sse_algorithm(ServerSideEncryption::from(prop_str(props, "encryption")?))
         .build()
@@ -130,9 +181,11 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
         .send()
         .await
         .map_err(|e| CloudError::from_sdk("PutBucketEncryption", e))?;
-    if prop_bool(props, "versioning")? {
-        put_versioning(cloud, name, true).await?;
-    }
+    Ok(())
+}
+
+/// The TLS-only bucket policy when `tls_only`, none otherwise.
+async fn put_tls_policy(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     if prop_bool(props, "tls_only")? {
         cloud
             .s3
@@ -142,36 +195,14 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
             .send()
             .await
             .map_err(|e| CloudError::from_sdk("PutBucketPolicy", e))?;
-    }
-    put_lifecycle(cloud, name, props).await?;
-    Ok(name.to_string())
-}
-
-/// See the module contract in [`super`].
-pub async fn update(
-    cloud: &Cloud,
-    _kind: Kind,
-    id: &str,
-    props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    let mut lifecycle = false;
-    for attribute in changed {
-        match attribute.as_str() {
-            "versioning" => put_versioning(cloud, id, prop_bool(props, "versioning")?).await?,
-            // One rule holds both; it is written once below.
-            "archive_after_days" | "expire_after_days" => lifecycle = true,
-            "tags" => put_tags(cloud, id, props).await?,
-            other => {
-                return Err(CloudError::invalid(
-                    "UpdateBucket",
-                    format!("`{other}` cannot change in place"),
-                ))
-            }
-        }
-    }
-    if lifecycle {
-        put_lifecycle(cloud, id, props).await?;
+    } else {
+        cloud
+            .s3
+            .delete_bucket_policy()
+            .bucket(name)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("DeleteBucketPolicy", e))?;
     }
     Ok(())
 }

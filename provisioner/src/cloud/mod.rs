@@ -13,7 +13,9 @@
 //! - `create(cloud, kind, address, props) -> id`: creates it with `props`
 //!   (references already resolved) and its tags.
 //! - `update(cloud, kind, id, props, changed)`: changes the `changed`
-//!   attributes in place (only ever those in [`Kind::updatable`]).
+//!   attributes in place: those in [`Kind::updatable`], and every attribute
+//!   `create` sets after its first call, so that a create that failed half
+//!   way and is found again by its retry can be completed.
 //! - `delete(cloud, kind, id)`: deletes it; `Ok` when it is already gone.
 //! - `list_tagged(cloud) -> Vec<(Kind, id)>`: everything carrying this
 //!   stack's tag, for destroy's final check and the tests.
@@ -302,9 +304,19 @@ impl CloudError {
             {
                 ErrorClass::NotYetConsistent
             }
-            _ if code.ends_with(".NotFound") && self.operation.starts_with("Describe") => {
-                ErrorClass::NotYetConsistent
-            }
+            // Right after a create, AWS may not know the new resource yet
+            // (EC2, IAM and S3 are eventually consistent), and a table's
+            // continuous backups take a while after it turns active. Reads
+            // and deletes map a genuine "not found" before it gets here.
+            "NoSuchEntity"
+            | "NoSuchBucket"
+            | "ResourceNotFoundException"
+            | "RepositoryNotFoundException"
+            | "TargetGroupNotFound"
+            | "LoadBalancerNotFound"
+            | "ListenerNotFound"
+            | "ContinuousBackupsUnavailableException" => ErrorClass::NotYetConsistent,
+            _ if code.ends_with(".NotFound") => ErrorClass::NotYetConsistent,
             _ => ErrorClass::Permanent,
         }
     }

@@ -225,12 +225,7 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
                 .map_err(|e| CloudError::from_sdk("CreateInternetGateway", e))?;
             let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
             let id = required(id, "CreateInternetGateway", "InternetGatewayId")?;
-            ec2.attach_internet_gateway()
-                .internet_gateway_id(&id)
-                .vpc_id(prop_str(props, "vpc_id")?)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("AttachInternetGateway", e))?;
+            attach_gateway(cloud, &id, props).await?;
             Ok(id)
         }
         Kind::RouteTable => {
@@ -286,6 +281,18 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
     }
 }
 
+async fn attach_gateway(cloud: &Cloud, id: &str, props: &Props) -> Result<()> {
+    cloud
+        .ec2
+        .attach_internet_gateway()
+        .internet_gateway_id(id)
+        .vpc_id(prop_str(props, "vpc_id")?)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("AttachInternetGateway", e))?;
+    Ok(())
+}
+
 /// See the module contract in [`super`].
 pub async fn update(
     cloud: &Cloud,
@@ -323,6 +330,8 @@ pub async fn update(
                     .map_err(|e| CloudError::from_sdk("ReplaceRoute", e))?;
             }
             (Kind::SecurityGroup, "ingress") => update_ingress(cloud, id, props).await?,
+            // Replaces the gateway for the planner; completes a half-made create.
+            (Kind::InternetGateway, "vpc_id") => attach_gateway(cloud, id, props).await?,
             (Kind::Instance, "tags") => {
                 retag(cloud, id, props).await?;
                 // The root volume was tagged with the instance; keep them alike.

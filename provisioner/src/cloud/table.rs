@@ -124,20 +124,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
             format!("table {name} never became active"),
         ));
     }
-    cloud
-        .dynamodb
-        .update_time_to_live()
-        .table_name(name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(prop_str(props, "ttl_attribute")?)
-                .build()
-                .map_err(|e| CloudError::invalid("UpdateTimeToLive", e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("UpdateTimeToLive", e))?;
+    set_ttl(cloud, name, prop_str(props, "ttl_attribute")?).await?;
     set_point_in_time_recovery(cloud, name, prop_bool(props, "point_in_time_recovery")?).await?;
     Ok(name.to_string())
 }
@@ -157,6 +144,8 @@ pub async fn update(
                     .await?
             }
             "tags" => retag(cloud, id, props).await?,
+            // Replaces the table for the planner; completes a half-made create.
+            "ttl_attribute" => set_ttl(cloud, id, prop_str(props, "ttl_attribute")?).await?,
             other => {
                 return Err(CloudError::invalid(
                     "UpdateTable",
@@ -165,6 +154,24 @@ pub async fn update(
             }
         }
     }
+    Ok(())
+}
+
+async fn set_ttl(cloud: &Cloud, name: &str, attribute: &str) -> Result<()> {
+    cloud
+        .dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attribute)
+                .build()
+                .map_err(|e| CloudError::invalid("UpdateTimeToLive", e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("UpdateTimeToLive", e))?;
     Ok(())
 }
 

@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 
 use super::{retry, OperationError, Options, WalkError};
 use crate::cloud::{alb, ecs, network, Cloud, CloudError, Observed};
-use crate::model::{Kind, Resource};
-use crate::plan::{resolve_props, Action, Change, Current, Plan, UNKNOWN};
+use crate::model::{Kind, Props, Resource};
+use crate::plan::{differing, resolve_props, Action, Change, Current, Plan, UNKNOWN};
 use crate::state::{Recorded, StateFile};
 
 /// What every step shares.
@@ -344,11 +344,7 @@ fn recorded(resource: &Resource, id: &str, observed: &Observed) -> Recorded {
 
 /// Creates a resource and records it at once. A create that failed in
 /// transit may still have happened: before each retry, look for it by tags.
-async fn create(
-    ctx: &Ctx,
-    resource: &Resource,
-    props: &crate::model::Props,
-) -> Result<String, OperationError> {
+async fn create(ctx: &Ctx, resource: &Resource, props: &Props) -> Result<String, OperationError> {
     let address = resource.address.as_str();
     let mut first = true;
     let id = retry(&ctx.options.retry, address, "create", || {
@@ -356,6 +352,7 @@ async fn create(
         async move {
             if retrying {
                 if let Some(id) = ctx.cloud.find(resource.kind, address, props).await? {
+                    complete(&ctx.cloud, resource.kind, &id, props).await?;
                     return Ok(id);
                 }
             }
@@ -374,6 +371,22 @@ async fn create(
         }),
     )?;
     Ok(id)
+}
+
+/// Finishes a resource that a create made but did not configure whole (it
+/// failed after its first call, and the retry found it by its tags): every
+/// attribute that differs from `props` is set now.
+async fn complete(cloud: &Cloud, kind: Kind, id: &str, props: &Props) -> crate::cloud::Result<()> {
+    let Some(observed) = cloud.read(kind, id).await? else {
+        // Not visible yet: the read after write waits for it.
+        return Ok(());
+    };
+    let missing = differing(&observed.props, props);
+    if !missing.is_empty() {
+        tracing::info!(id, ?missing, "completing a resource found half-made");
+        cloud.update(kind, id, props, &missing).await?;
+    }
+    Ok(())
 }
 
 /// Deletes with retries; a security group still in use names the network
