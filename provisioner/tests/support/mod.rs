@@ -171,17 +171,23 @@ pub fn service_binaries() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-/// A copy of [`service_binaries`] in which only `ingest` differs (bytes
-/// appended: still the same program, a new digest).
+/// A copy of [`service_binaries`] in which only `ingest` differs: a note
+/// section added (still the same program; the images keep it, as they
+/// keep every section but debug info).
 pub fn binaries_with_changed_ingest() -> anyhow::Result<tempfile::TempDir> {
     let binaries = service_binaries()?;
     let changed = tempfile::tempdir()?;
-    for service in ["ingest", "processor", "graphql"] {
+    for service in ["processor", "graphql"] {
         std::fs::copy(binaries.join(service), changed.path().join(service))?;
     }
-    let mut ingest = std::fs::OpenOptions::new()
-        .append(true)
-        .open(changed.path().join("ingest"))?;
-    std::io::Write::write_all(&mut ingest, b"changed")?;
+    let note = changed.path().join("note");
+    std::fs::write(&note, b"changed")?;
+    let status = Command::new("objcopy")
+        .arg("--add-section")
+        .arg(format!(".note.event-platform-test={}", note.display()))
+        .arg(binaries.join("ingest"))
+        .arg(changed.path().join("ingest"))
+        .status()?;
+    anyhow::ensure!(status.success(), "objcopy --add-section failed");
     Ok(changed)
 }
