@@ -308,6 +308,8 @@ impl CloudError {
             // (EC2, IAM and S3 are eventually consistent), and a table's
             // continuous backups take a while after it turns active. Reads
             // and deletes map a genuine "not found" before it gets here.
+            // A managed policy that does not exist is not going to appear.
+            "NoSuchEntity" if message.contains("not attachable") => ErrorClass::Permanent,
             "NoSuchEntity"
             | "NoSuchBucket"
             | "ResourceNotFoundException"
