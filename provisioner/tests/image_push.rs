@@ -58,13 +58,9 @@ async fn start(password: Option<&str>) -> anyhow::Result<(Env, LocalRegistry, St
     Ok((env, registry, real))
 }
 
+/// `provision ARGS` on the binaries `cargo test` built, at a fixed time.
 fn provision(env: &Env, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .arg("-b")
-        .arg(&env.blueprint_path)
-        .arg("--state-dir")
-        .arg(env.state_dir())
+    Ok(support::provision(env, args)
         .arg("--binaries")
         .arg(support::service_binaries()?)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -8,13 +8,7 @@ use std::process::{Command, Output};
 use support::Env;
 
 fn provision(env: &Env, args: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .arg("-b")
-        .arg(&env.blueprint_path)
-        .arg("--state-dir")
-        .arg(env.state_dir())
-        .output()?)
+    Ok(support::provision(env, args).output()?)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -123,6 +123,18 @@ impl Env {
     }
 }
 
+/// `provision ARGS -b BLUEPRINT --state-dir DIR`, the binary as a user runs it.
+pub fn provision(env: &Env, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_provision"));
+    command
+        .args(args)
+        .arg("-b")
+        .arg(&env.blueprint_path)
+        .arg("--state-dir")
+        .arg(env.state_dir());
+    command
+}
+
 /// Whether an operation (as the fault layer names it) changes anything.
 pub fn is_mutating(operation: &str) -> bool {
     let read_prefixes = ["Describe", "Get", "List", "Head", "GET ", "HEAD "];
