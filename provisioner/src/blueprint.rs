@@ -300,6 +300,34 @@ fn yes() -> bool {
     true
 }
 
+/// The CPU architecture of an EC2 instance type (`t3.medium` x86_64,
+/// `t4g.small` and the other Graviton types arm64), `None` when it is not
+/// shaped like one (`FAMILY.SIZE`). Graviton families carry a `g` right
+/// after their generation (`m7g`, `c6gn`, `im4gn`); `a1` is the first.
+pub fn instance_architecture(instance_type: &str) -> Option<crate::image::Architecture> {
+    use crate::image::Architecture;
+    let (family, size) = instance_type.split_once('.')?;
+    let well_formed = !size.is_empty()
+        && family
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase())
+        && family
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !well_formed {
+        return None;
+    }
+    let after_generation = family
+        .find(|c: char| c.is_ascii_digit())
+        .map(|i| family[i..].trim_start_matches(|c: char| c.is_ascii_digit()))?;
+    if family == "a1" || after_generation.starts_with('g') {
+        Some(Architecture::Arm64)
+    } else {
+        Some(Architecture::Amd64)
+    }
+}
+
 /// A problem found in a blueprint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -457,6 +485,12 @@ impl Blueprint {
         }
         if spec.stack.region.is_empty() {
             out.error("stack.region", "must name a region, e.g. `eu-west-1`");
+        }
+        if instance_architecture(&spec.broker.instance_type).is_none() {
+            out.error(
+                "broker.instance_type",
+                "is not an EC2 instance type such as `t3.medium` (x86_64) or `t4g.medium` (Graviton, arm64)",
+            );
         }
         if let Some(url) = &spec.images.registry {
             let host = url
@@ -932,6 +966,36 @@ subnets = [
         );
         let same = text.replace("eu-west-1", "us-east-1");
         assert_eq!(errors(&same), Vec::<String>::new());
+    }
+
+    #[test]
+    fn instance_types_name_their_architecture() {
+        use crate::image::Architecture::{Amd64, Arm64};
+        for (instance_type, want) in [
+            ("t3.medium", Some(Amd64)),
+            ("m7i.large", Some(Amd64)),
+            ("g5.xlarge", Some(Amd64)),
+            ("c7a.2xlarge", Some(Amd64)),
+            ("t4g.small", Some(Arm64)),
+            ("m7gd.large", Some(Arm64)),
+            ("c6gn.medium", Some(Arm64)),
+            ("im4gn.large", Some(Arm64)),
+            ("g5g.xlarge", Some(Arm64)),
+            ("a1.large", Some(Arm64)),
+            ("t3", None),
+            ("T3.medium", None),
+            ("t3.", None),
+        ] {
+            assert_eq!(
+                instance_architecture(instance_type),
+                want,
+                "{instance_type}"
+            );
+        }
+        let text = format!("{GOOD}\n[broker]\ninstance_type = \"large\"\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("`broker.instance_type`"), "{errs:?}");
     }
 
     #[test]

@@ -280,6 +280,26 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
     assert_eq!(listed.len(), 7, "{listed:?}");
 
     // Reverse order.
+    // A Graviton broker boots the arm64 image (an x86_64 one fails RunInstances on AWS).
+    let ami = |name: &'static str| {
+        let ssm = cloud.ssm.clone();
+        async move {
+            let out = ssm.get_parameter().name(name).send().await?;
+            anyhow::Ok(out.parameter().and_then(|p| p.value()).map(str::to_string))
+        }
+    };
+    let x86 = ami("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64").await?;
+    let arm = ami("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64").await?;
+    assert_ne!(x86, arm);
+    assert_eq!(outputs["image_id"].as_str(), x86.as_deref());
+    let mut graviton = instance.clone();
+    graviton.insert("instance_type".into(), json!("t4g.small"));
+    graviton.insert("tags".into(), tags("instance.graviton", &[]));
+    let (graviton_id, graviton_outputs) =
+        create(&cloud, Kind::Instance, "instance.graviton", &graviton).await?;
+    assert_eq!(graviton_outputs["image_id"].as_str(), arm.as_deref());
+    delete(&cloud, Kind::Instance, &graviton_id).await?;
+
     delete(&cloud, Kind::Instance, &instance_id).await?;
     assert_eq!(
         network::instance_state(&cloud, &instance_id)

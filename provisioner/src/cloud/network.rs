@@ -20,10 +20,21 @@ use super::{
     prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud,
     CloudError, Observed, Result,
 };
+use crate::blueprint::instance_architecture;
+use crate::image::Architecture;
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
-/// SSM parameter naming the current Amazon Linux 2023 AMI.
-const AMI_PARAMETER: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+/// SSM parameter naming the current Amazon Linux 2023 AMI for `architecture`.
+fn ami_parameter(architecture: Architecture) -> &'static str {
+    match architecture {
+        Architecture::Amd64 => {
+            "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+        }
+        Architecture::Arm64 => {
+            "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+        }
+    }
+}
 /// The broker's root device.
 const ROOT_DEVICE: &str = "/dev/xvda";
 
@@ -801,10 +812,17 @@ async fn read_instance(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
 }
 
 async fn create_instance(cloud: &Cloud, props: &Props) -> Result<String> {
+    let instance_type = prop_str(props, "instance_type")?;
+    let architecture = instance_architecture(instance_type).ok_or_else(|| {
+        CloudError::invalid(
+            "instance_type",
+            format!("`{instance_type}` is not an EC2 instance type"),
+        )
+    })?;
     let parameter = cloud
         .ssm
         .get_parameter()
-        .name(AMI_PARAMETER)
+        .name(ami_parameter(architecture))
         .send()
         .await
         .map_err(|e| CloudError::from_sdk("GetParameter", e))?;
