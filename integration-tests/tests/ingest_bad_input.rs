@@ -603,7 +603,12 @@ async fn over_the_rate_limit_gets_429_with_retry_after_and_nothing_more_is_publi
             .as_u16(),
         202
     );
-    let limited = send(event("")).await.expect("answer");
+    // 100 events: the bucket refills one a second, so however slowly the
+    // first batch was acknowledged, these cannot fit (a single event could).
+    let over: Vec<String> = (0..100).map(|_| event("")).collect();
+    let limited = send(format!(r#"{{"events":[{}]}}"#, over.join(",")))
+        .await
+        .expect("answer");
     assert_eq!(limited.status().as_u16(), 429);
     let retry_after: u64 = limited
         .headers()
