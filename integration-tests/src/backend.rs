@@ -290,12 +290,7 @@ fn moto_server_binary() -> anyhow::Result<PathBuf> {
     if venv.exists() {
         return Ok(venv);
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("moto_server"))
-        .find(|candidate| candidate.exists());
-    on_path.context(
+    crate::find_command("moto_server").context(
         "moto_server not found: run integration-tests/run-all-tests.sh (it installs moto into .venv), \
          or set EVENT_PLATFORM_MOTO_SERVER or EVENT_PLATFORM_TEST_AWS_ENDPOINT",
     )

@@ -3,13 +3,13 @@
 //! (never the packaged service), optionally behind htpasswd (bcrypt) Basic
 //! auth. `integration-tests/run-all-tests.sh` installs it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::free_port;
+use crate::{find_command, free_port};
 
 /// A running registry; stopped and its storage removed on drop.
 pub struct LocalRegistry {
@@ -93,17 +93,12 @@ impl Drop for LocalRegistry {
     }
 }
 
-/// A command from Debian's packages, on `PATH` or in the sbin folders
-/// (`chroot` is in `/usr/sbin`, which a test's `PATH` may lack).
+/// A command from Debian's packages (see [`find_command`]), or an error
+/// that says how to install it.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| Path::new(candidate).is_file())
-        .with_context(|| {
-            format!(
-                "`{name}` not found: run integration-tests/run-all-tests.sh (it installs Debian's docker-registry, skopeo and umoci)"
-            )
-        })
+    find_command(name).with_context(|| {
+        format!(
+            "`{name}` not found: run integration-tests/run-all-tests.sh (it installs Debian's docker-registry, skopeo and umoci)"
+        )
+    })
 }

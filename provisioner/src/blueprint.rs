@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::image::registry::parse_endpoint;
+
 /// A parsed blueprint and where it came from.
 #[derive(Debug, Clone)]
 pub struct Blueprint {
@@ -448,8 +450,7 @@ impl Blueprint {
     /// `HOST[:PORT]` of `images.registry`, when set.
     pub fn image_registry_host(&self) -> Option<String> {
         let url = self.spec.images.registry.as_deref()?;
-        let host = url.split_once("://").map_or(url, |(_, rest)| rest);
-        Some(host.trim_end_matches('/').to_string())
+        parse_endpoint(url).map(|(_, host)| host.to_string())
     }
 
     /// The bucket's name.
@@ -493,11 +494,7 @@ impl Blueprint {
             );
         }
         if let Some(url) = &spec.images.registry {
-            let host = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"))
-                .map(|h| h.trim_end_matches('/'));
-            if !host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
+            if parse_endpoint(url).is_none() {
                 out.error(
                     "images.registry",
                     "must be http(s)://HOST[:PORT] (the registry's root, no path)",

@@ -38,6 +38,11 @@ pub struct ImagePin {
 /// give an image of its own.
 pub type ImagePins = BTreeMap<String, ImagePin>;
 
+/// The ECR repository of `service` in `stack`.
+pub fn repository_name(stack: &str, service: &str) -> String {
+    format!("{stack}/{service}")
+}
+
 /// Every resource of the blueprint's stack, in a stable order. A service
 /// without a pin gets an image whose digest is unknown (enough for destroy,
 /// which builds nothing; plan and apply pin every image first).
@@ -323,7 +328,7 @@ impl<'a> Graph<'a> {
             let repo = self.add(
                 Kind::EcrRepository,
                 service.name,
-                json!({"name": format!("{stack}/{}", service.name), "scan_on_push": true, "tag_mutability": "MUTABLE", "keep_images": KEEP_IMAGES}),
+                json!({"name": repository_name(&stack, service.name), "scan_on_push": true, "tag_mutability": "MUTABLE", "keep_images": KEEP_IMAGES}),
                 &[],
             );
             let logs = self.add(
@@ -353,7 +358,7 @@ impl<'a> Graph<'a> {
                         &[],
                     ));
                     (
-                        format!("{registry}/{repository}@{digest}"),
+                        image::reference(&registry, &repository, digest),
                         pin.map_or(Architecture::Amd64, |p| p.architecture),
                     )
                 }

@@ -304,15 +304,6 @@ pub fn resolve_props(props: &Props, lookup: &dyn Fn(&str, &str) -> Option<Value>
         .collect()
 }
 
-/// The attributes of `desired` whose value `observed` does not have.
-pub fn differing(observed: &Props, desired: &Props) -> Vec<String> {
-    desired
-        .iter()
-        .filter(|(name, want)| !observed.get(*name).is_some_and(|have| same(have, want)))
-        .map(|(name, _)| name.clone())
-        .collect()
-}
-
 /// Whether two property values are equal. Every list among a resource's
 /// properties is a set (ids, security group rules, policies, path patterns),
 /// so the order a read returns does not count.
@@ -334,7 +325,8 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn diff(kind: Kind, observed: &Props, desired: &Props) -> Vec<AttrChange> {
+/// The attributes of `desired` that `observed` has otherwise (lists as sets).
+pub fn diff(kind: Kind, observed: &Props, desired: &Props) -> Vec<AttrChange> {
     desired
         .iter()
         .filter_map(|(name, want)| {

@@ -37,8 +37,7 @@ impl Stack {
     /// blueprints that name every service's image).
     pub fn new(blueprint: Blueprint, state_dir: &Path, config: &SdkConfig) -> Self {
         let registry = blueprint.spec.images.registry.clone();
-        let cloud =
-            Cloud::new(config, blueprint.stack()).with_images(Images::new(registry, [], None));
+        let cloud = Cloud::new(config, blueprint.stack()).with_images(Images::new(registry));
         Self {
             desired: graph::resources(&blueprint, &ImagePins::new()),
             blueprint,
@@ -63,10 +62,8 @@ impl Stack {
             })
             .collect();
         self.desired = graph::resources(&self.blueprint, &pins);
-        let registry = self.blueprint.spec.images.registry.clone();
-        self.cloud = self
-            .cloud
-            .with_images(Images::new(registry, images, progress));
+        let built = self.cloud.images.clone().with_built(images, progress);
+        self.cloud = self.cloud.with_images(built);
         self
     }
 

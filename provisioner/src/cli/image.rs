@@ -6,6 +6,8 @@ use clap::{Args, Subcommand};
 
 use super::stack::{BinariesArgs, StackArgs};
 use crate::cloud::image::registry;
+use crate::graph::repository_name;
+use crate::image::{reference, SERVICES};
 
 /// Arguments of `provision image`.
 #[derive(Debug, Args)]
@@ -26,7 +28,7 @@ enum ImageCommand {
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Only this service (ingest, processor or graphql).
-    #[arg(long, value_parser = ["ingest", "processor", "graphql"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SERVICES.map(|(name, _)| name)))]
     service: Option<String>,
     /// Folder to write the image layouts to.
     #[arg(long)]
@@ -69,18 +71,13 @@ impl ImageArgs {
                     "every service of the blueprint names its own image: nothing to push"
                 );
                 let images = args.binaries.build(&services)?;
-                let stack = stack.with_images(images.clone(), None);
                 let registry = registry(&stack.cloud).await?;
                 for image in &images {
-                    let repository = format!("{}/{}", stack.blueprint.stack(), image.service);
+                    let repository = repository_name(stack.blueprint.stack(), &image.service);
                     let progress = |line: &str| eprintln!("{}: {line}", image.service);
                     registry.push(&repository, image, &progress).await?;
-                    println!(
-                        "{} {}/{repository}@{}",
-                        image.service,
-                        registry.host(),
-                        image.digest()
-                    );
+                    let pushed = reference(registry.host(), &repository, image.digest());
+                    println!("{} {pushed}", image.service);
                 }
                 Ok(())
             }

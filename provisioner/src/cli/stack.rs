@@ -64,13 +64,17 @@ impl BinariesArgs {
         let images = image::build_all(&binaries, services, &info)?;
         for image in &images {
             eprintln!(
-                "image {}: {} ({:.1} MB) built in {:.1}s",
+                "image {}: {} ({:.1} MB)",
                 image.service,
                 image.digest(),
-                image.compressed_size() as f64 / 1e6,
-                started.elapsed().as_secs_f64()
+                image.compressed_size() as f64 / 1e6
             );
         }
+        eprintln!(
+            "{} image(s) built in {:.1}s",
+            images.len(),
+            started.elapsed().as_secs_f64()
+        );
         Ok(images)
     }
 

@@ -17,18 +17,18 @@ use tokio::sync::OnceCell;
 use super::{prop_str, Cloud, CloudError, Observed, Result};
 use crate::engine::Progress;
 use crate::image::registry::Registry;
-use crate::image::Image;
+use crate::image::{self, Image};
 use crate::model::{Kind, Props};
 
 /// The images this run built, and where to push them.
 #[derive(Clone, Default)]
 pub struct Images {
     /// The blueprint's `images.registry`; ECR's own endpoint when `None`.
-    pub registry_url: Option<String>,
+    registry_url: Option<String>,
     /// Built images by digest.
-    pub built: Arc<BTreeMap<String, Image>>,
+    built: Arc<BTreeMap<String, Image>>,
     /// Where push progress goes (`ADDRESS: ...` lines).
-    pub progress: Option<Progress>,
+    progress: Option<Progress>,
     registry: Arc<OnceCell<Registry>>,
 }
 
@@ -42,22 +42,28 @@ impl std::fmt::Debug for Images {
 }
 
 impl Images {
-    /// `built` images, pushed to `registry_url` (or ECR).
-    pub fn new(
-        registry_url: Option<String>,
+    /// None built yet; they go to `registry_url` (or ECR's own endpoint).
+    pub fn new(registry_url: Option<String>) -> Self {
+        Self {
+            registry_url,
+            ..Self::default()
+        }
+    }
+
+    /// The same registry, with `built` to push and `progress` for the lines.
+    pub fn with_built(
+        self,
         built: impl IntoIterator<Item = Image>,
         progress: Option<Progress>,
     ) -> Self {
+        let built = built
+            .into_iter()
+            .map(|i| (i.digest().to_string(), i))
+            .collect();
         Self {
-            registry_url,
-            built: Arc::new(
-                built
-                    .into_iter()
-                    .map(|i| (i.digest().to_string(), i))
-                    .collect(),
-            ),
+            built: Arc::new(built),
             progress,
-            registry: Arc::default(),
+            ..self
         }
     }
 }
@@ -86,11 +92,10 @@ pub async fn find(
     _address: &str,
     props: &Props,
 ) -> Result<Option<String>> {
-    let id = format!(
-        "{}/{}@{}",
+    let id = image::reference(
         prop_str(props, "registry")?,
         prop_str(props, "repository")?,
-        prop_str(props, "digest")?
+        prop_str(props, "digest")?,
     );
     Ok(read(cloud, Kind::Image, &id).await?.map(|_| id))
 }
@@ -144,7 +149,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
         }
     };
     registry.push(repository, image, &line).await?;
-    Ok(format!("{host}/{repository}@{digest}"))
+    Ok(image::reference(host, repository, digest))
 }
 
 /// See the module contract in [`super`]: nothing changes in place.

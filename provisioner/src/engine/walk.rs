@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::{retry, OperationError, Options, WalkError};
 use crate::cloud::{alb, ecs, network, Cloud, CloudError, Observed};
 use crate::model::{Kind, Props, Resource};
-use crate::plan::{differing, resolve_props, Action, Change, Current, Plan, UNKNOWN};
+use crate::plan::{diff, resolve_props, Action, Change, Current, Plan, UNKNOWN};
 use crate::state::{Recorded, StateFile};
 
 /// What every step shares.
@@ -381,7 +381,10 @@ async fn complete(cloud: &Cloud, kind: Kind, id: &str, props: &Props) -> crate::
         // Not visible yet: the read after write waits for it.
         return Ok(());
     };
-    let missing = differing(&observed.props, props);
+    let missing: Vec<String> = diff(kind, &observed.props, props)
+        .into_iter()
+        .map(|attr| attr.name)
+        .collect();
     if !missing.is_empty() {
         tracing::info!(id, ?missing, "completing a resource found half-made");
         cloud.update(kind, id, props, &missing).await?;

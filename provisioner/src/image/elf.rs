@@ -3,12 +3,12 @@
 //! transitively through the libraries themselves, found where the dynamic
 //! loader looks for them on this (Debian) host.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use goblin::elf::{header, Elf};
 
-use super::{Architecture, ImageError};
+use super::{read, Architecture, ImageError};
 
 /// A binary's runtime needs, as image paths and the host files to copy there.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,36 +17,27 @@ pub struct Needs {
     pub architecture: Architecture,
     /// `PT_INTERP` (the dynamic loader), absent for a static binary.
     pub interpreter: Option<PathBuf>,
-    /// Every shared library, by the path it takes in the image (where the
-    /// loader will look for it), with the host file it is read from.
-    pub libraries: BTreeMap<PathBuf, PathBuf>,
+    /// Every shared library, at the host path where the loader finds it,
+    /// which is also its path in the image.
+    pub libraries: BTreeSet<PathBuf>,
 }
 
-/// The architecture of the ELF file `path`.
-pub fn architecture(path: &Path) -> Result<Architecture, ImageError> {
-    let data = read(path)?;
-    let elf = parse(path, &data)?;
-    machine(path, &elf)
-}
-
-/// Reads `binary` and resolves its interpreter and libraries on this host.
-pub fn needs(binary: &Path) -> Result<Needs, ImageError> {
-    let data = read(binary)?;
-    let elf = parse(binary, &data)?;
+/// Resolves the interpreter and libraries of `binary` (its bytes `data`,
+/// read once by the caller) on this host.
+pub fn needs(binary: &Path, data: &[u8]) -> Result<Needs, ImageError> {
+    let elf = parse(binary, data)?;
     let architecture = machine(binary, &elf)?;
     let interpreter = elf.interpreter.map(PathBuf::from);
     let search = search_dirs(architecture);
-    let mut libraries = BTreeMap::new();
+    let mut libraries = BTreeSet::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut queue: VecDeque<(String, PathBuf)> = elf
         .libraries
         .iter()
         .map(|l| (l.to_string(), binary.to_path_buf()))
         .collect();
     while let Some((name, needed_by)) = queue.pop_front() {
-        if libraries
-            .keys()
-            .any(|p: &PathBuf| p.file_name() == Some(name.as_ref()))
-        {
+        if !seen.insert(name.clone()) {
             continue;
         }
         let found = search
@@ -69,7 +60,7 @@ pub fn needs(binary: &Path) -> Result<Needs, ImageError> {
         for next in &lib.libraries {
             queue.push_back((next.to_string(), found.clone()));
         }
-        libraries.insert(found.clone(), found);
+        libraries.insert(found);
     }
     Ok(Needs {
         architecture,
@@ -88,13 +79,6 @@ fn search_dirs(architecture: Architecture) -> Vec<String> {
     }
     dirs.extend(["/lib".to_string(), "/usr/lib".to_string()]);
     dirs
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
-    std::fs::read(path).map_err(|source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<Elf<'a>, ImageError> {
@@ -131,7 +115,8 @@ mod tests {
     #[test]
     fn libraries_match_ldd_for_this_test_binary() {
         let exe = std::env::current_exe().expect("test binary path");
-        let needs = needs(&exe).expect("resolves");
+        let data = std::fs::read(&exe).expect("test binary");
+        let needs = needs(&exe, &data).expect("resolves");
         let out = Command::new("ldd").arg(&exe).output().expect("ldd runs");
         assert!(out.status.success(), "ldd failed");
         let ldd: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
@@ -144,7 +129,7 @@ mod tests {
             .collect();
         let ours: BTreeSet<String> = needs
             .libraries
-            .keys()
+            .iter()
             .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
             .filter(|name| {
                 // ldd prints the loader by its absolute path, not by name.
@@ -168,10 +153,9 @@ mod tests {
 
     #[test]
     fn a_text_file_is_refused_with_advice() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("not-elf");
-        std::fs::write(&path, "#!/bin/sh\n").expect("write");
-        let err = needs(&path).expect_err("not ELF").to_string();
+        let err = needs(Path::new("not-elf"), b"#!/bin/sh\n")
+            .expect_err("not ELF")
+            .to_string();
         assert!(err.contains("not a Linux ELF binary"), "{err}");
         assert!(err.contains("--binaries"), "{err}");
     }

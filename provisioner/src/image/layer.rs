@@ -65,11 +65,6 @@ impl Layer {
         self.entries.insert(path, entry);
     }
 
-    /// Whether `path` is already in the layer.
-    pub fn contains(&self, path: &str) -> bool {
-        self.entries.contains_key(path.trim_start_matches('/'))
-    }
-
     /// The tar, sorted by path (parents before children), every time
     /// `mtime`, then gzipped.
     pub fn build(&self, mtime: u64) -> Result<Built, ImageError> {

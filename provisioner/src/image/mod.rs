@@ -21,9 +21,9 @@ pub mod registry;
 pub mod source;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -45,6 +45,11 @@ pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// How task definitions and the state name an image: `HOST/REPOSITORY@DIGEST`.
+pub fn reference(registry: &str, repository: &str, digest: &str) -> String {
+    format!("{registry}/{repository}@{digest}")
+}
 
 /// The path of a service's binary inside its image.
 pub fn entrypoint(service: &str) -> String {
@@ -124,12 +129,6 @@ impl Architecture {
     }
 }
 
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.oci())
-    }
-}
-
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
@@ -142,8 +141,8 @@ pub struct Blob {
     pub media_type: &'static str,
     /// `sha256:<hex>` of `data`.
     pub digest: String,
-    /// The bytes.
-    pub data: Vec<u8>,
+    /// The bytes (cheap to clone for each upload).
+    pub data: Bytes,
 }
 
 impl Blob {
@@ -151,7 +150,7 @@ impl Blob {
         Self {
             media_type,
             digest: sha256(&data),
-            data,
+            data: data.into(),
         }
     }
 
@@ -197,10 +196,7 @@ impl Image {
     /// Writes an OCI image layout at `dir` (`oci-layout`, `index.json`,
     /// `blobs/sha256/...`), the image named by its first tag.
     pub fn write_layout(&self, dir: &Path) -> Result<(), ImageError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ImageError::Io { path, source }
-        };
+        let io = io_error;
         let blobs = dir.join("blobs").join("sha256");
         std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
         for blob in self.blobs().chain(std::iter::once(&self.manifest)) {
@@ -235,17 +231,13 @@ pub fn build(
     binary: &Path,
     info: &BuildInfo,
 ) -> Result<Image, ImageError> {
-    let needs = elf::needs(binary)?;
+    // Read once, stripped: the ELF headers the loader needs survive it.
+    let data = without_debug_info(binary)?;
+    let needs = elf::needs(binary, &data)?;
     let mtime = info.epoch;
     let base = base_layer(&needs)?.build(mtime)?;
     let mut app = Layer::default();
-    app.add(
-        &entrypoint(service),
-        Entry::File {
-            mode: 0o755,
-            data: without_debug_info(binary)?,
-        },
-    );
+    app.add(&entrypoint(service), Entry::File { mode: 0o755, data });
     let app = app.build(mtime)?;
     let created = chrono::DateTime::from_timestamp(i64::try_from(mtime).unwrap_or(0), 0)
         .unwrap_or_default()
@@ -307,22 +299,9 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
     // A file reached by two paths (the loader is PT_INTERP and libc's
     // DT_NEEDED) is stored once; the other path links to it.
     let mut stored: BTreeMap<PathBuf, String> = BTreeMap::new();
-    let mut files: Vec<(String, PathBuf)> = needs
-        .libraries
-        .iter()
-        .map(|(image, host)| (image.to_string_lossy().into_owned(), host.clone()))
-        .collect();
-    if let Some(interpreter) = &needs.interpreter {
-        files.push((
-            interpreter.to_string_lossy().into_owned(),
-            interpreter.clone(),
-        ));
-    }
-    for (image_path, host) in files {
-        let real = std::fs::canonicalize(&host).map_err(|source| ImageError::Io {
-            path: host.clone(),
-            source,
-        })?;
+    for path in needs.libraries.iter().chain(&needs.interpreter) {
+        let image_path = path.to_string_lossy().into_owned();
+        let real = std::fs::canonicalize(path).map_err(io_error(path))?;
         if let Some(first) = stored.get(&real) {
             layer.add(
                 &image_path,
@@ -341,15 +320,9 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
             stored.insert(real, image_path);
         }
     }
-    let ca = read(Path::new(CA_BUNDLE)).map_err(|e| match e {
-        ImageError::Io { path, source } => ImageError::Io {
-            path,
-            source: std::io::Error::new(
-                source.kind(),
-                format!("{source} (install Debian's ca-certificates package)"),
-            ),
-        },
-        other => other,
+    let ca = std::fs::read(CA_BUNDLE).map_err(|e| {
+        let hint = format!("{e} (install Debian's ca-certificates package)");
+        io_error(Path::new(CA_BUNDLE))(std::io::Error::new(e.kind(), hint))
     })?;
     let text = |s: &str| Entry::File {
         mode: 0o644,
@@ -398,11 +371,7 @@ fn base_layer(needs: &elf::Needs) -> Result<Layer, ImageError> {
 /// keeps the symbols, so backtraces still name functions. Without objcopy
 /// (Debian's binutils) the binary goes in whole, with a warning.
 fn without_debug_info(binary: &Path) -> Result<Vec<u8>, ImageError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ImageError::Io { path, source }
-    };
-    let out = tempfile::NamedTempFile::new().map_err(io(Path::new("(temporary file)")))?;
+    let out = tempfile::NamedTempFile::new().map_err(io_error(Path::new("(temporary file)")))?;
     match std::process::Command::new("objcopy")
         .arg("--strip-debug")
         .arg(binary)
@@ -425,11 +394,15 @@ fn without_debug_info(binary: &Path) -> Result<Vec<u8>, ImageError> {
     }
 }
 
+/// The bytes of `path`; an error names it.
 fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
-    std::fs::read(path).map_err(|source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(io_error(path))
+}
+
+/// Wraps an I/O error on `path`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+    let path = path.to_path_buf();
+    move |source| ImageError::Io { path, source }
 }
 
 /// Builds the image of each of `services` (all when empty) from `binaries`.
@@ -449,13 +422,8 @@ pub fn build_all(
     std::thread::scope(|scope| {
         let builds: Vec<_> = wanted
             .iter()
-            .map(|(service, port)| {
-                let path = paths.get(*service);
-                scope.spawn(move || match path {
-                    Some(path) => build(service, *port, path, info),
-                    None => Err(ImageError::Build(format!("no binary for {service}"))),
-                })
-            })
+            .zip(&paths)
+            .map(|((service, port), path)| scope.spawn(move || build(service, *port, path, info)))
             .collect();
         builds
             .into_iter()

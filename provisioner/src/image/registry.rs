@@ -72,24 +72,13 @@ impl Registry {
 
     /// A registry at `endpoint` (`http://host:port` or `https://host`).
     pub fn new(endpoint: &str, auth: RegistryAuth) -> Result<Self, CloudError> {
-        let (plain_http, host) = match endpoint.split_once("://") {
-            Some(("http", host)) => (true, host),
-            Some(("https", host)) => (false, host),
-            None => (false, endpoint),
-            Some((scheme, _)) => {
-                return Err(CloudError::invalid(
-                    "registry",
-                    format!("{endpoint}: scheme {scheme} is neither http nor https"),
-                ))
-            }
-        };
-        let host = host.trim_end_matches('/').to_string();
-        if host.is_empty() || host.contains('/') {
-            return Err(CloudError::invalid(
+        let (plain_http, host) = parse_endpoint(endpoint).ok_or_else(|| {
+            CloudError::invalid(
                 "registry",
                 format!("{endpoint}: expected http(s)://HOST[:PORT]"),
-            ));
-        }
+            )
+        })?;
+        let host = host.to_string();
         let config = ClientConfig {
             protocol: if plain_http {
                 ClientProtocol::HttpsExcept(vec![host.clone()])
@@ -116,7 +105,7 @@ impl Registry {
 
     /// Whether `repository` holds the manifest `digest`.
     pub async fn has_manifest(&self, repository: &str, digest: &str) -> Result<bool, CloudError> {
-        let reference = self.reference(repository, None, Some(digest));
+        let reference = self.by_digest(repository, digest);
         match self
             .client
             .fetch_manifest_digest(&reference, &self.auth)
@@ -139,7 +128,7 @@ impl Registry {
         self.client
             .store_auth_if_needed(&self.host, &self.auth)
             .await;
-        let by_digest = self.reference(repository, None, Some(image.digest()));
+        let by_digest = self.by_digest(repository, image.digest());
         let total = image.compressed_size();
         let mut done = image.manifest.data.len() as u64;
         for blob in image.blobs() {
@@ -171,7 +160,7 @@ impl Registry {
         for tag in &image.tags {
             self.client
                 .push_manifest_raw(
-                    &self.reference(repository, Some(tag), None),
+                    &Reference::with_tag(self.host.clone(), repository.into(), tag.into()),
                     image.manifest.data.clone(),
                     media_type.clone(),
                 )
@@ -191,15 +180,8 @@ impl Registry {
         Ok(())
     }
 
-    fn reference(&self, repository: &str, tag: Option<&str>, digest: Option<&str>) -> Reference {
-        match (tag, digest) {
-            (Some(tag), _) => Reference::with_tag(self.host.clone(), repository.into(), tag.into()),
-            (None, digest) => Reference::with_digest(
-                self.host.clone(),
-                repository.into(),
-                digest.unwrap_or_default().into(),
-            ),
-        }
+    fn by_digest(&self, repository: &str, digest: &str) -> Reference {
+        Reference::with_digest(self.host.clone(), repository.into(), digest.into())
     }
 
     /// A registry failure as the walks classify errors: refused credentials
@@ -238,6 +220,18 @@ impl Registry {
             message,
         }
     }
+}
+
+/// `http(s)://HOST[:PORT]` as (plain HTTP, `HOST[:PORT]`); `None` for
+/// anything else (another scheme, a path). The blueprint's check and the
+/// graph read `images.registry` through this too.
+pub fn parse_endpoint(url: &str) -> Option<(bool, &str)> {
+    let (plain_http, rest) = match url.strip_prefix("http://") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("https://")?),
+    };
+    let host = rest.trim_end_matches('/');
+    (!host.is_empty() && !host.contains('/')).then_some((plain_http, host))
 }
 
 fn is_not_found(e: &OciDistributionError) -> bool {

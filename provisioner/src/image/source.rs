@@ -1,7 +1,6 @@
 //! Where the service binaries come from, and what the build is: the
 //! workspace version, the git commit and a fixed time for every file.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -77,8 +76,9 @@ pub enum Binaries {
 }
 
 impl Binaries {
-    /// The binary of each of `services`, building them first when asked.
-    pub fn locate(&self, services: &[&str]) -> Result<BTreeMap<String, PathBuf>, ImageError> {
+    /// The binary of each of `services`, in their order, building them
+    /// first when asked.
+    pub fn locate(&self, services: &[&str]) -> Result<Vec<PathBuf>, ImageError> {
         let dir = match self {
             Binaries::Dir(dir) => dir.clone(),
             Binaries::Build(workspace) => build(workspace, services)?,
@@ -88,7 +88,7 @@ impl Binaries {
             .map(|service| {
                 let path = dir.join(service);
                 if path.is_file() {
-                    Ok((service.to_string(), path))
+                    Ok(path)
                 } else {
                     Err(ImageError::Build(format!(
                         "{}: no `{service}` binary there",
@@ -109,18 +109,16 @@ fn build(workspace: &Path, services: &[&str]) -> Result<PathBuf, ImageError> {
                 .into(),
         ));
     }
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(workspace)
-        .args(["build", "--release", "--locked"]);
+    let mut build = cargo(workspace);
+    build.args(["build", "--release", "--locked"]);
     for service in services {
-        cargo.args(["--bin", service]);
+        build.args(["--bin", service]);
     }
     eprintln!(
         "building the service binaries: cargo build --release ({})",
         services.join(", ")
     );
-    let status = cargo
+    let status = build
         .status()
         .map_err(|e| ImageError::Build(format!("cargo: {e}")))?;
     if !status.success() {
@@ -129,8 +127,7 @@ fn build(workspace: &Path, services: &[&str]) -> Result<PathBuf, ImageError> {
             workspace.display()
         )));
     }
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace)
+    let out = cargo(workspace)
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
         .map_err(|e| ImageError::Build(format!("cargo metadata: {e}")))?;
@@ -140,6 +137,13 @@ fn build(workspace: &Path, services: &[&str]) -> Result<PathBuf, ImageError> {
         .as_str()
         .ok_or_else(|| ImageError::Build("cargo metadata names no target directory".into()))?;
     Ok(Path::new(target).join("release"))
+}
+
+/// Cargo (the one running us, when there is one) in `workspace`.
+fn cargo(workspace: &Path) -> Command {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(workspace);
+    cargo
 }
 
 #[cfg(test)]
