@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
     // Before clap: `healthcheck` is the container health check's argument.
     if lifecycle::healthcheck_requested() {
-        lifecycle::exit_with_health(env.parse("PORT", 8001)?);
+        lifecycle::exit_with_health(config(&env)?.port);
     }
     let args = Args::parse();
     if args.print_schema {
@@ -33,8 +33,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init_tracing(&env);
-    let config =
-        GraphqlConfig::from_env(&env).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let config = config(&env)?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     graphql::run(config, listener, lifecycle::shutdown_signal()).await
+}
+
+fn config(env: &Env) -> anyhow::Result<GraphqlConfig> {
+    GraphqlConfig::from_env(env).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
 }

@@ -12,12 +12,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
-    if lifecycle::healthcheck_requested() {
-        lifecycle::exit_with_health(env.parse("PORT", 8000)?);
-    }
-    telemetry::init_tracing(&env);
     let config =
         IngestConfig::from_env(&env).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if lifecycle::healthcheck_requested() {
+        lifecycle::exit_with_health(config.port);
+    }
+    telemetry::init_tracing(&env);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     ingest::run(config, listener, lifecycle::shutdown_signal()).await
 }

@@ -11,11 +11,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
-    if lifecycle::healthcheck_requested() {
-        lifecycle::exit_with_health(env.parse("METRICS_PORT", 8002)?);
-    }
-    telemetry::init_tracing(&env);
     let config = ProcessorConfig::from_env(&env)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if lifecycle::healthcheck_requested() {
+        lifecycle::exit_with_health(config.metrics_port);
+    }
+    telemetry::init_tracing(&env);
     processor::run(config, lifecycle::shutdown_signal()).await
 }
