@@ -18,8 +18,11 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 
+/// Turns an answer's body into another (see [`Fault::Rewrite`]).
+pub type Rewrite = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// What to do to a request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Fault {
     /// Answer with this AWS error (HTTP status, error code, message), in the
     /// protocol of the service, without sending the request.
@@ -35,6 +38,25 @@ pub enum Fault {
     Unreachable,
     /// Send the request, but only after this delay.
     Delay(Duration),
+    /// Send the request and hand the SDK the emulator's answer rewritten,
+    /// for states no emulator reaches (a deployment the circuit breaker
+    /// stopped, tasks that stopped).
+    Rewrite(Rewrite),
+}
+
+impl std::fmt::Debug for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Error {
+                status,
+                code,
+                message,
+            } => write!(f, "Error({status} {code}: {message})"),
+            Fault::Unreachable => write!(f, "Unreachable"),
+            Fault::Delay(delay) => write!(f, "Delay({delay:?})"),
+            Fault::Rewrite(_) => write!(f, "Rewrite"),
+        }
+    }
 }
 
 impl Fault {
@@ -267,6 +289,22 @@ impl HttpConnector for FaultConnector {
             Some(Fault::Unreachable) => HttpConnectorFuture::ready(Err(ConnectorError::io(
                 format!("connection refused (injected outage) for {operation}").into(),
             ))),
+            Some(Fault::Rewrite(rewrite)) => {
+                let inner = self.inner.clone();
+                HttpConnectorFuture::new(async move {
+                    let mut response = inner.call(request).await?;
+                    let body = http_body_util::BodyExt::collect(response.take_body())
+                        .await
+                        .map_err(|e| ConnectorError::io(e.to_string().into()))?
+                        .to_bytes();
+                    let text = rewrite(&String::from_utf8_lossy(&body));
+                    response
+                        .headers_mut()
+                        .insert("content-length", text.len().to_string());
+                    *response.body_mut() = SdkBody::from(text);
+                    Ok(response)
+                })
+            }
             Some(Fault::Delay(delay)) => {
                 let inner = self.inner.clone();
                 HttpConnectorFuture::new(async move {
