@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(100);
 
     let mut env = Env::start(&[]).await?;
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let options = env.options();
     let n = stack.desired.len();
     let started = Instant::now();
@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
 
     for parallelism in [8, 32] {
         let mut env = Env::start(&[]).await?;
-        let stack = env.stack()?;
+        let stack = env.stack().await?;
         env.faults
             .inject("*", Fault::Delay(Duration::from_millis(delay_ms)), u32::MAX);
         let mut options = env.options();

@@ -110,17 +110,26 @@ pub struct Subnet {
 pub struct Broker {
     /// EC2 instance type.
     pub instance_type: String,
-    /// Redpanda version installed by user-data.
+    /// Redpanda version installed by user-data (a supported release: each
+    /// is supported for a year after it ships).
     pub redpanda_version: String,
+    /// The script that adds Redpanda's RPM repository; a mirror's URL
+    /// where the instance cannot reach Redpanda's host.
+    pub repository_setup_url: String,
     /// Root volume size.
     pub disk_gib: u32,
 }
+
+/// Redpanda's RPM repository setup script, on the host it documents since
+/// the old `dl.redpanda.com` repository shut down (2026-09-28).
+pub const REDPANDA_REPOSITORY_SETUP: &str = "https://linux.pkg.redpanda.com/setup-redpanda.rpm.sh";
 
 impl Default for Broker {
     fn default() -> Self {
         Self {
             instance_type: "t3.medium".into(),
-            redpanda_version: "24.2.7".into(),
+            redpanda_version: "26.1.14".into(),
+            repository_setup_url: REDPANDA_REPOSITORY_SETUP.into(),
             disk_gib: 50,
         }
     }
@@ -130,8 +139,9 @@ impl Default for Broker {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Table {
-    /// Table name.
-    pub name: String,
+    /// Table name (default `STACK-events-hot`: table names are per account
+    /// and region, so two stacks there need two names).
+    pub name: Option<String>,
     /// Days before hot events expire (the processor's `HOT_TTL_DAYS`).
     pub ttl_days: u32,
     /// Point-in-time recovery.
@@ -141,7 +151,7 @@ pub struct Table {
 impl Default for Table {
     fn default() -> Self {
         Self {
-            name: "EventsHot".into(),
+            name: None,
             ttl_days: 30,
             point_in_time_recovery: true,
         }
@@ -152,7 +162,8 @@ impl Default for Table {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Bucket {
-    /// Bucket name (default `STACK-raw-events`).
+    /// Bucket name (default `STACK-raw-events-ACCOUNT-REGION`: bucket names
+    /// are global across all accounts).
     pub name: Option<String>,
     /// Days before objects move to Glacier Instant Retrieval.
     pub archive_after_days: u32,
@@ -453,13 +464,21 @@ impl Blueprint {
         parse_endpoint(url).map(|(_, host)| host.to_string())
     }
 
-    /// The bucket's name.
-    pub fn bucket_name(&self) -> String {
+    /// The bucket's name in AWS account `account`.
+    pub fn bucket_name(&self, account: &str) -> String {
+        self.spec.bucket.name.clone().unwrap_or_else(|| {
+            let stack = &self.spec.stack;
+            format!("{}-raw-events-{account}-{}", stack.name, stack.region)
+        })
+    }
+
+    /// The hot table's name.
+    pub fn table_name(&self) -> String {
         self.spec
-            .bucket
+            .table
             .name
             .clone()
-            .unwrap_or_else(|| format!("{}-raw-events", self.spec.stack.name))
+            .unwrap_or_else(|| format!("{}-events-hot", self.spec.stack.name))
     }
 
     /// Validates and lints; no AWS call.
@@ -493,6 +512,12 @@ impl Blueprint {
                 "is not an EC2 instance type such as `t3.medium` (x86_64) or `t4g.medium` (Graviton, arm64)",
             );
         }
+        if !spec.broker.repository_setup_url.starts_with("https://") {
+            out.error(
+                "broker.repository_setup_url",
+                "must be an https:// URL (the instance runs what it downloads as root)",
+            );
+        }
         if let Some(url) = &spec.images.registry {
             if parse_endpoint(url).is_none() {
                 out.error(
@@ -515,7 +540,8 @@ impl Blueprint {
                 "must be at least 1 and less than `expire_after_days`",
             );
         }
-        let bucket_name = self.bucket_name();
+        // Account ids have 12 digits; `check` makes no AWS call to learn it.
+        let bucket_name = self.bucket_name("000000000000");
         if bucket_name.len() < 3
             || bucket_name.len() > 63
             || !bucket_name
@@ -525,6 +551,18 @@ impl Blueprint {
             out.error(
                 "bucket.name",
                 "must be 3 to 63 characters of a-z, 0-9, `-` and `.`",
+            );
+        }
+        let table_name = self.table_name();
+        if table_name.len() < 3
+            || table_name.len() > 255
+            || !table_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            out.error(
+                "table.name",
+                "must be 3 to 255 characters of a-z, A-Z, 0-9, `_`, `-` and `.`",
             );
         }
         if spec.table.ttl_days == 0 {
@@ -874,7 +912,11 @@ subnets = [
         let b = parse(GOOD)?;
         assert_eq!(b.check(), vec![]);
         assert!(b.spec.table.point_in_time_recovery);
-        assert_eq!(b.bucket_name(), "ep-test-raw-events");
+        assert_eq!(
+            b.bucket_name("123456789012"),
+            "ep-test-raw-events-123456789012-us-east-1"
+        );
+        assert_eq!(b.table_name(), "ep-test-events-hot");
         assert_eq!(
             b.services()[0].path_patterns,
             vec!["/events*", "/v1/events*"]

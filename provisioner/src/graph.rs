@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::blueprint::{Blueprint, Service};
+use crate::blueprint::{Blueprint, Broker, Service};
 use crate::image::{self, Architecture};
-use crate::model::{reference, stack_tags, Kind, Props, Resource};
+use crate::model::{reference, stack_tags, Kind, Props, Resource, BROKER_SETUP_TAG, STACK_TAG};
 use crate::plan::UNKNOWN;
+use crate::state::State;
 
 /// The managed policy every ECS task execution role needs (pull images, write logs).
 pub const EXECUTION_POLICY: &str =
@@ -24,6 +25,12 @@ pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
 /// The broker's Kafka port.
 pub const KAFKA_PORT: u16 = 9092;
+
+/// The service principal of ECS tasks.
+const ECS_TASKS: &str = "ecs-tasks.amazonaws.com";
+
+/// The topics the broker creates before it reports ready: partitions each.
+pub const TOPICS: [(&str, u32); 2] = [("events.raw", 12), ("events.dlq", 3)];
 
 /// The image built for a service, as the graph pins its task definition to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,11 +50,35 @@ pub fn repository_name(stack: &str, service: &str) -> String {
     format!("{stack}/{service}")
 }
 
-/// Every resource of the blueprint's stack, in a stable order. A service
-/// without a pin gets an image whose digest is unknown (enough for destroy,
-/// which builds nothing; plan and apply pin every image first).
-pub fn resources(blueprint: &Blueprint, pins: &ImagePins) -> Vec<Resource> {
-    Graph::new(blueprint).build(pins)
+/// Every resource of the blueprint's stack in AWS account `account`, in a
+/// stable order. A service without a pin gets an image whose digest is
+/// unknown (enough for destroy, which builds nothing; plan and apply pin
+/// every image first).
+pub fn resources(blueprint: &Blueprint, account: &str, pins: &ImagePins) -> Vec<Resource> {
+    Graph::new(blueprint, account).build(pins)
+}
+
+/// Keeps the names a state records for the table and the bucket when the
+/// blueprint names neither: a stack applied when the defaults were
+/// `EventsHot` and `STACK-raw-events` keeps its data instead of having it
+/// replaced by a new default.
+pub fn keep_recorded_data_names(blueprint: &Blueprint, desired: &mut [Resource], state: &State) {
+    let spec = &blueprint.spec;
+    for resource in desired.iter_mut() {
+        let named_in_blueprint = match resource.kind {
+            Kind::DynamodbTable => spec.table.name.is_some(),
+            Kind::S3Bucket => spec.bucket.name.is_some(),
+            _ => continue,
+        };
+        let recorded = state
+            .resources
+            .get(&resource.address)
+            .and_then(|r| r.props.get("name"))
+            .filter(|name| name.is_string());
+        if let (false, Some(name)) = (named_in_blueprint, recorded) {
+            resource.props.insert("name".into(), name.clone());
+        }
+    }
 }
 
 /// The stack's resources keyed by address.
@@ -60,14 +91,16 @@ pub fn by_address(resources: Vec<Resource>) -> BTreeMap<String, Resource> {
 
 struct Graph<'a> {
     bp: &'a Blueprint,
+    account: &'a str,
     stack: &'a str,
     out: Vec<Resource>,
 }
 
 impl<'a> Graph<'a> {
-    fn new(bp: &'a Blueprint) -> Self {
+    fn new(bp: &'a Blueprint, account: &'a str) -> Self {
         Self {
             bp,
+            account,
             stack: bp.stack(),
             out: Vec::new(),
         }
@@ -179,7 +212,22 @@ impl<'a> Graph<'a> {
             )],
         );
 
-        // The broker.
+        // The broker, with a role that lets it report its setup (see
+        // `broker_user_data`) by tagging itself, and nothing else.
+        let broker_role = self.role(
+            "broker",
+            "ec2.amazonaws.com",
+            vec![],
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Sid": "ReportSetup", "Effect": "Allow",
+                "Action": ["ec2:CreateTags"],
+                "Resource": [format!("arn:aws:ec2:{}:{}:instance/*", spec.stack.region, self.account)],
+                "Condition": {
+                    "StringEquals": {format!("aws:ResourceTag/{STACK_TAG}"): stack},
+                    "ForAllValues:StringEquals": {"aws:TagKeys": [BROKER_SETUP_TAG]}
+                }
+            }]}),
+        );
         let broker = self.add(
             Kind::Instance,
             "broker",
@@ -188,7 +236,9 @@ impl<'a> Graph<'a> {
                 "subnet_id": subnet_ids[0],
                 "security_group_ids": [reference(&broker_sg, "id")],
                 "root_volume_gib": spec.broker.disk_gib,
-                "user_data": broker_user_data(&spec.broker.redpanda_version),
+                "instance_profile": reference(&broker_role, "instance_profile"),
+                "user_data": broker_user_data(&spec.broker, &spec.stack.region),
+                "setup_failed": false,
             }),
             // The broker downloads Redpanda at boot: it needs the route out.
             &["route.public_default".to_string()],
@@ -198,14 +248,14 @@ impl<'a> Graph<'a> {
         let table = self.add(
             Kind::DynamodbTable,
             "events_hot",
-            json!({"name": spec.table.name, "point_in_time_recovery": spec.table.point_in_time_recovery, "ttl_attribute": "expires_at"}),
+            json!({"name": self.bp.table_name(), "point_in_time_recovery": spec.table.point_in_time_recovery, "ttl_attribute": "expires_at"}),
             &[],
         );
         let bucket = self.add(
             Kind::S3Bucket,
             "raw_events",
             json!({
-                "name": self.bp.bucket_name(),
+                "name": self.bp.bucket_name(self.account),
                 "versioning": true,
                 "encryption": "AES256",
                 "block_public_access": true,
@@ -226,6 +276,7 @@ impl<'a> Graph<'a> {
         // Identity: one execution role, one least-privilege task role per service.
         let execution = self.role(
             "execution",
+            ECS_TASKS,
             vec![EXECUTION_POLICY],
             json!({"Version": "2012-10-17", "Statement": [{
                 "Sid": "ReadJwtSecret", "Effect": "Allow",
@@ -337,7 +388,7 @@ impl<'a> Graph<'a> {
                 json!({"name": format!("/ecs/{stack}/{}", service.name), "retention_days": spec.logs.retention_days}),
                 &[],
             );
-            let task_role = self.role(service.name, vec![], task_policy(service.name));
+            let task_role = self.role(service.name, ECS_TASKS, vec![], task_policy(service.name));
             // The task definition names the image by digest itself (so a
             // plan shows the new digest), and is registered after the push.
             let mut task_after = Vec::new();
@@ -433,14 +484,21 @@ impl<'a> Graph<'a> {
         )
     }
 
-    fn role(&mut self, name: &str, managed: Vec<&str>, inline: Value) -> String {
+    /// A role that `trust_service` assumes; an EC2 role comes with its
+    /// instance profile (of the same name).
+    fn role(
+        &mut self,
+        name: &str,
+        trust_service: &str,
+        managed: Vec<&str>,
+        inline: Value,
+    ) -> String {
         let stack = self.stack.to_string();
-        self.add(
-            Kind::IamRole,
-            name,
-            json!({"name": format!("{stack}-{name}"), "trust_service": "ecs-tasks.amazonaws.com", "managed_policies": managed, "inline_policy": inline}),
-            &[],
-        )
+        let mut props = json!({"name": format!("{stack}-{name}"), "trust_service": trust_service, "managed_policies": managed, "inline_policy": inline});
+        if trust_service == "ec2.amazonaws.com" {
+            props["instance_profile"] = json!(true);
+        }
+        self.add(Kind::IamRole, name, props, &[])
     }
 
     fn service_env(&self, service: &Service, broker: &str, table: &str, bucket: &str) -> Value {
@@ -480,24 +538,56 @@ fn sorted(items: &[String]) -> Vec<String> {
     items
 }
 
-/// User-data that installs Redpanda and advertises the instance's private
-/// address (read from the instance metadata service, IMDSv2).
-fn broker_user_data(version: &str) -> String {
+/// User-data that installs Redpanda, creates the topics and reports the
+/// outcome on the instance's `event-platform:broker-setup` tag: `ready`, or
+/// `failed: STEP`, which `apply` waits for. Everything it prints goes to
+/// the serial console too (`aws ec2 get-console-output --latest`).
+/// The rpk commands and flags are those of Redpanda 26.1's documentation.
+fn broker_user_data(broker: &Broker, region: &str) -> String {
+    let version = &broker.redpanda_version;
+    let setup_url = &broker.repository_setup_url;
+    let topics: String = TOPICS
+        .iter()
+        .map(|(topic, partitions)| {
+            format!(
+                "rpk topic create {topic} --partitions {partitions} --replicas 1 --if-not-exists\n"
+            )
+        })
+        .collect();
     format!(
         r#"#!/bin/bash
-set -euo pipefail
-TOKEN=$(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
-IP=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/local-ipv4)
-curl -1sLf https://dl.redpanda.com/nzY3ZHcWRwGDzKiW/redpanda/cfg/setup/bash.rpm.sh | bash
-dnf install -y redpanda-{version}
+# Event Platform broker: Redpanda {version}.
+set -Eeuo pipefail
+exec > >(tee -a /var/log/event-platform-broker.log > /dev/console) 2>&1
+STEP="read the instance metadata"
+report() {{
+  aws ec2 create-tags --region {region} --resources "$ID" --tags "Key={BROKER_SETUP_TAG},Value=$1" \
+    || echo "event-platform: could not tag the instance with: $1"
+}}
+trap 'echo "event-platform: broker setup failed: $STEP"; report "failed: $STEP"' ERR
+fetch() {{ curl -fsS --retry 10 --retry-all-errors --retry-delay 3 "$@"; }}
+TOKEN=$(fetch -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 900')
+meta() {{ fetch -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }}
+ID=$(meta instance-id)
+IP=$(meta local-ipv4)
+STEP="download the Redpanda repository setup from {setup_url}"
+fetch -L -o /tmp/setup-redpanda.rpm.sh '{setup_url}'
+STEP="add the Redpanda repository"
+bash /tmp/setup-redpanda.rpm.sh
+STEP="install redpanda-{version}"
+dnf install -y --setopt=retries=10 'redpanda-{version}'
+STEP="configure Redpanda"
 rpk redpanda mode production
-rpk redpanda config bootstrap --self "$IP" --ips "$IP"
-rpk redpanda config set redpanda.advertised_kafka_api "[{{address: $IP, port: {KAFKA_PORT}}}]"
-rpk redpanda config set redpanda.auto_create_topics_enabled false
+rpk redpanda config bootstrap --self "$IP" --ips "$IP" --advertised-kafka "$IP:{KAFKA_PORT}"
+STEP="start Redpanda"
 systemctl enable --now redpanda
-until rpk cluster health --exit-when-healthy; do sleep 2; done
-rpk topic create events.raw --partitions 12 --replicas 1 || true
-rpk topic create events.dlq --partitions 3 --replicas 1 || true
+STEP="wait for a healthy cluster"
+timeout 600 rpk cluster health --watch --exit-when-healthy
+STEP="create the topics"
+rpk cluster config set auto_create_topics_enabled false
+{topics}STEP="report ready"
+echo "event-platform: broker ready"
+report ready
 "#
     )
 }

@@ -17,6 +17,9 @@ pub type Props = BTreeMap<String, Value>;
 pub const STACK_TAG: &str = "event-platform:stack";
 /// Tag key holding the resource's address in its stack.
 pub const ADDRESS_TAG: &str = "event-platform:address";
+/// Tag the broker instance writes on itself when its setup ends: `ready`,
+/// or `failed: STEP`. Not part of the desired tags (plans ignore it).
+pub const BROKER_SETUP_TAG: &str = "event-platform:broker-setup";
 
 /// Every kind of resource a stack can hold. The serialized name is the
 /// address prefix (`security_group.alb`).
@@ -117,7 +120,12 @@ impl Kind {
                 "expire_after_days",
                 "tags",
             ],
-            Kind::IamRole => &["inline_policy", "managed_policies", "tags"],
+            Kind::IamRole => &[
+                "inline_policy",
+                "managed_policies",
+                "instance_profile",
+                "tags",
+            ],
             // A new value would need the secret again; the parameter is only retagged.
             Kind::SsmParameter => &["tags"],
             Kind::LogGroup => &["retention_days", "tags"],

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::blueprint::Blueprint;
 use crate::cloud::image::Images;
-use crate::cloud::Cloud;
+use crate::cloud::{Cloud, CloudError};
 use crate::engine::{self, DestroyReport, Options, Progress};
 use crate::graph::{self, ImagePin, ImagePins};
 use crate::image::Image;
@@ -23,6 +23,8 @@ use crate::state::{State, StateFile};
 pub struct Stack {
     /// The blueprint.
     pub blueprint: Blueprint,
+    /// The AWS account the stack lives in (names the bucket).
+    pub account: String,
     /// What it asks for.
     pub desired: Vec<Resource>,
     /// Where state files live.
@@ -34,16 +36,32 @@ pub struct Stack {
 impl Stack {
     /// Binds `blueprint` to `state_dir` and the clients built from `config`,
     /// with no image built (enough for destroy, outputs and state, and for
-    /// blueprints that name every service's image).
-    pub fn new(blueprint: Blueprint, state_dir: &Path, config: &SdkConfig) -> Self {
+    /// blueprints that name every service's image). Asks AWS which account
+    /// the credentials belong to.
+    pub async fn new(
+        blueprint: Blueprint,
+        state_dir: &Path,
+        config: &SdkConfig,
+    ) -> anyhow::Result<Self> {
+        let identity = aws_sdk_sts::Client::new(config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("GetCallerIdentity", e))
+            .context("finding the AWS account of these credentials")?;
+        let account = identity
+            .account()
+            .context("GetCallerIdentity answered no account")?
+            .to_string();
         let registry = blueprint.spec.images.registry.clone();
         let cloud = Cloud::new(config, blueprint.stack()).with_images(Images::new(registry));
-        Self {
-            desired: graph::resources(&blueprint, &ImagePins::new()),
+        Ok(Self {
+            desired: graph::resources(&blueprint, &account, &ImagePins::new()),
+            account,
             blueprint,
             state_dir: state_dir.to_path_buf(),
             cloud,
-        }
+        })
     }
 
     /// Pins the task definitions to `images` and pushes them as part of
@@ -61,7 +79,7 @@ impl Stack {
                 )
             })
             .collect();
-        self.desired = graph::resources(&self.blueprint, &pins);
+        self.desired = graph::resources(&self.blueprint, &self.account, &pins);
         let built = self.cloud.images.clone().with_built(images, progress);
         self.cloud = self.cloud.with_images(built);
         self
@@ -115,19 +133,21 @@ impl Stack {
         event_store::aws::sdk_config(&settings).await
     }
 
+    /// What the blueprint asks for, given what `state` holds.
+    fn desired(&self, state: &State) -> Vec<Resource> {
+        let mut desired = self.desired.clone();
+        graph::keep_recorded_data_names(&self.blueprint, &mut desired, state);
+        desired
+    }
+
     /// Refreshes and plans, changing nothing.
     pub async fn plan(&self, options: &Options) -> anyhow::Result<Plan> {
         self.ensure_pinned()?;
         let state = StateFile::read(&self.state_dir, self.blueprint.stack())?;
-        let current = engine::refresh(
-            &self.cloud,
-            &self.desired,
-            &state.state,
-            state.existed,
-            options,
-        )
-        .await?;
-        Ok(plan(&self.desired, &state.state, &current))
+        let desired = self.desired(&state.state);
+        let current =
+            engine::refresh(&self.cloud, &desired, &state.state, state.existed, options).await?;
+        Ok(plan(&desired, &state.state, &current))
     }
 
     /// Refreshes, plans, asks `approve`, and applies. Returns the plan and
@@ -139,15 +159,10 @@ impl Stack {
     ) -> anyhow::Result<(Plan, bool)> {
         self.ensure_pinned()?;
         let mut state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
-        let current = engine::refresh(
-            &self.cloud,
-            &self.desired,
-            &state.state,
-            state.existed,
-            options,
-        )
-        .await?;
-        let plan = plan(&self.desired, &state.state, &current);
+        let desired = self.desired(&state.state);
+        let current =
+            engine::refresh(&self.cloud, &desired, &state.state, state.existed, options).await?;
+        let plan = plan(&desired, &state.state, &current);
         if !plan.has_changes() && plan.adopted.is_empty() {
             return Ok((plan, false));
         }
@@ -159,7 +174,7 @@ impl Stack {
             // file, and the next run looks for what it did not record.
             state.write()?;
         }
-        engine::apply_plan(&self.cloud, &self.desired, &plan, &current, state, options).await?;
+        engine::apply_plan(&self.cloud, &desired, &plan, &current, state, options).await?;
         Ok((plan, true))
     }
 

@@ -220,7 +220,17 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
     )
     .await?;
 
-    // The broker instance.
+    // The broker instance, running as a role through its instance profile.
+    let role = props(json!({
+        "name": "rt-stack-broker",
+        "trust_service": "ec2.amazonaws.com",
+        "managed_policies": [],
+        "inline_policy": null,
+        "instance_profile": true,
+        "tags": tags("iam_role.broker", &[]),
+    }));
+    let (role_id, role_outputs) = create(&cloud, Kind::IamRole, "iam_role.broker", &role).await?;
+    assert_eq!(role_outputs["instance_profile"], json!("rt-stack-broker"));
     let mut groups = vec![broker_sg_id.clone(), alb_sg_id.clone()];
     groups.sort();
     let mut instance = props(json!({
@@ -228,11 +238,52 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
         "subnet_id": subnet_id,
         "security_group_ids": groups,
         "root_volume_gib": 20,
+        "instance_profile": "rt-stack-broker",
         "user_data": "#!/bin/bash\necho 'broker' > /tmp/role\n",
+        "setup_failed": false,
         "tags": tags("instance.broker", &[]),
     }));
     let (instance_id, outputs) =
         create(&cloud, Kind::Instance, "instance.broker", &instance).await?;
+    // What the instance reports on its tag is read, not planned: a failed
+    // setup reads as `setup_failed`, and the tags stay as desired.
+    cloud
+        .ec2
+        .create_tags()
+        .resources(&instance_id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(provisioner::model::BROKER_SETUP_TAG)
+                .value("failed: start Redpanda")
+                .build(),
+        )
+        .send()
+        .await?;
+    let reported = cloud
+        .read(Kind::Instance, &instance_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("instance gone"))?;
+    assert_eq!(reported.props["setup_failed"], json!(true));
+    assert_eq!(reported.props["tags"], instance["tags"]);
+    assert_eq!(
+        network::instance_status(&cloud, &instance_id).await?,
+        Some((
+            "running".to_string(),
+            Some("failed: start Redpanda".to_string())
+        ))
+    );
+    cloud
+        .ec2
+        .create_tags()
+        .resources(&instance_id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(provisioner::model::BROKER_SETUP_TAG)
+                .value("ready")
+                .build(),
+        )
+        .send()
+        .await?;
     assert_eq!(outputs["id"], json!(instance_id));
     assert!(
         outputs["private_ip"]
@@ -301,6 +352,14 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
     delete(&cloud, Kind::Instance, &graviton_id).await?;
 
     delete(&cloud, Kind::Instance, &instance_id).await?;
+    delete(&cloud, Kind::IamRole, &role_id).await?;
+    let profile = cloud
+        .iam
+        .get_instance_profile()
+        .instance_profile_name("rt-stack-broker")
+        .send()
+        .await;
+    assert!(profile.is_err(), "instance profile left: {profile:?}");
     assert_eq!(
         network::instance_state(&cloud, &instance_id)
             .await?

@@ -60,6 +60,9 @@ fn build_layouts(out: &Path) -> anyhow::Result<BTreeMap<String, (String, u64)>> 
     Ok(printed)
 }
 
+/// The account moto answers GetCallerIdentity with.
+const ACCOUNT: &str = "123456789012";
+
 /// The container health check as `apply` registers it, from the graph.
 fn health_check(service: &str) -> anyhow::Result<Vec<String>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/local.toml");
@@ -76,7 +79,7 @@ fn health_check(service: &str) -> anyhow::Result<Vec<String>> {
             )
         })
         .collect();
-    let task = graph::resources(&blueprint, &pins)
+    let task = graph::resources(&blueprint, ACCOUNT, &pins)
         .into_iter()
         .find(|r| r.address == format!("task_definition.{service}"))
         .context("task definition")?;

@@ -213,7 +213,8 @@ async fn apply_pins_every_task_definition_to_a_pushed_digest() -> anyhow::Result
         }
     });
     let stack = env
-        .stack()?
+        .stack()
+        .await?
         .with_images(images.clone(), Some(progress.clone()));
     let options = env.options();
     let plan = apply(&stack, &options).await?;
@@ -269,7 +270,8 @@ async fn apply_pins_every_task_definition_to_a_pushed_digest() -> anyhow::Result
 
     // The same images again: nothing to do, not one mutating AWS call.
     let stack = env
-        .stack()?
+        .stack()
+        .await?
         .with_images(images.clone(), Some(progress.clone()));
     let (plan, applied) = stack.apply(&options, |_| true).await?;
     assert!(!plan.has_changes(), "{}", plan.render());
@@ -285,7 +287,10 @@ async fn apply_pins_every_task_definition_to_a_pushed_digest() -> anyhow::Result
     // A changed binary: its image, its task definition, and its service roll.
     let changed = support::binaries_with_changed_ingest()?;
     let new_images = build(changed.path())?;
-    let stack = env.stack()?.with_images(new_images.clone(), Some(progress));
+    let stack = env
+        .stack()
+        .await?
+        .with_images(new_images.clone(), Some(progress));
     let plan = stack.plan(&options).await?;
     let changes: Vec<(&str, Action)> = plan
         .changes

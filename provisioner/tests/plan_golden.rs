@@ -14,6 +14,9 @@ use provisioner::plan::{plan, resolve_props, topological, Action, Current, Plan}
 use provisioner::state::{Recorded, State};
 use serde_json::{json, Value};
 
+/// The account moto answers GetCallerIdentity with.
+const ACCOUNT: &str = "123456789012";
+
 fn blueprints() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints")
 }
@@ -61,7 +64,7 @@ fn pins(changed: Option<&str>) -> graph::ImagePins {
 
 /// The stack's resources with every image pinned.
 fn resources(blueprint: &Blueprint) -> Vec<Resource> {
-    graph::resources(blueprint, &pins(None))
+    graph::resources(blueprint, ACCOUNT, &pins(None))
 }
 
 /// Fake outputs for a resource, stable across runs.
@@ -201,7 +204,7 @@ fn a_changed_binary_replaces_its_image_and_task_definition_and_rolls_its_service
     let blueprint = load("local.toml")?;
     let (state, current) = applied(&resources(&blueprint));
     let plan = plan(
-        &graph::resources(&blueprint, &pins(Some("ingest"))),
+        &graph::resources(&blueprint, ACCOUNT, &pins(Some("ingest"))),
         &state,
         &current,
     );
@@ -491,6 +494,188 @@ fn task_roles_are_least_privilege() -> anyhow::Result<()> {
         Some(
             json!([{"protocol": "tcp", "from_port": 9092, "to_port": 9092, "cidr": null, "source_security_group_id": "${security_group.services.id}", "description": "Kafka from the services"}])
         )
+    );
+    Ok(())
+}
+
+fn broker_user_data(blueprint: &Blueprint) -> anyhow::Result<String> {
+    let desired = resources(blueprint);
+    let broker = desired
+        .iter()
+        .find(|r| r.address == "instance.broker")
+        .ok_or_else(|| anyhow::anyhow!("no broker"))?;
+    broker
+        .props
+        .get("user_data")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no user data"))
+}
+
+/// The user-data installs a supported Redpanda from the repository Redpanda
+/// documents now (the old host shut down), retries its downloads, and uses
+/// rpk's commands as Redpanda 26.1 documents them.
+#[test]
+fn the_broker_installs_from_the_documented_repository_with_retries() -> anyhow::Result<()> {
+    let script = broker_user_data(&load("local.toml")?)?;
+    for want in [
+        "fetch -L -o /tmp/setup-redpanda.rpm.sh 'https://linux.pkg.redpanda.com/setup-redpanda.rpm.sh'",
+        "curl -fsS --retry 10 --retry-all-errors --retry-delay 3",
+        "dnf install -y --setopt=retries=10 'redpanda-26.1.14'",
+        r#"rpk redpanda config bootstrap --self "$IP" --ips "$IP" --advertised-kafka "$IP:9092""#,
+        "rpk cluster health --watch --exit-when-healthy",
+        // A cluster property since Redpanda 22.2: not settable in redpanda.yaml.
+        "rpk cluster config set auto_create_topics_enabled false",
+        "rpk topic create events.raw --partitions 12 --replicas 1 --if-not-exists",
+        "rpk topic create events.dlq --partitions 3 --replicas 1 --if-not-exists",
+    ] {
+        assert!(script.contains(want), "{want:?} not in\n{script}");
+    }
+    assert!(!script.contains("dl.redpanda.com"), "{script}");
+    let syntax = std::process::Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()?;
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+
+    let mirrored = edit(
+        "local.toml",
+        "disk_gib = 20",
+        "disk_gib = 20\nrepository_setup_url = \"https://mirror.example.internal/setup-redpanda.rpm.sh\"",
+    )?;
+    let script = broker_user_data(&mirrored)?;
+    assert!(script.contains("'https://mirror.example.internal/setup-redpanda.rpm.sh'"));
+    let plain_http = edit(
+        "local.toml",
+        "disk_gib = 20",
+        "disk_gib = 20\nrepository_setup_url = \"http://mirror.example.internal/setup.sh\"",
+    )?;
+    assert!(plain_http
+        .check()
+        .iter()
+        .any(|f| f.to_string().contains("`broker.repository_setup_url`")));
+    Ok(())
+}
+
+/// The user-data run with every outside command replaced by a stub that
+/// logs its arguments (this machine has no EC2 metadata, dnf or rpk): it
+/// reports `ready` after the topics, and a failing step as `failed: STEP`,
+/// on the instance's tag and on the console.
+#[test]
+fn the_broker_reports_its_setup_result_on_its_tag_and_console() -> anyhow::Result<()> {
+    let script = broker_user_data(&load("local.toml")?)?;
+    for (failing, report) in [
+        (None, "Value=ready"),
+        (Some("dnf"), "Value=failed: install redpanda-26.1.14"),
+        (Some("rpk"), "Value=failed: configure Redpanda"),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("calls.log");
+        let console = dir.path().join("console");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin)?;
+        for command in ["curl", "dnf", "rpk", "systemctl", "aws"] {
+            let status = if Some(command) == failing { 1 } else { 0 };
+            // curl prints what the metadata service would; -o writes a setup script.
+            let body = format!(
+                "#!/bin/bash\necho \"{command} $*\" >> {log}\nfor a in \"$@\"; do [ \"$prev\" = -o ] && echo true > \"$a\"; prev=$a; done\n[ {command} = curl ] && echo 10.0.0.5\nexit {status}\n",
+                log = log.display()
+            );
+            let path = bin.join(command);
+            std::fs::write(&path, body)?;
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()?;
+        }
+        let script = script
+            .replace("/dev/console", &console.display().to_string())
+            .replace(
+                "/var/log/event-platform-broker.log",
+                &dir.path().join("broker.log").display().to_string(),
+            )
+            .replace(
+                "/tmp/setup-redpanda.rpm.sh",
+                &dir.path().join("setup.sh").display().to_string(),
+            );
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        let run = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .output()?;
+        assert_eq!(run.status.success(), failing.is_none(), "{run:?}");
+        let calls = std::fs::read_to_string(&log)?;
+        let tagged: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.starts_with("aws ec2 create-tags"))
+            .collect();
+        assert_eq!(tagged.len(), 1, "{calls}");
+        assert!(
+            tagged[0].ends_with(&format!("Key=event-platform:broker-setup,{report}")),
+            "{calls}"
+        );
+        // The tee behind the console may finish just after bash exits.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let printed = std::fs::read_to_string(&console)?;
+        match failing {
+            None => {
+                assert!(
+                    printed.contains("event-platform: broker ready"),
+                    "{printed}"
+                );
+                assert!(calls.contains("rpk topic create events.raw"), "{calls}");
+            }
+            Some(_) => assert!(
+                printed.contains("event-platform: broker setup failed"),
+                "{printed}"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A stack applied when the table was `EventsHot` and the bucket
+/// `STACK-raw-events` keeps both: the new default names never replace a
+/// data resource the state already holds. A name in the blueprint still wins.
+#[test]
+fn a_stack_applied_under_the_old_default_names_keeps_its_table_and_bucket() -> anyhow::Result<()> {
+    let blueprint = load("local.toml")?;
+    let old_names = [
+        ("dynamodb_table.events_hot", "EventsHot"),
+        ("s3_bucket.raw_events", "ep-local-raw-events"),
+    ];
+    let mut old = resources(&blueprint);
+    for resource in old.iter_mut() {
+        if let Some((_, name)) = old_names.iter().find(|(a, _)| *a == resource.address) {
+            resource.props.insert("name".into(), json!(name));
+        }
+    }
+    let (state, current) = applied(&old);
+    let mut desired = resources(&blueprint);
+    let before = plan(&desired, &state, &current);
+    assert!(before.count(Action::Replace) >= 2, "{}", before.render());
+    graph::keep_recorded_data_names(&blueprint, &mut desired, &state);
+    let after = plan(&desired, &state, &current);
+    assert!(!after.has_changes(), "{}", after.render());
+
+    let named = edit(
+        "local.toml",
+        "[logs]",
+        "[table]\nname = \"Renamed\"\n\n[logs]",
+    )?;
+    let mut desired = resources(&named);
+    graph::keep_recorded_data_names(&named, &mut desired, &state);
+    let renamed = plan(&desired, &state, &current);
+    assert!(
+        renamed
+            .changes
+            .iter()
+            .any(|c| c.address == "dynamodb_table.events_hot" && c.action == Action::Replace),
+        "{}",
+        renamed.render()
     );
     Ok(())
 }

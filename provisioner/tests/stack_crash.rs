@@ -63,7 +63,7 @@ fn apply_and_kill(env: &Env, at: usize) -> anyhow::Result<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_five_points_then_apply_converges_without_duplicates() -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
-    let total = env.stack()?.desired.len();
+    let total = env.stack().await?.desired.len();
     let mut died_at = Vec::new();
     // Each kill lands later in the walk: the state keeps growing between them.
     for at in [1, 6, 12, 20, 28] {
@@ -78,12 +78,12 @@ async fn sigkill_at_five_points_then_apply_converges_without_duplicates() -> any
         "kills did not land at 5 different points: {died_at:?}"
     );
 
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let options = env.options();
     apply(&stack, &options).await?;
     let state = stack.state()?;
     assert_eq!(state.resources.len(), total);
-    let again = env.stack()?.plan(&options).await?;
+    let again = env.stack().await?.plan(&options).await?;
     assert!(!again.has_changes(), "{}", again.render());
 
     // No duplicates: per kind, exactly as many tagged resources as the blueprint asks for.

@@ -21,7 +21,7 @@ fn error(code: &str, message: &str) -> Fault {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_layer_throttling_and_role_propagation_then_apply_converges() -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let faults = env.faults.clone();
     faults.inject(
         "CreateVpc",
@@ -41,6 +41,8 @@ async fn fault_layer_throttling_and_role_propagation_then_apply_converges() -> a
         3,
     );
     faults.inject("CreateService", error("InvalidParameterException", "Unable to assume role and validate the specified targetGroupArn. Please verify that the ECS service role being passed has the proper permissions."), 2);
+    // EC2 does not know a just-created instance profile for a few seconds.
+    faults.inject("RunInstances", error("InvalidParameterValue", "Value (ep-local-broker) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"), 2);
     let options = env.options();
     apply(&stack, &options).await?;
     for (op, n) in [
@@ -49,11 +51,12 @@ async fn fault_layer_throttling_and_role_propagation_then_apply_converges() -> a
         ("CreateTable", 2),
         ("RegisterTaskDefinition", 3),
         ("CreateService", 2),
+        ("RunInstances", 2),
     ] {
         assert_eq!(faults.injected(op), n, "{op}");
     }
     assert_eq!(stack.state()?.resources.len(), stack.desired.len());
-    let plan = env.stack()?.plan(&options).await?;
+    let plan = env.stack().await?.plan(&options).await?;
     assert!(!plan.has_changes(), "{}", plan.render());
     Ok(())
 }
@@ -63,8 +66,8 @@ async fn fault_layer_dependency_violation_on_groups_and_subnets_then_destroy_con
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let options = env.options();
-    apply(&env.stack()?, &options).await?;
-    let stack = env.stack()?;
+    apply(&env.stack().await?, &options).await?;
+    let stack = env.stack().await?;
     let faults = env.faults.clone();
     let in_use = "resource sg-0123 has a dependent object";
     faults.inject(
@@ -95,8 +98,8 @@ async fn fault_layer_past_the_retry_bound_the_error_names_resource_cause_and_rem
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let options = env.options();
-    apply(&env.stack()?, &options).await?;
-    let stack = env.stack()?;
+    apply(&env.stack().await?, &options).await?;
+    let stack = env.stack().await?;
     env.faults.inject(
         "DeleteSecurityGroup",
         error(
@@ -128,14 +131,15 @@ async fn fault_layer_past_the_retry_bound_the_error_names_resource_cause_and_rem
 
     // Once the cause is gone, destroy resumes and finishes.
     let report = env
-        .stack()?
+        .stack()
+        .await?
         .destroy(&options, |_| true)
         .await?
         .ok_or_else(|| anyhow::anyhow!("not approved"))?;
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
 
     // The same for apply: role propagation that never settles.
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     env.faults.inject(
         "RegisterTaskDefinition",
         error("ClientException", "ECS was unable to assume the role 'x'"),
@@ -162,10 +166,11 @@ async fn fault_layer_past_the_retry_bound_the_error_names_resource_cause_and_rem
 async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_never_runs(
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let mut options = env.options();
     options.waits = true;
     options.wait_timeout = Duration::from_secs(2);
+    let reported = env.broker_reports("ready", Duration::from_millis(300));
     env.faults.inject(
         "DescribeInstances",
         error("RequestLimitExceeded", "Request limit exceeded."),
@@ -193,10 +198,17 @@ async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_ne
     );
     let lines = env.lines.lock().map(|l| l.clone()).unwrap_or_default();
     assert!(
-        lines
-            .iter()
-            .any(|l| l == "instance.broker: waiting until running"),
+        lines.iter().any(|l| l
+            == "instance.broker: waiting until broker ready (Redpanda running, topics created)"),
         "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "instance.broker: broker ready"),
+        "{lines:?}"
+    );
+    assert!(
+        !reported.await??,
+        "a service existed before the broker was ready"
     );
     assert!(
         lines
@@ -222,7 +234,7 @@ async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_ne
 async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry(
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let faults = env.faults.clone();
     let not_found = |code: &str| Fault::Error {
         status: 404,
@@ -263,24 +275,27 @@ async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry
             not_found("TargetGroupNotFound"),
         ),
         (
-            "PUT /ep-local-raw-events?tagging",
+            "PUT /ep-local-raw-events-123456789012-us-east-1?tagging",
             not_found("NoSuchBucket"),
         ),
         (
-            "PUT /ep-local-raw-events?publicAccessBlock",
+            "PUT /ep-local-raw-events-123456789012-us-east-1?publicAccessBlock",
             not_found("NoSuchBucket"),
         ),
         (
-            "PUT /ep-local-raw-events?encryption",
+            "PUT /ep-local-raw-events-123456789012-us-east-1?encryption",
             not_found("NoSuchBucket"),
         ),
         (
-            "PUT /ep-local-raw-events?versioning",
+            "PUT /ep-local-raw-events-123456789012-us-east-1?versioning",
             not_found("NoSuchBucket"),
         ),
-        ("PUT /ep-local-raw-events?policy", not_found("NoSuchBucket")),
         (
-            "PUT /ep-local-raw-events?lifecycle",
+            "PUT /ep-local-raw-events-123456789012-us-east-1?policy",
+            not_found("NoSuchBucket"),
+        ),
+        (
+            "PUT /ep-local-raw-events-123456789012-us-east-1?lifecycle",
             not_found("NoSuchBucket"),
         ),
     ];
@@ -295,11 +310,135 @@ async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry
     for (operation, _) in &after_create {
         assert_eq!(faults.injected(operation), 1, "{operation} was not called");
     }
-    let plan = env.stack()?.plan(&options).await?;
+    let plan = env.stack().await?.plan(&options).await?;
     assert!(
         !plan.has_changes() && plan.drift.is_empty(),
         "half-made resources left: {}",
         plan.render()
+    );
+    Ok(())
+}
+
+/// The circuit breaker stops a first deployment (moto runs no task, so the
+/// fault layer rewrites moto's DescribeServices, ListTasks and DescribeTasks
+/// answers to what ECS says then): apply reports it at once, with the
+/// reasons the tasks stopped, instead of waiting out its timeout. The
+/// services are created only after the broker reported ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_layer_a_failed_first_deployment_is_reported_at_once_with_its_stopped_tasks(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let stack = env.stack().await?;
+    let mut options = env.options();
+    options.waits = true;
+    options.wait_timeout = Duration::from_secs(300);
+    let rollout_failed = |body: &str| -> String {
+        let Ok(mut answer) = serde_json::from_str::<serde_json::Value>(body) else {
+            return body.to_string();
+        };
+        if let Some(services) = answer["services"].as_array_mut() {
+            for service in services {
+                service["deployments"] = serde_json::json!([{
+                    "id": "ecs-svc/1111111111111111111",
+                    "status": "PRIMARY",
+                    "desiredCount": 1,
+                    "runningCount": 0,
+                    "failedTasks": 3,
+                    "rolloutState": "FAILED",
+                    "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
+                }]);
+            }
+        }
+        answer.to_string()
+    };
+    let stopped_task =
+        "arn:aws:ecs:us-east-1:123456789012:task/ep-local/0123456789abcdef0123456789abcdef";
+    let stopped_tasks = format!(r#"{{"taskArns":["{stopped_task}"]}}"#);
+    let described = serde_json::json!({"tasks": [{
+        "taskArn": stopped_task,
+        "lastStatus": "STOPPED",
+        "desiredStatus": "STOPPED",
+        "stopCode": "EssentialContainerExited",
+        "stoppedReason": "Essential container in task exited",
+        "containers": [{"name": "ingest", "lastStatus": "STOPPED", "exitCode": 1}],
+    }], "failures": []})
+    .to_string();
+    env.faults.inject(
+        "DescribeServices",
+        Fault::Rewrite(std::sync::Arc::new(rollout_failed)),
+        u32::MAX,
+    );
+    env.faults.inject(
+        "ListTasks",
+        Fault::Rewrite(std::sync::Arc::new(move |_: &str| stopped_tasks.clone())),
+        u32::MAX,
+    );
+    env.faults.inject(
+        "DescribeTasks",
+        Fault::Rewrite(std::sync::Arc::new(move |_: &str| described.clone())),
+        u32::MAX,
+    );
+    let reported = env.broker_reports("ready", Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let err = stack
+        .apply(&options, |_| true)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
+    let text = format!("{err:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !reported.await??,
+        "a service existed before the broker was ready"
+    );
+    for want in [
+        "ecs_service.ingest",
+        "deployment ecs-svc/1111111111111111111 failed: ECS deployment circuit breaker: tasks failed to start.",
+        "task 0123456789abcdef0123456789abcdef stopped: Essential container in task exited (ingest exited with 1)",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+    assert!(!text.contains("after 300s"), "{text}");
+    Ok(())
+}
+
+/// A bucket of the stack's name in another region answers a redirect: the
+/// create stops at once and names the blueprint key to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_layer_a_bucket_name_taken_in_another_region_is_a_clear_error_at_once(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let stack = env.stack().await?;
+    let bucket = stack.blueprint.bucket_name(&stack.account);
+    env.faults.inject(
+        &format!("GET /{bucket}?tagging"),
+        Fault::Error {
+            status: 301,
+            code: "PermanentRedirect".into(),
+            message: "The bucket you are attempting to access must be addressed using the specified endpoint.".into(),
+        },
+        u32::MAX,
+    );
+    let err = stack
+        .apply(&env.options(), |_| true)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!(
+            "bucket `{bucket}` exists in another region than us-east-1"
+        )) && text.contains("set `bucket.name` in the blueprint"),
+        "{text}"
+    );
+    // One attempt: a name taken is not retried.
+    assert!(
+        text.contains("s3_bucket.raw_events: create failed. AWS said"),
+        "{text}"
     );
     Ok(())
 }

@@ -20,7 +20,7 @@ type AttrDrift<'a> = (&'a str, Value, Value);
 async fn apply_from_nothing_makes_the_blueprint_and_a_second_apply_changes_nothing(
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let options = env.options();
     let plan = apply(&stack, &options).await?;
     assert_eq!(plan.count(Action::Create), stack.desired.len());
@@ -30,7 +30,7 @@ async fn apply_from_nothing_makes_the_blueprint_and_a_second_apply_changes_nothi
     verify_with_describe_calls(&env, &state).await?;
 
     // Second apply: nothing to do, and not one mutating call.
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     let (plan, applied) = stack.apply(&options, |_| true).await?;
     assert!(!plan.has_changes(), "{}", plan.render());
     assert!(!applied);
@@ -151,6 +151,39 @@ async fn verify_with_describe_calls(
         Some("t3.small")
     );
     assert_eq!(instance.subnet_id(), Some(id("subnet.public_a")?.as_str()));
+    // The broker runs as its own role, which may only tag it with its setup report.
+    let profile_arn = instance
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .unwrap_or_default();
+    assert!(
+        profile_arn.ends_with(":instance-profile/ep-local-broker"),
+        "{profile_arn}"
+    );
+    let iam = aws_sdk_iam::Client::new(&env.direct);
+    let profile = iam
+        .get_instance_profile()
+        .instance_profile_name("ep-local-broker")
+        .send()
+        .await?;
+    let roles: Vec<&str> = profile
+        .instance_profile()
+        .map(|p| p.roles().iter().map(|r| r.role_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(roles, vec!["ep-local-broker"]);
+    let policy = iam
+        .get_role_policy()
+        .role_name("ep-local-broker")
+        .policy_name("event-platform")
+        .send()
+        .await?;
+    let document = percent_decode(policy.policy_document());
+    assert!(
+        document.contains("ec2:CreateTags")
+            && document.contains("event-platform:broker-setup")
+            && document.contains("aws:ResourceTag/event-platform:stack"),
+        "{document}"
+    );
     let private_ip = instance
         .private_ip_address()
         .unwrap_or_default()
@@ -181,7 +214,7 @@ async fn verify_with_describe_calls(
     let dynamodb = aws_sdk_dynamodb::Client::new(&env.direct);
     let table = dynamodb
         .describe_table()
-        .table_name("EventsHot")
+        .table_name("ep-local-events-hot")
         .send()
         .await?;
     let table = table.table().ok_or_else(|| anyhow::anyhow!("no table"))?;
@@ -195,7 +228,7 @@ async fn verify_with_describe_calls(
     );
     let ttl = dynamodb
         .describe_time_to_live()
-        .table_name("EventsHot")
+        .table_name("ep-local-events-hot")
         .send()
         .await?;
     assert_eq!(
@@ -205,7 +238,7 @@ async fn verify_with_describe_calls(
     );
     let backups = dynamodb
         .describe_continuous_backups()
-        .table_name("EventsHot")
+        .table_name("ep-local-events-hot")
         .send()
         .await?;
     let pitr = backups
@@ -220,7 +253,7 @@ async fn verify_with_describe_calls(
             .force_path_style(true)
             .build(),
     );
-    let bucket = "ep-local-raw-events";
+    let bucket = "ep-local-raw-events-123456789012-us-east-1";
     let versioning = match s3.get_bucket_versioning().bucket(bucket).send().await {
         Ok(v) => v.status().is_some_and(|s| s.as_str() == "Enabled"),
         // moto 5.2.5 names this answer's root element differently, which the
@@ -265,7 +298,8 @@ async fn verify_with_describe_calls(
     let document =
         percent_encoding::percent_decode_str(inline.policy_document()).decode_utf8_lossy();
     assert!(
-        document.contains("dynamodb:PutItem") && document.contains("ep-local-raw-events/raw/*"),
+        document.contains("dynamodb:PutItem")
+            && document.contains("ep-local-raw-events-123456789012-us-east-1/raw/*"),
         "{document}"
     );
     let ingest_policies = iam
@@ -398,6 +432,7 @@ async fn verify_with_describe_calls(
         counts,
         vec![("ingest".to_string(), 1), ("processor".to_string(), 1)]
     );
+
     // (moto 5.2.5 does not echo deploymentConfiguration, so the circuit
     // breaker cannot be read back here.)
     let task = ecs
@@ -418,12 +453,34 @@ async fn verify_with_describe_calls(
         env_vars.get("KAFKA_BOOTSTRAP_SERVERS"),
         Some(&format!("{private_ip}:9092").as_str())
     );
-    assert_eq!(env_vars.get("DYNAMODB_TABLE"), Some(&"EventsHot"));
+    assert_eq!(env_vars.get("DYNAMODB_TABLE"), Some(&"ep-local-events-hot"));
     assert_eq!(env_vars.get("S3_BUCKET"), Some(&bucket));
     assert_eq!(container.secrets()[0].name(), "JWT_SECRET_KEY");
     assert!(container.secrets()[0].value_from().contains("jwt-secret"));
     assert!(!env_vars.contains_key("JWT_SECRET_KEY"));
     Ok(())
+}
+
+/// Blueprint edits that move local.toml's network from `10.40` to `prefix`.
+fn network(prefix: &str) -> Vec<(&'static str, String)> {
+    ["10.40.0.0/16", "10.40.0.0/24", "10.40.1.0/24"]
+        .into_iter()
+        .map(|cidr| (cidr, cidr.replace("10.40", prefix)))
+        .collect()
+}
+
+fn as_edits<'a>(edits: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    edits
+        .iter()
+        .map(|(from, to)| (*from, to.as_str()))
+        .collect()
+}
+
+/// IAM answers policy documents URL-encoded.
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
@@ -437,7 +494,7 @@ fn filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
 async fn one_property_at_a_time_plans_exactly_that_change_then_nothing() -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let options = env.options();
-    apply(&env.stack()?, &options).await?;
+    apply(&env.stack().await?, &options).await?;
     let cases: [(&str, &str, &str, &str); 3] = [
         (
             "[services.ingest]\ndesired_count = 1",
@@ -462,7 +519,7 @@ async fn one_property_at_a_time_plans_exactly_that_change_then_nothing() -> anyh
     for (from, to, address, attr) in cases {
         edits.push((from, to));
         env.write_blueprint(&edits)?;
-        let stack = env.stack()?;
+        let stack = env.stack().await?;
         let plan = stack.plan(&options).await?;
         let changed: Vec<(String, Action, Vec<String>)> = plan
             .changes
@@ -492,7 +549,7 @@ async fn one_property_at_a_time_plans_exactly_that_change_then_nothing() -> anyh
             );
         }
         apply(&stack, &options).await?;
-        let after = env.stack()?.plan(&options).await?;
+        let after = env.stack().await?.plan(&options).await?;
         assert!(
             !after.has_changes(),
             "after applying {address}.{attr}: {}",
@@ -514,7 +571,7 @@ async fn one_property_at_a_time_plans_exactly_that_change_then_nothing() -> anyh
 async fn drift_behind_the_tools_back_is_shown_and_repaired() -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let options = env.options();
-    apply(&env.stack()?, &options).await?;
+    apply(&env.stack().await?, &options).await?;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&env.direct);
     logs.put_retention_policy()
         .log_group_name("/ecs/ep-local/graphql")
@@ -529,7 +586,7 @@ async fn drift_behind_the_tools_back_is_shown_and_repaired() -> anyhow::Result<(
         .send()
         .await?;
 
-    let plan = env.stack()?.plan(&options).await?;
+    let plan = env.stack().await?.plan(&options).await?;
     let drifted: Vec<(&str, Vec<AttrDrift>)> = plan
         .drift
         .iter()
@@ -560,8 +617,8 @@ async fn drift_behind_the_tools_back_is_shown_and_repaired() -> anyhow::Result<(
         .render()
         .contains("retention_days: 7 (recorded) -> 1 (in the cloud)"));
     assert_eq!(plan.count(Action::Update), 2);
-    apply(&env.stack()?, &options).await?;
-    let after = env.stack()?.plan(&options).await?;
+    apply(&env.stack().await?, &options).await?;
+    let after = env.stack().await?.plan(&options).await?;
     assert!(
         !after.has_changes() && after.drift.is_empty(),
         "{}",
@@ -574,7 +631,7 @@ async fn drift_behind_the_tools_back_is_shown_and_repaired() -> anyhow::Result<(
 async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let options = env.options();
-    let stack = env.stack()?;
+    let stack = env.stack().await?;
     apply(&stack, &options).await?;
     // Objects, versions and delete markers in the bucket, as the processor leaves them.
     let s3 = aws_sdk_s3::Client::from_conf(
@@ -584,19 +641,19 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
     );
     // moto enforces the TLS-only policy and serves plain HTTP only.
     s3.delete_bucket_policy()
-        .bucket("ep-local-raw-events")
+        .bucket("ep-local-raw-events-123456789012-us-east-1")
         .send()
         .await?;
     for body in ["one", "two"] {
         s3.put_object()
-            .bucket("ep-local-raw-events")
+            .bucket("ep-local-raw-events-123456789012-us-east-1")
             .key("raw/dt=2026-11-21/a.ndjson.gz")
             .body(body.as_bytes().to_vec().into())
             .send()
             .await?;
     }
     s3.delete_object()
-        .bucket("ep-local-raw-events")
+        .bucket("ep-local-raw-events-123456789012-us-east-1")
         .key("raw/dt=2026-11-21/a.ndjson.gz")
         .send()
         .await?;
@@ -604,7 +661,8 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
     let before = stack.cloud.list_tagged().await?;
     assert!(before.len() >= stack.desired.iter().filter(|r| r.kind.tagged()).count());
     let report = env
-        .stack()?
+        .stack()
+        .await?
         .destroy(&options, |_| true)
         .await?
         .ok_or_else(|| anyhow::anyhow!("not approved"))?;
@@ -714,5 +772,90 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
         .filter_map(|c| c.cluster_name())
         .collect();
     assert!(active.is_empty(), "{active:?}");
+    Ok(())
+}
+
+/// Two stacks in one account and region: each has a table and a bucket of
+/// its own name, and a stack told to use a name the other has gets a clear
+/// error on the first attempt instead of retries (and touches nothing of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stacks_side_by_side_get_names_of_their_own_and_a_taken_name_is_an_error(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let options = env.options();
+    let first = env.stack().await?;
+    apply(&first, &options).await?;
+    let (second, _second_state) = env
+        .other_stack("ep-other", &as_edits(&network("10.41")))
+        .await?;
+    apply(&second, &options).await?;
+
+    let name_of = |stack: &provisioner::stack::Stack, address: &str| -> anyhow::Result<String> {
+        let state = stack.state()?;
+        let recorded = state
+            .resources
+            .get(address)
+            .ok_or_else(|| anyhow::anyhow!("{address} not recorded"))?;
+        Ok(recorded.id.clone())
+    };
+    assert_eq!(
+        name_of(&first, "dynamodb_table.events_hot")?,
+        "ep-local-events-hot"
+    );
+    assert_eq!(
+        name_of(&second, "dynamodb_table.events_hot")?,
+        "ep-other-events-hot"
+    );
+    assert_eq!(
+        name_of(&first, "s3_bucket.raw_events")?,
+        "ep-local-raw-events-123456789012-us-east-1"
+    );
+    assert_eq!(
+        name_of(&second, "s3_bucket.raw_events")?,
+        "ep-other-raw-events-123456789012-us-east-1"
+    );
+
+    // A third stack names the first one's table, then its bucket.
+    for (edit, key, what) in [
+        (
+            "[logs]",
+            "table.name",
+            "table `ep-local-events-hot` already exists in this account and region and is not this stack's",
+        ),
+        (
+            "[logs]",
+            "bucket.name",
+            "bucket `ep-local-raw-events-123456789012-us-east-1` exists in this account and is not this stack's",
+        ),
+    ] {
+        let section = match key {
+            "table.name" => "[table]\nname = \"ep-local-events-hot\"\n\n[logs]",
+            _ => "[bucket]\nname = \"ep-local-raw-events-123456789012-us-east-1\"\n\n[logs]",
+        };
+        let moved = network("10.42");
+        let mut edits = as_edits(&moved);
+        edits.push((edit, section));
+        let (third, _third_state) = env.other_stack("ep-third", &edits).await?;
+        let err = third
+            .apply(&options, |_| true)
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("apply with a taken {key} succeeded"))?;
+        let text = format!("{err:#}");
+        assert!(text.contains(what), "{text}");
+        assert!(
+            text.contains(&format!("set `{key}` in the blueprint")),
+            "{text}"
+        );
+        assert!(!text.contains(" after "), "retried: {text}");
+        third.destroy(&options, |_| true).await?;
+    }
+    // The first stack's table and bucket are as it left them.
+    let plan = env.stack().await?.plan(&options).await?;
+    assert!(
+        !plan.has_changes() && plan.drift.is_empty(),
+        "{}",
+        plan.render()
+    );
     Ok(())
 }

@@ -36,7 +36,7 @@ impl StackArgs {
             eprintln!("{warning}");
         }
         let config = Stack::sdk_config(&blueprint).await;
-        Ok(Stack::new(blueprint, &self.state_dir, &config))
+        Stack::new(blueprint, &self.state_dir, &config).await
     }
 }
 

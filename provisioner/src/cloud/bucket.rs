@@ -32,19 +32,48 @@ pub async fn find(
     props: &Props,
 ) -> Result<Option<String>> {
     let name = prop_str(props, "name")?;
-    // Someone else's bucket of that name answers AccessDenied: not ours either.
+    // Someone else's bucket of that name answers AccessDenied, one in another
+    // region a redirect: not ours either (create says so).
     let Some(tags) = tags_of(
         cloud,
         name,
-        &["NoSuchBucket", "NoSuchTagSet", "AccessDenied"],
+        &[
+            "NoSuchBucket",
+            "NoSuchTagSet",
+            "AccessDenied",
+            "PermanentRedirect",
+            "AuthorizationHeaderMalformed",
+        ],
     )
     .await?
     else {
         return Ok(None);
     };
-    let ours = tags.get(STACK_TAG) == Some(&cloud.stack)
-        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address);
-    Ok(ours.then(|| name.to_string()))
+    Ok(is_ours(cloud, &tags, address).then(|| name.to_string()))
+}
+
+/// What S3 answers for a bucket that lives in another region.
+const IN_ANOTHER_REGION: [&str; 3] = [
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+];
+
+async fn is_empty(cloud: &Cloud, name: &str) -> Result<bool> {
+    let out = cloud
+        .s3
+        .list_object_versions()
+        .bucket(name)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("ListObjectVersions", e))?;
+    Ok(out.versions().is_empty() && out.delete_markers().is_empty())
+}
+
+fn is_ours(cloud: &Cloud, tags: &BTreeMap<String, String>, address: &str) -> bool {
+    tags.get(STACK_TAG) == Some(&cloud.stack)
+        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address)
 }
 
 /// See the module contract in [`super`].
@@ -76,8 +105,39 @@ pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observe
 }
 
 /// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<String> {
+pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) -> Result<String> {
     let name = prop_str(props, "name")?;
+    // Bucket names are global: one already taken (by another account, in
+    // another region, or in this account by something not this stack's)
+    // is an error now, before any call could change someone's bucket.
+    let taken = |what: &str| {
+        CloudError::name_taken(
+            "CreateBucket",
+            &format!("bucket `{name}` {what}"),
+            "bucket.name",
+        )
+    };
+    let ours = match tags_of(cloud, name, &["NoSuchBucket"]).await {
+        Ok(None) => false,
+        Ok(Some(tags)) if is_ours(cloud, &tags, address) => true,
+        Ok(Some(_)) => return Err(taken("exists in this account and is not this stack's")),
+        // Untagged: a create of ours that failed before its tags (then it
+        // is empty and is finished here), or someone's bucket with data.
+        Err(e) if e.code == "NoSuchTagSet" => {
+            if !is_empty(cloud, name).await? {
+                return Err(taken("exists in this account, untagged and not empty"));
+            }
+            true
+        }
+        Err(e) if e.code == "AccessDenied" => return Err(taken("belongs to another AWS account")),
+        Err(e) if IN_ANOTHER_REGION.contains(&e.code.as_str()) => {
+            return Err(taken(&format!(
+                "exists in another region than {}",
+                cloud.region
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let mut request = cloud.s3.create_bucket().bucket(name);
     // us-east-1 is the default and must not be named.
     if cloud.region != "us-east-1" {
@@ -87,10 +147,19 @@ pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -
                 .build(),
         );
     }
-    request
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("CreateBucket", e))?;
+    match request.send().await {
+        Ok(_) => {}
+        Err(e) => match CloudError::from_sdk("CreateBucket", e) {
+            e if e.code == "BucketAlreadyOwnedByYou" && ours => {}
+            e if e.code == "BucketAlreadyOwnedByYou" => {
+                return Err(taken("exists in this account and is not this stack's"))
+            }
+            e if e.code == "BucketAlreadyExists" => {
+                return Err(taken("belongs to another AWS account"))
+            }
+            e => return Err(e),
+        },
+    }
     // Tagged first, so a crash after this point leaves a bucket `find` adopts.
     put_tags(cloud, name, props).await?;
     put_public_access_block(cloud, name, props).await?;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ClusterField, ClusterSetting, ClusterSettingName,
     Compatibility, ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker,
-    DeploymentConfiguration, DeploymentRolloutState, HealthCheck, KeyValuePair, LaunchType,
-    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
-    PortMapping, PropagateTags, RuntimePlatform, Secret, Service, ServiceField, SortOrder, Tag,
-    TaskDefinition, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus,
-    TransportProtocol,
+    DeploymentConfiguration, DeploymentRolloutState, DesiredStatus, HealthCheck, KeyValuePair,
+    LaunchType, LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode,
+    OsFamily, PortMapping, PropagateTags, RuntimePlatform, Secret, Service, ServiceField,
+    SortOrder, Tag, TaskDefinition, TaskDefinitionFamilyStatus, TaskDefinitionField,
+    TaskDefinitionStatus, TransportProtocol,
 };
 use serde_json::{Map, Value};
 
@@ -23,8 +23,14 @@ use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// How long `delete` waits for a service to become inactive.
 const SERVICE_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
-/// Health check grace period of a service behind a load balancer.
-const HEALTH_CHECK_GRACE_SECONDS: i32 = 60;
+/// Health check grace period of a service behind a load balancer: how long
+/// the load balancer's failing checks of a new task are ignored. It covers
+/// a cold Fargate start (ENI, image pull: up to about 90 s) and the
+/// service's own start (under 1 s to `/health/ready`, see BENCHMARKS.md),
+/// with room for the broker connection's first retries.
+pub const HEALTH_CHECK_GRACE_SECONDS: i32 = 120;
+/// Stopped tasks an apply names when a deployment failed.
+const STOPPED_TASKS_SHOWN: i32 = 3;
 
 /// A resource's tags, by key.
 type Tags = BTreeMap<String, String>;
@@ -328,6 +334,71 @@ pub async fn service_stable(cloud: &Cloud, service_arn: &str) -> Result<bool> {
         && deployments.len() == 1
         && deployments.first().and_then(|d| d.rollout_state())
             == Some(&DeploymentRolloutState::Completed))
+}
+
+/// Why the service's deployment failed (the circuit breaker stopped it,
+/// rolling back or with nothing to roll back to), with the reasons its
+/// last tasks stopped; `None` while no deployment has failed.
+pub async fn deployment_failure(cloud: &Cloud, service_arn: &str) -> Result<Option<String>> {
+    let cluster = cluster_of_service(service_arn);
+    let Some(service) = describe_service(cloud, &cluster, service_arn).await? else {
+        return Ok(None);
+    };
+    let Some(failed) = service
+        .deployments()
+        .iter()
+        .find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed))
+    else {
+        return Ok(None);
+    };
+    let mut text = format!(
+        "deployment {} failed: {}",
+        failed.id().unwrap_or("?"),
+        failed.rollout_state_reason().unwrap_or("no reason given")
+    );
+    let stopped = cloud
+        .ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .service_name(service.service_name().unwrap_or_default())
+        .desired_status(DesiredStatus::Stopped)
+        .max_results(STOPPED_TASKS_SHOWN)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("ListTasks", e))?;
+    if !stopped.task_arns().is_empty() {
+        let tasks = cloud
+            .ecs
+            .describe_tasks()
+            .cluster(&cluster)
+            .set_tasks(Some(stopped.task_arns().to_vec()))
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("DescribeTasks", e))?;
+        for task in tasks.tasks() {
+            let id = task
+                .task_arn()
+                .and_then(|a| a.rsplit('/').next())
+                .unwrap_or("?");
+            text.push_str(&format!(
+                "; task {id} stopped: {}",
+                task.stopped_reason().unwrap_or("no reason given")
+            ));
+            for container in task.containers() {
+                let name = container.name().unwrap_or("?");
+                if let Some(code) = container.exit_code() {
+                    text.push_str(&format!(" ({name} exited with {code}"));
+                } else {
+                    text.push_str(&format!(" ({name} did not run"));
+                }
+                match container.reason() {
+                    Some(reason) => text.push_str(&format!(": {reason})")),
+                    None => text.push(')'),
+                }
+            }
+        }
+    }
+    Ok(Some(text))
 }
 
 /// The family's active revisions, newest first.

@@ -1,5 +1,7 @@
 //! IAM roles: a trust policy for one service, attached managed policies and
-//! one inline policy named [`INLINE_POLICY`]. The id is the role name.
+//! one inline policy named [`INLINE_POLICY`]; with `instance_profile`, an
+//! instance profile of the same name holding the role (for EC2). The id is
+//! the role name.
 
 use std::collections::BTreeMap;
 
@@ -79,8 +81,9 @@ pub async fn read(cloud: &Cloud, kind: Kind, id: &str) -> Result<Option<Observed
         }
     };
     let tags = role_tags(cloud, id).await?;
+    let profile = profile_holds_role(cloud, id).await?;
 
-    let props = Props::from([
+    let mut props = Props::from([
         (
             "name".to_string(),
             Value::String(role.role_name().to_string()),
@@ -90,13 +93,17 @@ pub async fn read(cloud: &Cloud, kind: Kind, id: &str) -> Result<Option<Observed
         ("inline_policy".to_string(), inline),
         ("tags".to_string(), tags_value(tags)),
     ]);
-    let outputs = Props::from([
+    let mut outputs = Props::from([
         (
             "name".to_string(),
             Value::String(role.role_name().to_string()),
         ),
         ("arn".to_string(), Value::String(role.arn().to_string())),
     ]);
+    if profile {
+        props.insert("instance_profile".into(), Value::Bool(true));
+        outputs.insert("instance_profile".into(), Value::String(id.to_string()));
+    }
     Ok(Some(Observed { props, outputs }))
 }
 
@@ -129,6 +136,9 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
         attach(cloud, name, &arn).await?;
     }
     put_inline(cloud, name, props).await?;
+    if wants_profile(props) {
+        put_profile(cloud, name, props).await?;
+    }
     Ok(name.to_string())
 }
 
@@ -154,6 +164,8 @@ pub async fn update(
                 }
             }
             "inline_policy" => put_inline(cloud, id, props).await?,
+            "instance_profile" if wants_profile(props) => put_profile(cloud, id, props).await?,
+            "instance_profile" => delete_profile(cloud, id).await?,
             "tags" => update_tags(cloud, id, props).await?,
             other => {
                 return Err(CloudError::invalid(
@@ -171,6 +183,8 @@ pub async fn delete(cloud: &Cloud, kind: Kind, id: &str) -> Result<()> {
     ensure_role(kind)?;
     let gone = |e: &CloudError| e.code == "NoSuchEntity";
     let result: Result<()> = async {
+        // A role in an instance profile cannot be deleted.
+        delete_profile(cloud, id).await?;
         for arn in attached(cloud, id).await? {
             detach(cloud, id, &arn).await?;
         }
@@ -234,6 +248,91 @@ pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
         }
     }
     Ok(found)
+}
+
+fn wants_profile(props: &Props) -> bool {
+    props.get("instance_profile").and_then(Value::as_bool) == Some(true)
+}
+
+/// Whether the instance profile named `name` exists and holds the role `name`.
+async fn profile_holds_role(cloud: &Cloud, name: &str) -> Result<bool> {
+    match cloud
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .instance_profile()
+            .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name))),
+        Err(e) => match CloudError::from_sdk("GetInstanceProfile", e) {
+            e if e.code == "NoSuchEntity" => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
+/// Creates the role's instance profile (tagged like the role) and puts the
+/// role in it; either may already be done by an earlier attempt.
+async fn put_profile(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
+    let mut request = cloud
+        .iam
+        .create_instance_profile()
+        .instance_profile_name(name);
+    for (key, value) in prop_tags(props)? {
+        request = request.tags(iam_tag(&key, &value)?);
+    }
+    match request.send().await {
+        Ok(_) => {}
+        Err(e) => match CloudError::from_sdk("CreateInstanceProfile", e) {
+            e if e.code == "EntityAlreadyExists" => {}
+            e => return Err(e),
+        },
+    }
+    if profile_holds_role(cloud, name).await? {
+        return Ok(());
+    }
+    cloud
+        .iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(name)
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("AddRoleToInstanceProfile", e))?;
+    Ok(())
+}
+
+/// Takes the role out of its instance profile and deletes the profile;
+/// `Ok` when there is none.
+async fn delete_profile(cloud: &Cloud, name: &str) -> Result<()> {
+    let gone = |e: &CloudError| e.code == "NoSuchEntity";
+    if profile_holds_role(cloud, name).await? {
+        let removed = cloud
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(name)
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("RemoveRoleFromInstanceProfile", e));
+        match removed {
+            Err(e) if !gone(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    let deleted = cloud
+        .iam
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("DeleteInstanceProfile", e));
+    match deleted {
+        Err(e) if !gone(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn ensure_role(kind: Kind) -> Result<()> {

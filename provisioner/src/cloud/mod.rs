@@ -37,7 +37,7 @@ use aws_config::SdkConfig;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::Value;
 
-use crate::model::{Kind, Props};
+use crate::model::{Kind, Props, BROKER_SETUP_TAG};
 
 /// The SDK clients for one stack, and the stack's name.
 #[derive(Debug, Clone)]
@@ -277,6 +277,16 @@ impl CloudError {
         }
     }
 
+    /// A name the stack wants that something else already has: permanent,
+    /// and the message names the blueprint key that picks another.
+    pub fn name_taken(operation: &str, what: &str, key: &str) -> Self {
+        Self {
+            operation: operation.to_string(),
+            code: "NameTaken".into(),
+            message: format!("{what}; set `{key}` in the blueprint to a name of its own"),
+        }
+    }
+
     /// How the walks should treat this error.
     pub fn class(&self) -> ErrorClass {
         let code = self.code.as_str();
@@ -298,6 +308,10 @@ impl CloudError {
             | "ResourceInUseException"
             | "DeleteConflict"
             | "BucketNotEmpty" => ErrorClass::InUse,
+            // RunInstances right after the instance profile was created.
+            "InvalidParameterValue" if message.contains("invalid iam instance profile") => {
+                ErrorClass::NotYetConsistent
+            }
             _ if message.contains("unable to assume")
                 || message.contains("cannot be assumed")
                 || message.contains("role is not valid") =>
@@ -409,7 +423,9 @@ pub fn stale_tag_keys<K: AsRef<str>>(
     Ok(current
         .into_iter()
         .map(|k| k.as_ref().to_string())
-        .filter(|k| !k.starts_with("aws:") && !desired.iter().any(|(d, _)| d == k))
+        .filter(|k| {
+            !k.starts_with("aws:") && k != BROKER_SETUP_TAG && !desired.iter().any(|(d, _)| d == k)
+        })
         .collect())
 }
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{
     AttachmentStatus, AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter,
-    HttpTokensState, Instance, InstanceAttributeName, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, IpPermission, IpRange,
-    ResourceType, RouteTable, RouteTableAssociationStateCode, SecurityGroup, Tag, TagSpecification,
-    UserIdGroupPair, VolumeType, VpcAttributeName,
+    HttpTokensState, IamInstanceProfileSpecification, Instance, InstanceAttributeName,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    IpPermission, IpRange, ResourceType, RouteTable, RouteTableAssociationStateCode, SecurityGroup,
+    Tag, TagSpecification, UserIdGroupPair, VolumeType, VpcAttributeName,
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -22,7 +22,7 @@ use super::{
 };
 use crate::blueprint::instance_architecture;
 use crate::image::Architecture;
-use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+use crate::model::{Kind, Props, ADDRESS_TAG, BROKER_SETUP_TAG, STACK_TAG};
 
 /// SSM parameter naming the current Amazon Linux 2023 AMI for `architecture`.
 fn ami_parameter(architecture: Architecture) -> &'static str {
@@ -605,6 +605,31 @@ pub async fn blocking_interfaces(cloud: &Cloud, group_id: &str) -> Result<Vec<St
         .collect())
 }
 
+/// The instance's state name and what its setup reported on the
+/// [`BROKER_SETUP_TAG`] (`None` before it reports), `None` when it is gone.
+pub async fn instance_status(cloud: &Cloud, id: &str) -> Result<Option<(String, Option<String>)>> {
+    let Some(instance) = describe_instance(cloud, id).await? else {
+        return Ok(None);
+    };
+    let state = instance
+        .state()
+        .and_then(|s| s.name())
+        .map_or("unknown", |s| s.as_str());
+    Ok(Some((state.to_string(), setup_report(&instance))))
+}
+
+fn setup_report(instance: &Instance) -> Option<String> {
+    let tag = instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(BROKER_SETUP_TAG));
+    tag.and_then(|t| t.value()).map(str::to_string)
+}
+
+fn setup_failed(instance: &Instance) -> bool {
+    setup_report(instance).is_some_and(|r| r.starts_with("failed"))
+}
+
 /// The instance's state name (`pending`, `running`, ...), `None` when it
 /// does not exist.
 pub async fn instance_state(cloud: &Cloud, id: &str) -> Result<Option<String>> {
@@ -776,6 +801,12 @@ async fn read_instance(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         None => Value::Null,
     };
 
+    // The profile's name ends its ARN (`arn:aws:iam::ACCOUNT:instance-profile/NAME`).
+    let profile = instance
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .and_then(|arn| arn.rsplit('/').next());
+
     let out = cloud
         .ec2
         .describe_instance_attribute()
@@ -801,6 +832,9 @@ async fn read_instance(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         ("security_group_ids".into(), json!(groups)),
         ("root_volume_gib".into(), root_volume_gib),
         ("user_data".into(), json!(String::from_utf8_lossy(&decoded))),
+        ("instance_profile".into(), opt_str(profile)),
+        // A broker whose setup failed is replaced by the next apply.
+        ("setup_failed".into(), json!(setup_failed(&instance))),
         ("tags".into(), tags_of(instance.tags())),
     ]);
     let outputs = Props::from([
@@ -854,6 +888,13 @@ async fn create_instance(cloud: &Cloud, props: &Props) -> Result<String> {
         .subnet_id(prop_str(props, "subnet_id")?)
         .set_security_group_ids(Some(prop_strings(props, "security_group_ids")?))
         .user_data(STANDARD.encode(prop_str(props, "user_data")?))
+        .set_iam_instance_profile(props.get("instance_profile").and_then(Value::as_str).map(
+            |name| {
+                IamInstanceProfileSpecification::builder()
+                    .name(name)
+                    .build()
+            },
+        ))
         .block_device_mappings(
             BlockDeviceMapping::builder()
                 .device_name(ROOT_DEVICE)
@@ -1197,9 +1238,11 @@ fn tag_spec(props: &Props, resource: ResourceType) -> Result<TagSpecification> {
         .build())
 }
 
+/// Tags as the `tags` property: without the broker's own setup report.
 fn tags_of(tags: &[Tag]) -> Value {
     tags_value(
         tags.iter()
+            .filter(|t| t.key() != Some(BROKER_SETUP_TAG))
             .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
     )
 }

@@ -92,20 +92,38 @@ pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observe
 }
 
 /// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<String> {
+pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) -> Result<String> {
     let name = prop_str(props, "name")?;
     let tags = prop_tags(props)?
         .into_iter()
         .map(|(k, v)| tag(k, v))
         .collect::<Result<Vec<_>>>()?;
-    DynamoHotStore::create_table_request(&cloud.dynamodb, name)
+    let created = DynamoHotStore::create_table_request(&cloud.dynamodb, name)
         .map_err(|e| CloudError::invalid("CreateTable", e.to_string()))?
         .sse_specification(SseSpecification::builder().enabled(true).build())
         .deletion_protection_enabled(false)
         .set_tags(Some(tags).filter(|t| !t.is_empty()))
         .send()
         .await
-        .map_err(|e| CloudError::from_sdk("CreateTable", e))?;
+        .map_err(|e| CloudError::from_sdk("CreateTable", e));
+    match created {
+        Ok(_) => {}
+        // Table names are per account and region: another stack's (or
+        // anyone's) table of that name is not going to go away.
+        Err(e) if e.code == "ResourceInUseException" => {
+            if find(cloud, Kind::DynamodbTable, address, props)
+                .await?
+                .is_none()
+            {
+                return Err(CloudError::name_taken(
+                    "CreateTable",
+                    &format!("table `{name}` already exists in this account and region and is not this stack's"),
+                    "table.name",
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
     // TTL and backups can only be set on an active table.
     let mut active = false;
     for _ in 0..POLLS {

@@ -441,8 +441,11 @@ async fn wait_ready(
     let timeout = ctx.options.wait_timeout;
     let interval = (timeout / 20).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let deadline = Instant::now() + timeout;
+    let broker_log = format!(
+        "Read the broker's setup log: `aws ec2 get-console-output --instance-id {id} --latest --output text` (or /var/log/event-platform-broker.log on the instance); fix the cause (`broker.repository_setup_url`, `broker.redpanda_version`, the route out), then run apply again, which replaces a broker whose setup failed"
+    );
     let (what, advice) = match resource.kind {
-        Kind::Instance => ("running", "Look at the instance's state reason and system log in the EC2 console"),
+        Kind::Instance => ("broker ready (Redpanda running, topics created)", broker_log.as_str()),
         Kind::LoadBalancer => ("active", "Look at the load balancer's state in the EC2 console"),
         Kind::EcsService => ("stable with healthy targets", "Look at the service's events and stopped tasks in the ECS console (image pull, health check, secrets)"),
         _ => return Ok(()),
@@ -451,23 +454,34 @@ async fn wait_ready(
         .progress
         .line(&format!("{address}: waiting until {what}"));
     loop {
-        let (ready, status) = retry(&ctx.options.retry, address, "wait", || async {
+        let probe = retry(&ctx.options.retry, address, "wait", || async {
             Ok::<_, CloudError>(match resource.kind {
-                Kind::Instance => {
-                    let state = network::instance_state(&ctx.cloud, id).await?;
-                    (
-                        state.as_deref() == Some("running"),
-                        format!("state {}", state.unwrap_or_else(|| "unknown".into())),
-                    )
-                }
+                Kind::Instance => match network::instance_status(&ctx.cloud, id).await? {
+                    None => Probe::waiting("instance not found"),
+                    Some((state, None)) => {
+                        Probe::waiting(format!("state {state}, setup not reported yet"))
+                    }
+                    Some((_, Some(report))) if report.starts_with("failed") => {
+                        Probe::failed(format!("its setup reported `{report}`"))
+                    }
+                    Some((state, Some(report))) => Probe {
+                        ready: state == "running" && report == "ready",
+                        failed: false,
+                        status: format!("state {state}, setup `{report}`"),
+                    },
+                },
                 Kind::LoadBalancer => {
                     let state = alb::load_balancer_state(&ctx.cloud, id).await?;
-                    (
-                        state.as_deref() == Some("active"),
-                        format!("state {}", state.unwrap_or_else(|| "unknown".into())),
-                    )
+                    Probe {
+                        ready: state.as_deref() == Some("active"),
+                        failed: false,
+                        status: format!("state {}", state.unwrap_or_else(|| "unknown".into())),
+                    }
                 }
                 _ => {
+                    if let Some(failure) = ecs::deployment_failure(&ctx.cloud, id).await? {
+                        return Ok(Probe::failed(failure));
+                    }
                     let stable = ecs::service_stable(&ctx.cloud, id).await?;
                     let target_group = observed
                         .props
@@ -482,33 +496,68 @@ async fn wait_ready(
                         Some(tg) => alb::target_health(&ctx.cloud, tg).await?,
                         None => (want, want),
                     };
-                    (
-                        stable && healthy >= want,
-                        format!(
+                    Probe {
+                        ready: stable && healthy >= want,
+                        failed: false,
+                        status: format!(
                             "deployment {}, {healthy} of {total} targets healthy (want {want})",
                             if stable { "stable" } else { "in progress" }
                         ),
-                    )
+                    }
                 }
             })
         })
         .await?;
-        if ready {
+        if probe.ready {
+            if resource.kind == Kind::Instance {
+                ctx.options
+                    .progress
+                    .line(&format!("{address}: broker ready"));
+            }
             return Ok(());
         }
-        if Instant::now() >= deadline {
-            return Err(OperationError {
-                address: address.to_string(),
-                action: format!("waiting until {what}"),
-                cause: CloudError::invalid(
-                    "wait",
-                    format!("not {what} after {}s: {status}", timeout.as_secs()),
-                ),
-                attempts: 1,
-                advice: advice.to_string(),
-            });
+        let message = if probe.failed {
+            format!("not {what}: {}", probe.status)
+        } else if Instant::now() >= deadline {
+            format!("not {what} after {}s: {}", timeout.as_secs(), probe.status)
+        } else {
+            tokio::time::sleep(interval).await;
+            continue;
+        };
+        return Err(OperationError {
+            address: address.to_string(),
+            action: format!("waiting until {what}"),
+            cause: CloudError::invalid("wait", message),
+            attempts: 1,
+            advice: advice.to_string(),
+        });
+    }
+}
+
+/// One look at a resource being waited for.
+struct Probe {
+    ready: bool,
+    /// It will not become ready: stop waiting.
+    failed: bool,
+    /// What it is doing, for the error.
+    status: String,
+}
+
+impl Probe {
+    fn waiting(status: impl Into<String>) -> Self {
+        Self {
+            ready: false,
+            failed: false,
+            status: status.into(),
         }
-        tokio::time::sleep(interval).await;
+    }
+
+    fn failed(status: impl Into<String>) -> Self {
+        Self {
+            ready: false,
+            failed: true,
+            status: status.into(),
+        }
     }
 }
 

@@ -75,6 +75,29 @@ impl Env {
 
     /// Rewrites the blueprint file: local.toml, this endpoint, then `edits`.
     pub fn write_blueprint(&self, edits: &[(&str, &str)]) -> anyhow::Result<()> {
+        std::fs::write(&self.blueprint_path, self.blueprint_text(edits)?)?;
+        Ok(())
+    }
+
+    /// Another stack on the same emulator: local.toml named `name`, with
+    /// `edits`, its own state folder (returned with it), calls straight to moto.
+    pub async fn other_stack(
+        &self,
+        name: &str,
+        edits: &[(&str, &str)],
+    ) -> anyhow::Result<(Stack, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("other.toml");
+        let renamed = format!("name = \"{name}\"");
+        let mut all = vec![("name = \"ep-local\"", renamed.as_str())];
+        all.extend_from_slice(edits);
+        std::fs::write(&path, self.blueprint_text(&all)?)?;
+        let (blueprint, _) = Blueprint::load_checked(&path)?;
+        let stack = Stack::new(blueprint, dir.path(), &self.direct).await?;
+        Ok((stack, dir))
+    }
+
+    fn blueprint_text(&self, edits: &[(&str, &str)]) -> anyhow::Result<String> {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/local.toml");
         let mut text = std::fs::read_to_string(source)?
             .replace("http://127.0.0.1:5000", self.emulator.endpoint());
@@ -91,8 +114,7 @@ impl Env {
                 text = text.replacen(&table, &format!("{table}image = \"{image}\"\n"), 1);
             }
         }
-        std::fs::write(&self.blueprint_path, text)?;
-        Ok(())
+        Ok(text)
     }
 
     /// The state folder.
@@ -102,11 +124,11 @@ impl Env {
 
     /// The stack from the blueprint file, its calls through a new fault layer
     /// (kept in `self.faults`).
-    pub fn stack(&mut self) -> anyhow::Result<Stack> {
+    pub async fn stack(&mut self) -> anyhow::Result<Stack> {
         let (blueprint, _) = Blueprint::load_checked(&self.blueprint_path)?;
         let (config, faults) = FaultLayer::wrap(&self.direct);
         self.faults = faults;
-        Ok(Stack::new(blueprint, self.dir.path(), &config))
+        Stack::new(blueprint, self.dir.path(), &config).await
     }
 
     /// Options for tests: fast retries, progress collected.
@@ -120,6 +142,57 @@ impl Env {
             }
         });
         options
+    }
+}
+
+impl Env {
+    /// Plays the broker's user-data, which moto does not run: once the
+    /// stack's broker instance exists, waits `after`, then tags it with
+    /// `report` as the instance reports its setup. Returns whether any ECS
+    /// service existed when it reported.
+    pub fn broker_reports(
+        &self,
+        report: &str,
+        after: std::time::Duration,
+    ) -> tokio::task::JoinHandle<anyhow::Result<bool>> {
+        let ec2 = aws_sdk_ec2::Client::new(&self.direct);
+        let ecs = aws_sdk_ecs::Client::new(&self.direct);
+        let report = report.to_string();
+        tokio::spawn(async move {
+            let stack_filter = aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{}", provisioner::model::STACK_TAG))
+                .values("ep-local")
+                .build();
+            let id = loop {
+                let out = ec2
+                    .describe_instances()
+                    .filters(stack_filter.clone())
+                    .send()
+                    .await?;
+                let mut instances = out.reservations().iter().flat_map(|r| r.instances());
+                if let Some(id) = instances.find_map(|i| i.instance_id()) {
+                    break id.to_string();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            tokio::time::sleep(after).await;
+            let mut services = 0;
+            for cluster in ecs.list_clusters().send().await?.cluster_arns() {
+                let out = ecs.list_services().cluster(cluster).send().await?;
+                services += out.service_arns().len();
+            }
+            ec2.create_tags()
+                .resources(id)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key(provisioner::model::BROKER_SETUP_TAG)
+                        .value(report)
+                        .build(),
+                )
+                .send()
+                .await?;
+            Ok(services > 0)
+        })
     }
 }
 
