@@ -27,6 +27,22 @@ fn tags(address: &str, extra: &[(&str, &str)]) -> Value {
     stack_tags(STACK, address, &extra)
 }
 
+/// Tags the instance with its setup report, as the broker's user-data does.
+async fn report_setup(cloud: &Cloud, instance_id: &str, report: &str) -> anyhow::Result<()> {
+    let tag = aws_sdk_ec2::types::Tag::builder()
+        .key(provisioner::model::BROKER_SETUP_TAG)
+        .value(report)
+        .build();
+    cloud
+        .ec2
+        .create_tags()
+        .resources(instance_id)
+        .tags(tag)
+        .send()
+        .await?;
+    Ok(())
+}
+
 /// Creates, reads back equal, finds by address; returns the id and outputs.
 async fn create(
     cloud: &Cloud,
@@ -247,18 +263,7 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
         create(&cloud, Kind::Instance, "instance.broker", &instance).await?;
     // What the instance reports on its tag is read, not planned: a failed
     // setup reads as `setup_failed`, and the tags stay as desired.
-    cloud
-        .ec2
-        .create_tags()
-        .resources(&instance_id)
-        .tags(
-            aws_sdk_ec2::types::Tag::builder()
-                .key(provisioner::model::BROKER_SETUP_TAG)
-                .value("failed: start Redpanda")
-                .build(),
-        )
-        .send()
-        .await?;
+    report_setup(&cloud, &instance_id, "failed: start Redpanda").await?;
     let reported = cloud
         .read(Kind::Instance, &instance_id)
         .await?
@@ -272,18 +277,7 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
             Some("failed: start Redpanda".to_string())
         ))
     );
-    cloud
-        .ec2
-        .create_tags()
-        .resources(&instance_id)
-        .tags(
-            aws_sdk_ec2::types::Tag::builder()
-                .key(provisioner::model::BROKER_SETUP_TAG)
-                .value("ready")
-                .build(),
-        )
-        .send()
-        .await?;
+    report_setup(&cloud, &instance_id, "ready").await?;
     assert_eq!(outputs["id"], json!(instance_id));
     assert!(
         outputs["private_ip"]

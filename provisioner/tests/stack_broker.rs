@@ -16,9 +16,7 @@ async fn a_failed_broker_setup_stops_apply_before_the_services_and_the_next_plan
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let stack = env.stack().await?;
-    let mut options = env.options();
-    options.waits = true;
-    options.wait_timeout = Duration::from_secs(300);
+    let options = env.options_with_waits(Duration::from_secs(300));
     let reported = env.broker_reports("failed: install redpanda-26.1.14", Duration::ZERO);
     let started = std::time::Instant::now();
     let err = stack
@@ -84,9 +82,7 @@ async fn a_failed_broker_setup_stops_apply_before_the_services_and_the_next_plan
 async fn a_broker_that_never_reports_times_out_with_how_to_read_its_log() -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let stack = env.stack().await?;
-    let mut options = env.options();
-    options.waits = true;
-    options.wait_timeout = Duration::from_secs(2);
+    let options = env.options_with_waits(Duration::from_secs(2));
     let err = stack
         .apply(&options, |_| true)
         .await

@@ -167,9 +167,7 @@ async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_ne
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let stack = env.stack().await?;
-    let mut options = env.options();
-    options.waits = true;
-    options.wait_timeout = Duration::from_secs(2);
+    let options = env.options_with_waits(Duration::from_secs(2));
     let reported = env.broker_reports("ready", Duration::from_millis(300));
     env.faults.inject(
         "DescribeInstances",
@@ -329,9 +327,7 @@ async fn fault_layer_a_failed_first_deployment_is_reported_at_once_with_its_stop
 ) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let stack = env.stack().await?;
-    let mut options = env.options();
-    options.waits = true;
-    options.wait_timeout = Duration::from_secs(300);
+    let options = env.options_with_waits(Duration::from_secs(300));
     let rollout_failed = |body: &str| -> String {
         let Ok(mut answer) = serde_json::from_str::<serde_json::Value>(body) else {
             return body.to_string();

@@ -131,6 +131,14 @@ impl Env {
         Stack::new(blueprint, self.dir.path(), &config).await
     }
 
+    /// [`Env::options`] with the waits of a real account, each at most `timeout`.
+    pub fn options_with_waits(&self, timeout: std::time::Duration) -> Options {
+        let mut options = self.options();
+        options.waits = true;
+        options.wait_timeout = timeout;
+        options
+    }
+
     /// Options for tests: fast retries, progress collected.
     pub fn options(&self) -> Options {
         let lines = self.lines.clone();
