@@ -346,6 +346,19 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
     delete(&cloud, Kind::Instance, &graviton_id).await?;
 
     delete(&cloud, Kind::Instance, &instance_id).await?;
+    // A run stopped between the role's delete and its profile's leaves the
+    // profile alone: destroy's final listing finds it, and deleting the
+    // role of its name deletes it.
+    cloud
+        .iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(&role_id)
+        .role_name(&role_id)
+        .send()
+        .await?;
+    cloud.iam.delete_role().role_name(&role_id).send().await?;
+    let left = cloud.list_tagged().await?;
+    assert!(left.contains(&(Kind::IamRole, role_id.clone())), "{left:?}");
     delete(&cloud, Kind::IamRole, &role_id).await?;
     let profile = cloud
         .iam

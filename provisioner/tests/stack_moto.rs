@@ -668,6 +668,13 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
         .ok_or_else(|| anyhow::anyhow!("not approved"))?;
     assert!(report.leftovers.is_empty(), "left: {:?}", report.leftovers);
     assert!(stack.state()?.resources.is_empty());
+    let iam = aws_sdk_iam::Client::new(&env.direct);
+    let profiles = iam.list_instance_profiles().send().await?;
+    assert!(
+        profiles.instance_profiles().is_empty(),
+        "{:?}",
+        profiles.instance_profiles()
+    );
 
     // The test's own listing, service by service.
     let ec2 = aws_sdk_ec2::Client::new(&env.direct);

@@ -247,6 +247,45 @@ pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
             found.push((Kind::IamRole, name));
         }
     }
+    // An instance profile left without its role (a run stopped between the
+    // two deletes) is deleted by deleting the role of its name.
+    let mut profiles = cloud
+        .iam
+        .list_instance_profiles()
+        .into_paginator()
+        .items()
+        .send();
+    let mut orphans = Vec::new();
+    while let Some(profile) = profiles.next().await {
+        let profile = profile.map_err(|e| CloudError::from_sdk("ListInstanceProfiles", e))?;
+        let name = profile.instance_profile_name();
+        if name.starts_with(&cloud.stack) && !found.iter().any(|(_, role)| role == name) {
+            orphans.push(name.to_string());
+        }
+    }
+    for name in orphans {
+        // Listings leave tags out; GetInstanceProfile has them.
+        let profile = cloud
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await;
+        let tags = match profile.map_err(|e| CloudError::from_sdk("GetInstanceProfile", e)) {
+            Ok(out) => out
+                .instance_profile()
+                .map(|p| p.tags().to_vec())
+                .unwrap_or_default(),
+            Err(e) if e.code == "NoSuchEntity" => continue,
+            Err(e) => return Err(e),
+        };
+        if tags
+            .iter()
+            .any(|t| t.key() == STACK_TAG && t.value() == cloud.stack)
+        {
+            found.push((Kind::IamRole, name));
+        }
+    }
     Ok(found)
 }
 
