@@ -317,32 +317,23 @@ async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry
     Ok(())
 }
 
-/// The circuit breaker stops a first deployment (moto runs no task, so the
-/// fault layer rewrites moto's DescribeServices, ListTasks and DescribeTasks
-/// answers to what ECS says then): apply reports it at once, with the
-/// reasons the tasks stopped, instead of waiting out its timeout. The
-/// services are created only after the broker reported ready.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_layer_a_failed_first_deployment_is_reported_at_once_with_its_stopped_tasks(
-) -> anyhow::Result<()> {
+/// Applies with the waits of a real account while the fault layer rewrites
+/// moto's ECS answers (moto runs no task): every service's deployments
+/// become `deployments`, and its stopped tasks one that exited with 1.
+/// Returns apply's error, after checking that it came at once (not at the
+/// wait's timeout) and that no service existed before the broker was ready.
+async fn apply_with_deployments(deployments: serde_json::Value) -> anyhow::Result<String> {
     let mut env = Env::start(&[]).await?;
     let stack = env.stack().await?;
     let options = env.options_with_waits(Duration::from_secs(300));
-    let rollout_failed = |body: &str| -> String {
+    let rewrite_deployments = move |body: &str| -> String {
         let Ok(mut answer) = serde_json::from_str::<serde_json::Value>(body) else {
             return body.to_string();
         };
         if let Some(services) = answer["services"].as_array_mut() {
             for service in services {
-                service["deployments"] = serde_json::json!([{
-                    "id": "ecs-svc/1111111111111111111",
-                    "status": "PRIMARY",
-                    "desiredCount": 1,
-                    "runningCount": 0,
-                    "failedTasks": 3,
-                    "rolloutState": "FAILED",
-                    "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
-                }]);
+                service["deployments"] = deployments.clone();
+                service["runningCount"] = service["desiredCount"].clone();
             }
         }
         answer.to_string()
@@ -361,7 +352,7 @@ async fn fault_layer_a_failed_first_deployment_is_reported_at_once_with_its_stop
     .to_string();
     env.faults.inject(
         "DescribeServices",
-        Fault::Rewrite(std::sync::Arc::new(rollout_failed)),
+        Fault::Rewrite(std::sync::Arc::new(rewrite_deployments)),
         u32::MAX,
     );
     env.faults.inject(
@@ -384,21 +375,65 @@ async fn fault_layer_a_failed_first_deployment_is_reported_at_once_with_its_stop
     let text = format!("{err:#}");
     assert!(
         started.elapsed() < Duration::from_secs(60),
-        "took {:?}",
+        "took {:?}: {text}",
         started.elapsed()
     );
     assert!(
         !reported.await??,
         "a service existed before the broker was ready"
     );
-    for want in [
-        "ecs_service.ingest",
-        "deployment ecs-svc/1111111111111111111 failed: ECS deployment circuit breaker: tasks failed to start.",
-        "task 0123456789abcdef0123456789abcdef stopped: Essential container in task exited (ingest exited with 1)",
-    ] {
-        assert!(text.contains(want), "{want:?} not in {text}");
-    }
-    assert!(!text.contains("after 300s"), "{text}");
+    assert!(
+        text.contains("task 0123456789abcdef0123456789abcdef stopped: Essential container in task exited (ingest exited with 1)"),
+        "{text}"
+    );
+    Ok(text)
+}
+
+/// The circuit breaker stops a first deployment (nothing to roll back to):
+/// apply reports it at once with the reasons the tasks stopped, instead of
+/// waiting out its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_layer_a_failed_first_deployment_is_reported_at_once_with_its_stopped_tasks(
+) -> anyhow::Result<()> {
+    let text = apply_with_deployments(serde_json::json!([{
+        "id": "ecs-svc/1111111111111111111",
+        "status": "PRIMARY",
+        "desiredCount": 1,
+        "runningCount": 0,
+        "failedTasks": 3,
+        "rolloutState": "FAILED",
+        "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
+    }]))
+    .await?;
+    assert!(
+        text.contains("ecs_service.ingest: waiting until stable with healthy targets failed")
+            && text.contains("deployment ecs-svc/1111111111111111111 failed: ECS deployment circuit breaker: tasks failed to start."),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// The circuit breaker already rolled the service back to an older
+/// revision, which runs stable: that is a failed apply, not a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_layer_a_deployment_rolled_back_by_the_circuit_breaker_fails_the_apply(
+) -> anyhow::Result<()> {
+    let older = "arn:aws:ecs:us-east-1:123456789012:task-definition/ep-local-ingest:7";
+    let text = apply_with_deployments(serde_json::json!([{
+        "id": "ecs-svc/2222222222222222222",
+        "status": "PRIMARY",
+        "taskDefinition": older,
+        "desiredCount": 1,
+        "runningCount": 1,
+        "rolloutState": "COMPLETED",
+    }]))
+    .await?;
+    assert!(
+        text.contains(&format!(
+            "the circuit breaker rolled the service back to {older}"
+        )),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -336,26 +336,42 @@ pub async fn service_stable(cloud: &Cloud, service_arn: &str) -> Result<bool> {
             == Some(&DeploymentRolloutState::Completed))
 }
 
-/// Why the service's deployment failed (the circuit breaker stopped it,
-/// rolling back or with nothing to roll back to), with the reasons its
-/// last tasks stopped; `None` while no deployment has failed.
-pub async fn deployment_failure(cloud: &Cloud, service_arn: &str) -> Result<Option<String>> {
+/// Why the service's deployment of `task_definition` failed (the circuit
+/// breaker stopped it, or already rolled the service back to an older
+/// revision), with the reasons its last tasks stopped; `None` while no
+/// deployment has failed.
+pub async fn deployment_failure(
+    cloud: &Cloud,
+    service_arn: &str,
+    task_definition: &str,
+) -> Result<Option<String>> {
     let cluster = cluster_of_service(service_arn);
     let Some(service) = describe_service(cloud, &cluster, service_arn).await? else {
         return Ok(None);
     };
-    let Some(failed) = service
-        .deployments()
+    let deployments = service.deployments();
+    let failed = deployments
         .iter()
-        .find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed))
-    else {
-        return Ok(None);
+        .find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed));
+    let ours = deployments
+        .iter()
+        .any(|d| d.task_definition() == Some(task_definition));
+    let mut text = match (failed, ours) {
+        (Some(failed), _) => format!(
+            "deployment {} failed: {}",
+            failed.id().unwrap_or("?"),
+            failed.rollout_state_reason().unwrap_or("no reason given")
+        ),
+        (None, false) if !deployments.is_empty() => format!(
+            "the circuit breaker rolled the service back to {}",
+            deployments
+                .iter()
+                .filter_map(|d| d.task_definition())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => return Ok(None),
     };
-    let mut text = format!(
-        "deployment {} failed: {}",
-        failed.id().unwrap_or("?"),
-        failed.rollout_state_reason().unwrap_or("no reason given")
-    );
     let stopped = cloud
         .ecs
         .list_tasks()

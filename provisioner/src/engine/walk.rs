@@ -479,7 +479,14 @@ async fn wait_ready(
                     }
                 }
                 _ => {
-                    if let Some(failure) = ecs::deployment_failure(&ctx.cloud, id).await? {
+                    let task_definition = observed
+                        .props
+                        .get("task_definition_arn")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    if let Some(failure) =
+                        ecs::deployment_failure(&ctx.cloud, id, task_definition).await?
+                    {
                         return Ok(Probe::failed(failure));
                     }
                     let stable = ecs::service_stable(&ctx.cloud, id).await?;
