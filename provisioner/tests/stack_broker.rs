@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::Env;
+use support::{apply_error, Env};
 
 /// A failed setup stops apply at the broker: no ECS service is created,
 /// the error names the step and how to read the instance's log, and the
@@ -19,18 +19,13 @@ async fn a_failed_broker_setup_stops_apply_before_the_services_and_the_next_plan
     let options = env.options_with_waits(Duration::from_secs(300));
     let reported = env.broker_reports("failed: install redpanda-26.1.14", Duration::ZERO);
     let started = std::time::Instant::now();
-    let err = stack
-        .apply(&options, |_| true)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
+    let text = apply_error(&stack, &options).await?;
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
     );
     assert!(!reported.await??);
-    let text = format!("{err:#}");
     let instance = stack
         .state()?
         .resources
@@ -83,12 +78,7 @@ async fn a_broker_that_never_reports_times_out_with_how_to_read_its_log() -> any
     let mut env = Env::start(&[]).await?;
     let stack = env.stack().await?;
     let options = env.options_with_waits(Duration::from_secs(2));
-    let err = stack
-        .apply(&options, |_| true)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
-    let text = format!("{err:#}");
+    let text = apply_error(&stack, &options).await?;
     for want in [
         "not broker ready (Redpanda running, topics created) after 2s: state running, setup not reported yet",
         "aws ec2 get-console-output --instance-id i-",

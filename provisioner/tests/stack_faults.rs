@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use integration_tests::fault::Fault;
-use support::{apply, Env};
+use support::{apply, apply_error, Env};
 
 fn error(code: &str, message: &str) -> Fault {
     Fault::Error {
@@ -145,12 +145,7 @@ async fn fault_layer_past_the_retry_bound_the_error_names_resource_cause_and_rem
         error("ClientException", "ECS was unable to assume the role 'x'"),
         1000,
     );
-    let err = stack
-        .apply(&options, |_| true)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
-    let text = format!("{err:#}");
+    let text = apply_error(&stack, &options).await?;
     assert!(
         text.contains("task_definition.") && text.contains("unable to assume the role"),
         "{text}"
@@ -180,12 +175,7 @@ async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_ne
         2,
     );
     // moto runs no ECS task, so a service never becomes stable: the wait must end with a clear error.
-    let err = stack
-        .apply(&options, |_| true)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
-    let text = format!("{err:#}");
+    let text = apply_error(&stack, &options).await?;
     assert!(
         text.contains("ecs_service.") && text.contains("stable with healthy targets"),
         "{text}"
@@ -367,12 +357,7 @@ async fn apply_with_deployments(deployments: serde_json::Value) -> anyhow::Resul
     );
     let reported = env.broker_reports("ready", Duration::from_secs(1));
     let started = std::time::Instant::now();
-    let err = stack
-        .apply(&options, |_| true)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
-    let text = format!("{err:#}");
+    let text = apply_error(&stack, &options).await?;
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}: {text}",
@@ -454,12 +439,7 @@ async fn fault_layer_a_bucket_name_taken_in_another_region_is_a_clear_error_at_o
         },
         u32::MAX,
     );
-    let err = stack
-        .apply(&env.options(), |_| true)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("apply succeeded"))?;
-    let text = format!("{err:#}");
+    let text = apply_error(&stack, &env.options()).await?;
     assert!(
         text.contains(&format!(
             "bucket `{bucket}` exists in another region than us-east-1"

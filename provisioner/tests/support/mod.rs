@@ -228,6 +228,14 @@ pub async fn apply(stack: &Stack, options: &Options) -> anyhow::Result<provision
     Ok(plan)
 }
 
+/// Applies with auto-approve, which must fail; returns the whole error text.
+pub async fn apply_error(stack: &Stack, options: &Options) -> anyhow::Result<String> {
+    match stack.apply(options, |_| true).await {
+        Ok(_) => anyhow::bail!("apply succeeded"),
+        Err(err) => Ok(format!("{err:#}")),
+    }
+}
+
 /// The folder of the services' binaries that `cargo test` built (beside
 /// `provision`), so the image tests need no release build; any missing is
 /// built first, in the same profile.
