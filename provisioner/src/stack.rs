@@ -145,8 +145,7 @@ impl Stack {
         self.ensure_pinned()?;
         let state = StateFile::read(&self.state_dir, self.blueprint.stack())?;
         let desired = self.desired(&state.state);
-        let current =
-            engine::refresh(&self.cloud, &desired, &state.state, state.existed, options).await?;
+        let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
         Ok(plan(&desired, &state.state, &current))
     }
 
@@ -160,8 +159,7 @@ impl Stack {
         self.ensure_pinned()?;
         let mut state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
         let desired = self.desired(&state.state);
-        let current =
-            engine::refresh(&self.cloud, &desired, &state.state, state.existed, options).await?;
+        let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
         let plan = plan(&desired, &state.state, &current);
         if !plan.has_changes() && plan.adopted.is_empty() {
             return Ok((plan, false));

@@ -1,11 +1,12 @@
 //! The state file `<state-dir>/<stack>.json`: what this tool created, by
-//! address. Versioned, guarded by a lock file, and rewritten atomically
+//! address. Versioned, guarded by an OS lock on `<stack>.lock` (held for
+//! the whole run, released by the OS however the run ends), and rewritten atomically
 //! (temp file, fsync, rename, fsync of the folder) after every single
 //! create, update or delete, so a crash loses at most the one operation in
 //! flight — and that one is found again by its tags.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -76,13 +77,13 @@ pub enum StateError {
         message: String,
     },
     /// Another run holds the lock.
-    #[error("state of stack `{stack}` is locked by {holder} ({path}); if no provision run is active, delete that file")]
+    #[error("state of stack `{stack}` is locked by another provision run ({holder}; {path})")]
     Locked {
         /// The stack.
         stack: String,
         /// The lock file.
         path: String,
-        /// What the lock file says (pid, time).
+        /// What the lock file says of the run holding it (pid, time).
         holder: String,
     },
 }
@@ -91,7 +92,8 @@ pub enum StateError {
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
-    lock: Option<PathBuf>,
+    /// The open lock file while this holds its OS lock (dropping it unlocks).
+    lock: Option<File>,
     /// The state as last written.
     pub state: State,
     /// Whether the file existed when loaded (a stack never applied has none).
@@ -105,30 +107,33 @@ impl StateFile {
     }
 
     /// Takes the lock and loads the state (empty when there is none yet).
+    /// The lock file is never deleted: a run waiting on a deleted file's
+    /// lock and one locking its successor could both proceed.
     pub fn lock(dir: &Path, stack: &str) -> Result<Self, StateError> {
         fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let lock = dir.join(format!("{stack}.lock"));
-        match OpenOptions::new().write(true).create_new(true).open(&lock) {
-            Ok(mut file) => {
-                file.write_all(holder_text().as_bytes())
-                    .map_err(|e| io(&lock, e))?;
+        let path = dir.join(format!("{stack}.lock"));
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    stack: stack.to_string(),
+                    holder: fs::read_to_string(&path).unwrap_or_default(),
+                    path: path.display().to_string(),
+                })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = fs::read_to_string(&lock).unwrap_or_default();
-                // A lock left by a process that no longer exists (a killed
-                // run) is stale: take it over rather than strand the stack.
-                if !holder_alive(&holder) {
-                    fs::write(&lock, holder_text()).map_err(|e| io(&lock, e))?;
-                } else {
-                    return Err(StateError::Locked {
-                        stack: stack.to_string(),
-                        path: lock.display().to_string(),
-                        holder,
-                    });
-                }
-            }
-            Err(e) => return Err(io(&lock, e)),
+            Err(TryLockError::Error(e)) => return Err(io(&path, e)),
         }
+        // Who holds it, for the message another run prints.
+        lock.set_len(0).map_err(|e| io(&path, e))?;
+        lock.write_all(holder_text().as_bytes())
+            .map_err(|e| io(&path, e))?;
         let mut file = Self::read(dir, stack)?;
         file.lock = Some(lock);
         Ok(file)
@@ -203,14 +208,6 @@ impl StateFile {
     }
 }
 
-impl Drop for StateFile {
-    fn drop(&mut self) {
-        if let Some(lock) = self.lock.take() {
-            let _ = fs::remove_file(lock);
-        }
-    }
-}
-
 fn io(path: &Path, source: std::io::Error) -> StateError {
     StateError::Io {
         path: path.display().to_string(),
@@ -225,19 +222,6 @@ fn holder_text() -> String {
         std::process::id(),
         chrono::Utc::now().to_rfc3339()
     )
-}
-
-/// Whether the process named in a lock file (`pid N since ...`) still runs.
-fn holder_alive(holder: &str) -> bool {
-    let pid = holder
-        .strip_prefix("pid ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pid| pid.parse::<u32>().ok());
-    match pid {
-        Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
-        // Unknown format: assume alive, never steal a lock we cannot judge.
-        None => true,
-    }
 }
 
 #[cfg(test)]
@@ -268,6 +252,45 @@ mod tests {
         assert_eq!(again.state.resources["vpc.main"].id, "vpc-1");
         assert_eq!(again.state.serial, 1);
         assert!(!dir.path().join("s1.json.tmp").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn a_lock_file_naming_a_live_process_that_holds_no_lock_does_not_strand_the_stack(
+    ) -> Result<(), StateError> {
+        // A killed run's lock file stays; its pid may name another process by
+        // now (here pid 1). Only a run that holds the lock may refuse others.
+        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
+        fs::write(dir.path().join("s4.lock"), "pid 1 since then").map_err(|e| io(dir.path(), e))?;
+        let file = StateFile::lock(dir.path(), "s4")?;
+        assert!(file.state.resources.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn of_many_runs_starting_at_once_exactly_one_holds_the_lock() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
+        // A stale lock file, as a killed run leaves it.
+        fs::write(dir.path().join("s5.lock"), "pid 999999999 since then")
+            .map_err(|e| io(dir.path(), e))?;
+        let barrier = std::sync::Barrier::new(8);
+        let held: Vec<bool> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let lock = StateFile::lock(dir.path(), "s5");
+                        // Hold it until every run has tried.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        lock.is_ok()
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().unwrap_or(false))
+                .collect()
+        });
+        assert_eq!(held.iter().filter(|h| **h).count(), 1, "{held:?}");
         Ok(())
     }
 

@@ -866,3 +866,76 @@ async fn two_stacks_side_by_side_get_names_of_their_own_and_a_taken_name_is_an_e
     );
     Ok(())
 }
+
+/// The state folder is lost after an apply: the next plan finds the
+/// stack's resources by their tags and adopts them (saying so), and the
+/// apply creates nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_after_the_state_folder_was_deleted_adopts_the_stack_instead_of_making_a_second(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let options = env.options();
+    let stack = env.stack().await?;
+    apply(&stack, &options).await?;
+    let tagged = stack.cloud.list_tagged().await?.len();
+    // The state folder also holds the test's blueprint: remove the rest.
+    for entry in std::fs::read_dir(env.state_dir())? {
+        let path = entry?.path();
+        if path != env.blueprint_path {
+            std::fs::remove_file(path)?;
+        }
+    }
+
+    let stack = env.stack().await?;
+    let plan = stack.plan(&options).await?;
+    assert_eq!(plan.adopted.len(), stack.desired.len(), "{}", plan.render());
+    assert!(
+        plan.render().contains("Adopted (created by an earlier run"),
+        "{}",
+        plan.render()
+    );
+    apply(&stack, &options).await?;
+    assert_eq!(stack.cloud.list_tagged().await?.len(), tagged);
+    let ec2 = aws_sdk_ec2::Client::new(&env.direct);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(filter(&format!("tag:{STACK_TAG}"), STACK))
+        .send()
+        .await?;
+    assert_eq!(vpcs.vpcs().len(), 1);
+    assert_eq!(stack.state()?.resources.len(), stack.desired.len());
+    let again = env.stack().await?.plan(&options).await?;
+    assert!(!again.has_changes(), "{}", again.render());
+    Ok(())
+}
+
+/// Two applies of one stack at once: one holds the state's lock for its
+/// whole run, the other is refused at once, and one stack results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_applies_make_one_stack_and_the_second_is_refused() -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let options = env.options();
+    let (first, second) = (env.stack().await?, env.stack().await?);
+    let (a, b) = tokio::join!(
+        first.apply(&options, |_| true),
+        second.apply(&options, |_| true)
+    );
+    let refused: Vec<String> = [a.err(), b.err()]
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{e:#}"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("is locked by another provision run (pid "),
+        "{refused:?}"
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&env.direct);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(filter(&format!("tag:{STACK_TAG}"), STACK))
+        .send()
+        .await?;
+    assert_eq!(vpcs.vpcs().len(), 1);
+    Ok(())
+}

@@ -27,7 +27,7 @@ pub async fn destroy(
     mut state: StateFile,
     options: &Options,
 ) -> Result<DestroyReport, WalkError> {
-    let current = refresh(cloud, desired, &state.state, true, options)
+    let current = refresh(cloud, desired, &state.state, options)
         .await
         .map_err(|e| WalkError(vec![e]))?;
     let mut items = Vec::new();

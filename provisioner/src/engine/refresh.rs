@@ -13,14 +13,13 @@ use crate::model::Resource;
 use crate::plan::{resolve_props, Current, UNKNOWN};
 use crate::state::State;
 
-/// Refreshes `state` against the cloud; `desired` names what to look for
-/// by tags when `look_for_unrecorded` (a stack whose state file does not
-/// exist was never applied: apply writes it before its first create).
+/// Refreshes `state` against the cloud, and looks for every resource of
+/// `desired` that it does not record by its tags: one a killed run created
+/// but did not record, or a whole stack whose state folder was lost.
 pub async fn refresh(
     cloud: &Cloud,
     desired: &[Resource],
     state: &State,
-    look_for_unrecorded: bool,
     options: &Options,
 ) -> Result<BTreeMap<String, Current>, OperationError> {
     let reads = stream::iter(
@@ -49,9 +48,6 @@ pub async fn refresh(
     for read in reads {
         let (address, now) = read?;
         current.insert(address, now);
-    }
-    if !look_for_unrecorded {
-        return Ok(current);
     }
     // Look for unrecorded resources in waves: all whose parents are known
     // at once; a parent found in one wave lets its children be looked for
