@@ -838,10 +838,10 @@ fn line_of(source: &str, offset: usize) -> usize {
 fn fargate_size_ok(cpu: u32, memory: u32) -> bool {
     match cpu {
         256 => [512, 1024, 2048].contains(&memory),
-        512 => (1024..=4096).contains(&memory) && memory % 1024 == 0,
-        1024 => (2048..=8192).contains(&memory) && memory % 1024 == 0,
-        2048 => (4096..=16384).contains(&memory) && memory % 1024 == 0,
-        4096 => (8192..=30720).contains(&memory) && memory % 1024 == 0,
+        512 => (1024..=4096).contains(&memory) && memory.is_multiple_of(1024),
+        1024 => (2048..=8192).contains(&memory) && memory.is_multiple_of(1024),
+        2048 => (4096..=16384).contains(&memory) && memory.is_multiple_of(1024),
+        4096 => (8192..=30720).contains(&memory) && memory.is_multiple_of(1024),
         _ => false,
     }
 }

@@ -84,7 +84,7 @@ fn dataset_event(n: usize, total: usize) -> event_common::event::Event {
     let ts = start + chrono::Duration::milliseconds((n as f64 * spacing) as i64);
     let h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let event_type = format!("type_{}", (h % 400).isqrt());
-    let user = if n % 100 == 0 {
+    let user = if n.is_multiple_of(100) {
         "heavy".to_string()
     } else {
         format!("user-{}", (h >> 20) % (total as u64 / 50).max(1))
@@ -100,7 +100,7 @@ async fn fill(hot: &dyn HotStore, events: usize, batch: usize) -> anyhow::Result
             .collect();
         let b = stores::batch("bench", 0, chunk_start as i64, &chunk);
         hot.apply(&b).await?;
-        if (chunk_start / batch) % 50 == 0 {
+        if (chunk_start / batch).is_multiple_of(50) {
             eprintln!(
                 "loaded {chunk_start}/{events} ({:.0} events/s)",
                 chunk_start as f64 / started.elapsed().as_secs_f64().max(0.001)
@@ -200,7 +200,7 @@ async fn freshness(url: &str, token: &str, rate: u64, probes: usize) -> anyhow::
                         .await
                 });
                 // Sample one answer in 200 (the others run detached).
-                if (sent / 25) % 200 == 0
+                if (sent / 25).is_multiple_of(200)
                     && !matches!(response.await, Ok(Ok(r)) if r.status() == 202)
                 {
                     refused += 1;
