@@ -248,7 +248,7 @@ impl<'a> Graph<'a> {
         let table = self.add(
             Kind::DynamodbTable,
             "events_hot",
-            json!({"name": self.bp.table_name(), "point_in_time_recovery": spec.table.point_in_time_recovery, "ttl_attribute": "expires_at"}),
+            json!({"name": self.bp.table_name(), "point_in_time_recovery": spec.table.point_in_time_recovery, "ttl_attribute": "expires_at", "deletion_protection": true}),
             &[],
         );
         let bucket = self.add(

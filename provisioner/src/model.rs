@@ -113,10 +113,20 @@ impl Kind {
             Kind::SecurityGroup => &["ingress", "tags"],
             Kind::Instance => &["tags"],
             Kind::EcrRepository => &["scan_on_push", "tag_mutability", "keep_images", "tags"],
-            Kind::DynamodbTable => &["point_in_time_recovery", "tags"],
+            // Everything AWS changes in place: a replace deletes the data.
+            Kind::DynamodbTable => &[
+                "point_in_time_recovery",
+                "ttl_attribute",
+                "deletion_protection",
+                "tags",
+            ],
             Kind::S3Bucket => &[
                 "versioning",
+                "encryption",
+                "block_public_access",
+                "tls_only",
                 "archive_after_days",
+                "archive_storage_class",
                 "expire_after_days",
                 "tags",
             ],
@@ -137,6 +147,12 @@ impl Kind {
             Kind::TaskDefinition => &[],
             Kind::EcsService => &["desired_count", "task_definition_arn", "tags"],
         }
+    }
+
+    /// Whether deleting a resource of this kind deletes data users wrote
+    /// (events, archives) that nothing can make again.
+    pub fn holds_data(self) -> bool {
+        matches!(self, Kind::DynamodbTable | Kind::S3Bucket)
     }
 
     /// Whether a resource of this kind carries the stack's tags (the others

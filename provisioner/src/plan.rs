@@ -95,6 +95,24 @@ impl Plan {
         self.changes.iter().filter(|c| c.action == action).count()
     }
 
+    /// The changes that would delete a data resource (the table, the
+    /// bucket) and everything in it: `ADDRESS (replace|delete)`.
+    pub fn data_loss(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter(|c| c.kind.holds_data())
+            .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
+            .map(|c| {
+                let word = if c.action == Action::Replace {
+                    "replace"
+                } else {
+                    "delete"
+                };
+                format!("{} ({word})", c.address)
+            })
+            .collect()
+    }
+
     /// The summary line.
     pub fn summary(&self) -> String {
         if !self.has_changes() {
@@ -175,6 +193,14 @@ impl Plan {
         }
         out.push_str(&self.summary());
         out.push('\n');
+        let losing = self.data_loss();
+        if !losing.is_empty() {
+            let _ = writeln!(
+                out,
+                "Data loss: {} would delete everything in it; apply refuses this without --allow-data-loss.",
+                losing.join(", ")
+            );
+        }
         out
     }
 }

@@ -164,6 +164,13 @@ impl Stack {
         if !plan.has_changes() && plan.adopted.is_empty() {
             return Ok((plan, false));
         }
+        let losing = plan.data_loss();
+        anyhow::ensure!(
+            losing.is_empty() || options.allow_data_loss,
+            "{}\nrefused: {} would delete all of its data (every item or object version). Change the blueprint back, or run apply with --allow-data-loss if losing it is intended; nothing was changed",
+            plan.render(),
+            losing.join(", ")
+        );
         if plan.has_changes() && !approve(&plan) {
             return Ok((plan, false));
         }

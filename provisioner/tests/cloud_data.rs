@@ -147,7 +147,7 @@ async fn dynamodb_table_round_trip() -> anyhow::Result<()> {
     let address = "dynamodb_table.events";
     let desired = props(
         address,
-        json!({"name": "rt-EventsHot", "point_in_time_recovery": false, "ttl_attribute": "expires_at"}),
+        json!({"name": "rt-EventsHot", "point_in_time_recovery": false, "ttl_attribute": "expires_at", "deletion_protection": true}),
     );
     let (id, outputs) = create_and_update(
         &cloud,

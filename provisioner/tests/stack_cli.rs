@@ -135,6 +135,11 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
         "{}",
         text(&out.stdout)
     );
+    assert!(
+        text(&out.stdout).contains("This deletes, with every item and object version in them: dynamodb_table.events_hot (ep-local-events-hot), s3_bucket.raw_events (ep-local-raw-events-123456789012-us-east-1)"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = provision(&env, &["plan", "--detailed-exitcode"])?;
     assert_eq!(out.status.code(), Some(2));
     Ok(())

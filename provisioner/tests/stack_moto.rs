@@ -939,3 +939,151 @@ async fn two_concurrent_applies_make_one_stack_and_the_second_is_refused() -> an
     assert_eq!(vpcs.vpcs().len(), 1);
     Ok(())
 }
+
+/// The bucket's encryption, public access block and TLS policy and the
+/// table's TTL, changed outside provision: the plan repairs each in place
+/// (a replace would delete every object version and every item).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_of_the_bucket_and_table_settings_is_repaired_in_place_never_by_a_replace(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let options = env.options();
+    apply(&env.stack().await?, &options).await?;
+    let bucket = "ep-local-raw-events-123456789012-us-east-1";
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&env.direct)
+            .force_path_style(true)
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::new(&env.direct);
+    type Drift = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+    let drifts: Vec<(&str, &str, Drift)> = vec![
+        ("s3_bucket.raw_events", "encryption", {
+            let s3 = s3.clone();
+            Box::pin(async move {
+                s3.delete_bucket_encryption().bucket(bucket).send().await?;
+                Ok(())
+            })
+        }),
+        ("s3_bucket.raw_events", "block_public_access", {
+            let s3 = s3.clone();
+            Box::pin(async move {
+                s3.delete_public_access_block()
+                    .bucket(bucket)
+                    .send()
+                    .await?;
+                Ok(())
+            })
+        }),
+        ("s3_bucket.raw_events", "tls_only", {
+            let s3 = s3.clone();
+            Box::pin(async move {
+                s3.delete_bucket_policy().bucket(bucket).send().await?;
+                Ok(())
+            })
+        }),
+        ("dynamodb_table.events_hot", "ttl_attribute", {
+            let dynamodb = dynamodb.clone();
+            Box::pin(async move {
+                dynamodb
+                    .update_time_to_live()
+                    .table_name("ep-local-events-hot")
+                    .time_to_live_specification(
+                        aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                            .attribute_name("expires_at")
+                            .enabled(false)
+                            .build()?,
+                    )
+                    .send()
+                    .await?;
+                Ok(())
+            })
+        }),
+    ];
+    for (address, attribute, drift) in drifts {
+        drift.await?;
+        let stack = env.stack().await?;
+        let plan = stack.plan(&options).await?;
+        let changes: Vec<(&str, Action, Vec<&str>)> = plan
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.address.as_str(),
+                    c.action,
+                    c.attrs.iter().map(|a| a.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            vec![(address, Action::Update, vec![attribute])],
+            "{}",
+            plan.render()
+        );
+        apply(&stack, &options).await?;
+        let after = env.stack().await?.plan(&options).await?;
+        assert!(
+            !after.has_changes() && after.drift.is_empty(),
+            "after repairing {address}.{attribute}: {}",
+            after.render()
+        );
+    }
+    Ok(())
+}
+
+/// A blueprint change that would replace the table (and with it every item)
+/// is refused before anything changes, unless the apply allows data loss;
+/// the table is protected from deletion until provision itself deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_would_replace_the_table_is_refused_unless_data_loss_is_allowed(
+) -> anyhow::Result<()> {
+    let mut env = Env::start(&[]).await?;
+    let mut options = env.options();
+    apply(&env.stack().await?, &options).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&env.direct);
+    let table = dynamodb
+        .describe_table()
+        .table_name("ep-local-events-hot")
+        .send()
+        .await?;
+    assert_eq!(
+        table.table().and_then(|t| t.deletion_protection_enabled()),
+        Some(true)
+    );
+    let deleted_outside = dynamodb
+        .delete_table()
+        .table_name("ep-local-events-hot")
+        .send()
+        .await;
+    assert!(deleted_outside.is_err(), "deletion protection is off");
+
+    env.write_blueprint(&[("[logs]", "[table]\nname = \"ep-local-renamed\"\n\n[logs]")])?;
+    let stack = env.stack().await?;
+    let text = support::apply_error(&stack, &options).await?;
+    for want in ["dynamodb_table.events_hot (replace)", "--allow-data-loss"] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+    let still = dynamodb
+        .describe_table()
+        .table_name("ep-local-events-hot")
+        .send()
+        .await;
+    assert!(still.is_ok(), "the table went: {still:?}");
+    let renamed = dynamodb
+        .describe_table()
+        .table_name("ep-local-renamed")
+        .send()
+        .await;
+    assert!(renamed.is_err(), "something was applied: {renamed:?}");
+
+    options.allow_data_loss = true;
+    apply(&stack, &options).await?;
+    let gone = dynamodb
+        .describe_table()
+        .table_name("ep-local-events-hot")
+        .send()
+        .await;
+    assert!(gone.is_err(), "the old table is still there");
+    Ok(())
+}

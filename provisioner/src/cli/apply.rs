@@ -18,6 +18,10 @@ pub struct ApplyArgs {
     /// Resource operations in flight at once.
     #[arg(long, default_value_t = 8)]
     parallelism: usize,
+    /// Let this apply replace or delete the table or the bucket, and with
+    /// them every item and object version they hold.
+    #[arg(long)]
+    allow_data_loss: bool,
 }
 
 impl ApplyArgs {
@@ -26,8 +30,10 @@ impl ApplyArgs {
         let stack = self.binaries.open(&self.stack).await?;
         let auto_approve = self.auto_approve;
         let started = std::time::Instant::now();
+        let mut options = options(&stack, self.parallelism);
+        options.allow_data_loss = self.allow_data_loss;
         let (plan, applied) = stack
-            .apply(&options(&stack, self.parallelism), |plan| {
+            .apply(&options, |plan| {
                 print!("{}", plan.render());
                 auto_approve || confirm("Apply these changes?")
             })

@@ -31,6 +31,18 @@ impl DestroyArgs {
                     "Destroy stack `{name}`: {} recorded resources, and anything else tagged event-platform:stack={name}.",
                     state.resources.len()
                 );
+                let data: Vec<String> = state
+                    .resources
+                    .iter()
+                    .filter(|(_, r)| r.kind.holds_data())
+                    .map(|(address, r)| format!("{address} ({})", r.id))
+                    .collect();
+                if !data.is_empty() {
+                    println!(
+                        "This deletes, with every item and object version in them: {} (the table's deletion protection is lifted just before).",
+                        data.join(", ")
+                    );
+                }
                 auto_approve || confirm("Destroy everything?")
             })
             .await?;

@@ -78,6 +78,10 @@ pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observe
     let props = Props::from([
         ("name".to_string(), json!(id)),
         (
+            "deletion_protection".to_string(),
+            json!(table.deletion_protection_enabled().unwrap_or(false)),
+        ),
+        (
             "point_in_time_recovery".to_string(),
             json!(point_in_time_recovery),
         ),
@@ -101,7 +105,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
     let created = DynamoHotStore::create_table_request(&cloud.dynamodb, name)
         .map_err(|e| CloudError::invalid("CreateTable", e.to_string()))?
         .sse_specification(SseSpecification::builder().enabled(true).build())
-        .deletion_protection_enabled(false)
+        .deletion_protection_enabled(deletion_protection(props)?)
         .set_tags(Some(tags).filter(|t| !t.is_empty()))
         .send()
         .await
@@ -162,8 +166,10 @@ pub async fn update(
                     .await?
             }
             "tags" => retag(cloud, id, props).await?,
-            // Replaces the table for the planner; completes a half-made create.
             "ttl_attribute" => set_ttl(cloud, id, prop_str(props, "ttl_attribute")?).await?,
+            "deletion_protection" => {
+                set_deletion_protection(cloud, id, deletion_protection(props)?).await?
+            }
             other => {
                 return Err(CloudError::invalid(
                     "UpdateTable",
@@ -172,6 +178,26 @@ pub async fn update(
             }
         }
     }
+    Ok(())
+}
+
+/// `deletion_protection` (absent: off).
+fn deletion_protection(props: &Props) -> Result<bool> {
+    match props.get("deletion_protection") {
+        None | Some(Value::Null) => Ok(false),
+        Some(_) => prop_bool(props, "deletion_protection"),
+    }
+}
+
+async fn set_deletion_protection(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> {
+    cloud
+        .dynamodb
+        .update_table()
+        .table_name(name)
+        .deletion_protection_enabled(enabled)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("UpdateTable", e))?;
     Ok(())
 }
 
@@ -195,6 +221,14 @@ async fn set_ttl(cloud: &Cloud, name: &str, attribute: &str) -> Result<()> {
 
 /// See the module contract in [`super`].
 pub async fn delete(cloud: &Cloud, _kind: Kind, id: &str) -> Result<()> {
+    // Deletion protection guards against everyone but provision's own
+    // delete, which only destroy (asked) or an apply allowed to lose data make.
+    let protected = describe(cloud, id)
+        .await?
+        .and_then(|t| t.deletion_protection_enabled());
+    if protected == Some(true) {
+        set_deletion_protection(cloud, id, false).await?;
+    }
     if let Err(e) = cloud.dynamodb.delete_table().table_name(id).send().await {
         let e = CloudError::from_sdk("DeleteTable", e);
         return if e.code == "ResourceNotFoundException" {

@@ -34,6 +34,8 @@ pub struct Options {
     pub wait_timeout: Duration,
     /// Where progress lines go.
     pub progress: Progress,
+    /// Let apply replace or delete the table or the bucket (and their data).
+    pub allow_data_loss: bool,
 }
 
 impl Options {
@@ -45,6 +47,7 @@ impl Options {
             waits,
             wait_timeout: Duration::from_secs(15 * 60),
             progress: Progress::stdout(),
+            allow_data_loss: false,
         }
     }
 }
