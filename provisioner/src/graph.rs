@@ -23,6 +23,10 @@ pub const KEEP_IMAGES: u32 = 20;
 /// ELB picks `ELBSecurityPolicy-2016-08`, which still accepts TLS 1.0.
 pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
+/// Paths the load balancer answers 404 itself: the services' metrics and
+/// health pages (sorted, as the planner compares them).
+pub const INTERNAL_PATHS: [&str; 4] = ["/health", "/health/*", "/metrics", "/metrics/*"];
+
 /// The broker's Kafka port.
 pub const KAFKA_PORT: u16 = 9092;
 
@@ -333,17 +337,44 @@ impl<'a> Graph<'a> {
             .get("graphql")
             .or_else(|| target_groups.values().next())
             .map(|tg| reference(tg, "arn"));
-        let mut listeners = vec![("http", 80, "HTTP", Value::Null, Value::Null)];
-        if let Some(arn) = &spec.load_balancer.certificate_arn {
+        // With a certificate, plain HTTP only redirects: tokens never cross
+        // the internet in cleartext.
+        let certificate = spec.load_balancer.certificate_arn.clone();
+        let mut listeners = vec![(
+            "http",
+            80,
+            "HTTP",
+            Value::Null,
+            Value::Null,
+            certificate.is_some(),
+        )];
+        if let Some(arn) = certificate {
             let policy = Value::from(TLS_POLICY);
-            listeners.push(("https", 443, "HTTPS", Value::String(arn.clone()), policy));
+            listeners.push(("https", 443, "HTTPS", Value::String(arn), policy, false));
         }
         let mut rules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (name, port, protocol, certificate, ssl_policy) in listeners {
+        for (name, port, protocol, certificate, ssl_policy, redirect) in listeners {
+            let default_target = if redirect { None } else { default_tg.clone() };
             let listener = self.add(
                 Kind::Listener,
                 name,
-                json!({"load_balancer_arn": reference(&alb, "arn"), "port": port, "protocol": protocol, "certificate_arn": certificate, "ssl_policy": ssl_policy, "default_target_group_arn": default_tg}),
+                json!({"load_balancer_arn": reference(&alb, "arn"), "port": port, "protocol": protocol, "certificate_arn": certificate, "ssl_policy": ssl_policy, "redirect_to_https": redirect, "default_target_group_arn": default_target}),
+                &[],
+            );
+            if redirect {
+                continue;
+            }
+            let suffix = if name == "http" {
+                String::new()
+            } else {
+                format!("_{name}")
+            };
+            // Metrics and readiness details are for the VPC: the target
+            // groups check health on the tasks directly, not through here.
+            self.add(
+                Kind::ListenerRule,
+                &format!("internal{suffix}"),
+                json!({"listener_arn": reference(&listener, "arn"), "priority": 1, "path_patterns": INTERNAL_PATHS, "fixed_status": 404, "target_group_arn": null}),
                 &[],
             );
             for (priority, service) in services.iter().enumerate() {
@@ -353,15 +384,10 @@ impl<'a> Graph<'a> {
                 if service.path_patterns.is_empty() {
                     continue;
                 }
-                let suffix = if name == "http" {
-                    String::new()
-                } else {
-                    format!("_{name}")
-                };
                 let rule = self.add(
                     Kind::ListenerRule,
                     &format!("{}{suffix}", service.name),
-                    json!({"listener_arn": reference(&listener, "arn"), "priority": (priority + 1) * 10, "path_patterns": sorted(&service.path_patterns), "target_group_arn": reference(tg, "arn")}),
+                    json!({"listener_arn": reference(&listener, "arn"), "priority": (priority + 1) * 10, "path_patterns": sorted(&service.path_patterns), "fixed_status": null, "target_group_arn": reference(tg, "arn")}),
                     &[],
                 );
                 rules.entry(service.name).or_default().push(rule);

@@ -314,6 +314,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
             "protocol": "HTTP",
             "certificate_arn": null,
             "ssl_policy": null,
+            "redirect_to_https": false,
             "default_target_group_arn": tg_arn,
         }),
     );
@@ -325,6 +326,36 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
         vec![("default_target_group_arn", json!(other_tg))],
     )
     .await?;
+    // With a certificate, plain HTTP only redirects (no token in cleartext).
+    let redirect_address = "listener.http_redirect";
+    let redirect = props(
+        redirect_address,
+        json!({
+            "load_balancer_arn": lb_arn,
+            "port": 8080,
+            "protocol": "HTTP",
+            "certificate_arn": null,
+            "ssl_policy": null,
+            "redirect_to_https": true,
+            "default_target_group_arn": null,
+        }),
+    );
+    let (redirect_arn, _) =
+        round_trip(&cloud, Kind::Listener, redirect_address, &redirect, vec![]).await?;
+    // Back to forwarding: both attributes change in one update.
+    let mut forwarding = redirect.clone();
+    forwarding.insert("redirect_to_https".into(), json!(false));
+    forwarding.insert("default_target_group_arn".into(), json!(tg_arn));
+    let changed = [
+        "redirect_to_https".to_string(),
+        "default_target_group_arn".to_string(),
+    ];
+    cloud
+        .update(Kind::Listener, &redirect_arn, &forwarding, &changed)
+        .await?;
+    let read = cloud.read(Kind::Listener, &redirect_arn).await?;
+    assert_eq!(read.map(|o| o.props), Some(forwarding));
+    delete_twice(&cloud, Kind::Listener, &redirect_arn).await?;
     // HTTPS with a current TLS policy (ELB's default still accepts TLS 1.0).
     let https_address = "listener.https";
     let https = props(
@@ -335,6 +366,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
             "protocol": "HTTPS",
             "certificate_arn": acm_certificate(&emulator).await?,
             "ssl_policy": provisioner::graph::TLS_POLICY,
+            "redirect_to_https": false,
             "default_target_group_arn": tg_arn,
         }),
     );
@@ -355,6 +387,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
             "listener_arn": listener_arn,
             "priority": 10,
             "path_patterns": ["/events", "/events/*"],
+            "fixed_status": null,
             "target_group_arn": other_tg,
         }),
     );
@@ -369,6 +402,36 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
         ],
     )
     .await?;
+    // Internals answered 404 at the listener, never forwarded.
+    let internal_address = "listener_rule.internal";
+    let internal = props(
+        internal_address,
+        json!({
+            "listener_arn": listener_arn,
+            "priority": 1,
+            "path_patterns": ["/health", "/health/*", "/metrics", "/metrics/*"],
+            "fixed_status": 404,
+            "target_group_arn": null,
+        }),
+    );
+    let (internal_arn, _) = round_trip(
+        &cloud,
+        Kind::ListenerRule,
+        internal_address,
+        &internal,
+        vec![],
+    )
+    .await?;
+    let mut forwarding = internal.clone();
+    forwarding.insert("fixed_status".into(), json!(null));
+    forwarding.insert("target_group_arn".into(), json!(tg_arn));
+    let changed = ["fixed_status".to_string(), "target_group_arn".to_string()];
+    cloud
+        .update(Kind::ListenerRule, &internal_arn, &forwarding, &changed)
+        .await?;
+    let read = cloud.read(Kind::ListenerRule, &internal_arn).await?;
+    assert_eq!(read.map(|o| o.props), Some(forwarding));
+    delete_twice(&cloud, Kind::ListenerRule, &internal_arn).await?;
 
     // Reverse order, as destroy does.
     delete_twice(&cloud, Kind::ListenerRule, &rule_arn).await?;

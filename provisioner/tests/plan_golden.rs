@@ -679,3 +679,58 @@ fn a_stack_applied_under_the_old_default_names_keeps_its_table_and_bucket() -> a
     );
     Ok(())
 }
+
+/// With a certificate, plain HTTP only redirects to HTTPS (a JWT never
+/// crosses the internet in cleartext) and has no rules; on every listener
+/// that forwards, `/metrics` and the health pages are answered 404 before
+/// any rule could forward them (the target groups check health directly).
+#[test]
+fn http_redirects_with_a_certificate_and_internals_are_refused_at_the_listener(
+) -> anyhow::Result<()> {
+    let internal = json!(["/health", "/health/*", "/metrics", "/metrics/*"]);
+    for (blueprint, forwarding) in [("production.toml", "https"), ("local.toml", "http")] {
+        let desired = resources(&load(blueprint)?);
+        let find = |address: &str| desired.iter().find(|r| r.address == address);
+        let http = find("listener.http").ok_or_else(|| anyhow::anyhow!("no http listener"))?;
+        let redirects = forwarding == "https";
+        assert_eq!(
+            http.props["redirect_to_https"],
+            json!(redirects),
+            "{blueprint}"
+        );
+        assert_eq!(
+            http.props["default_target_group_arn"].is_null(),
+            redirects,
+            "{blueprint}"
+        );
+        let on = |listener: &str| -> Vec<&Resource> {
+            let arn = format!("${{listener.{listener}.arn}}");
+            desired
+                .iter()
+                .filter(|r| r.kind == Kind::ListenerRule && r.props["listener_arn"] == json!(arn))
+                .collect()
+        };
+        if redirects {
+            assert!(
+                on("http").is_empty(),
+                "{blueprint}: rules on a redirecting listener"
+            );
+        }
+        let rules = on(forwarding);
+        let first = rules
+            .iter()
+            .min_by_key(|r| r.props["priority"].as_i64())
+            .ok_or_else(|| anyhow::anyhow!("{blueprint}: no rules"))?;
+        assert_eq!(first.props["path_patterns"], internal, "{blueprint}");
+        assert_eq!(first.props["fixed_status"], json!(404), "{blueprint}");
+        assert!(first.props["target_group_arn"].is_null(), "{blueprint}");
+        assert!(
+            rules
+                .iter()
+                .filter(|r| r.address != first.address)
+                .all(|r| r.props["fixed_status"].is_null()),
+            "{blueprint}"
+        );
+    }
+    Ok(())
+}

@@ -24,7 +24,7 @@ fn check_accepts_the_shipped_blueprints_and_names_file_line_and_key() -> anyhow:
             .output()?;
         assert!(out.status.success(), "{name}: {}", text(&out.stdout));
         assert!(
-            text(&out.stdout).contains("is valid (42 resources") || name == "production.toml",
+            text(&out.stdout).contains("is valid (43 resources") || name == "production.toml",
             "{}",
             text(&out.stdout)
         );
@@ -72,7 +72,7 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
     let out = provision(&env, &["plan", "--detailed-exitcode"])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stdout)
-        .ends_with("Plan: 39 to create, 0 to update in place, 0 to replace, 0 to delete.\n"));
+        .ends_with("Plan: 40 to create, 0 to update in place, 0 to replace, 0 to delete.\n"));
 
     let out = provision(&env, &["apply"])?;
     assert_eq!(
@@ -99,7 +99,7 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(plan["changes"], serde_json::json!([]));
-    assert_eq!(plan["unchanged"], 39);
+    assert_eq!(plan["unchanged"], 40);
 
     let out = provision(&env, &["output", "--json"])?;
     let outputs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -117,7 +117,7 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
     );
 
     let out = provision(&env, &["state", "list"])?;
-    assert_eq!(text(&out.stdout).lines().count(), 39);
+    assert_eq!(text(&out.stdout).lines().count(), 40);
     let out = Command::new(env!("CARGO_BIN_EXE_provision"))
         .args(["state", "show", "-b"])
         .arg(&env.blueprint_path)

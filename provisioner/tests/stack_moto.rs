@@ -352,12 +352,16 @@ async fn verify_with_describe_calls(
         .await?;
     let mut routed: Vec<(String, String)> = Vec::new();
     for rule in rules.rules() {
-        let target = rule
-            .actions()
-            .first()
-            .and_then(|a| a.target_group_arn())
-            .unwrap_or("default")
-            .to_string();
+        let action = rule.actions().first();
+        let fixed = action
+            .and_then(|a| a.fixed_response_config())
+            .and_then(|f| f.status_code());
+        let target = match (fixed, action.and_then(|a| a.target_group_arn())) {
+            (Some(status), _) => status,
+            (None, Some(target_group)) => target_group,
+            (None, None) => "default",
+        }
+        .to_string();
         for condition in rule.conditions() {
             for path in condition
                 .path_pattern_config()
@@ -376,6 +380,10 @@ async fn verify_with_describe_calls(
         vec![
             ("/events*".to_string(), ingest_tg.clone()),
             ("/graphql*".to_string(), graphql_tg.clone()),
+            ("/health".to_string(), "404".to_string()),
+            ("/health/*".to_string(), "404".to_string()),
+            ("/metrics".to_string(), "404".to_string()),
+            ("/metrics/*".to_string(), "404".to_string()),
             ("/v1/events*".to_string(), ingest_tg.clone()),
         ]
     );

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum,
-    LoadBalancerTypeEnum, PathPatternConditionConfig, ProtocolEnum, Rule, RuleCondition, Tag,
+    Action, ActionTypeEnum, Certificate, FixedResponseActionConfig, IpAddressType,
+    LoadBalancerSchemeEnum, LoadBalancerTypeEnum, PathPatternConditionConfig, ProtocolEnum,
+    RedirectActionConfig, RedirectActionStatusCodeEnum, Rule, RuleCondition, Tag,
     TargetGroupAttribute, TargetHealthStateEnum, TargetTypeEnum,
 };
 use serde_json::Value;
@@ -158,7 +159,7 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
                 .protocol(ProtocolEnum::from(prop_str(props, "protocol")?))
                 .set_certificates(certificates)
                 .set_ssl_policy(ssl_policy(props))
-                .default_actions(forward(prop_str(props, "default_target_group_arn")?))
+                .default_actions(listener_action(props)?)
                 .set_tags(tags)
                 .send()
                 .await
@@ -176,7 +177,7 @@ pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) ->
                 .listener_arn(prop_str(props, "listener_arn")?)
                 .priority(prop_i32(props, "priority")?)
                 .conditions(path_condition(props)?)
-                .actions(forward(prop_str(props, "target_group_arn")?))
+                .actions(rule_action(props)?)
                 .set_tags(tags)
                 .send()
                 .await
@@ -226,11 +227,12 @@ pub async fn update(
                 set_deregistration_delay(cloud, id, props).await?;
             }
         }
-        Kind::Listener if has("default_target_group_arn") || has("ssl_policy") => {
+        Kind::Listener
+            if has("default_target_group_arn") || has("redirect_to_https") || has("ssl_policy") =>
+        {
             let mut request = cloud.elb.modify_listener().listener_arn(id);
-            if has("default_target_group_arn") {
-                request =
-                    request.default_actions(forward(prop_str(props, "default_target_group_arn")?));
+            if has("default_target_group_arn") || has("redirect_to_https") {
+                request = request.default_actions(listener_action(props)?);
             }
             if has("ssl_policy") {
                 request = request.set_ssl_policy(ssl_policy(props));
@@ -240,13 +242,15 @@ pub async fn update(
                 .await
                 .map_err(|e| CloudError::from_sdk("ModifyListener", e))?;
         }
-        Kind::ListenerRule if has("path_patterns") || has("target_group_arn") => {
+        Kind::ListenerRule
+            if has("path_patterns") || has("target_group_arn") || has("fixed_status") =>
+        {
             let mut request = cloud.elb.modify_rule().rule_arn(id);
             if has("path_patterns") {
                 request = request.conditions(path_condition(props)?);
             }
-            if has("target_group_arn") {
-                request = request.actions(forward(prop_str(props, "target_group_arn")?));
+            if has("target_group_arn") || has("fixed_status") {
+                request = request.actions(rule_action(props)?);
             }
             request
                 .send()
@@ -514,6 +518,10 @@ async fn read_listener(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
             ),
         ),
         (
+            "redirect_to_https".into(),
+            Value::Bool(redirects_to_https(listener.default_actions())),
+        ),
+        (
             "default_target_group_arn".into(),
             opt_str(forward_target(listener.default_actions())),
         ),
@@ -558,6 +566,10 @@ async fn read_rule(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         (
             "target_group_arn".into(),
             opt_str(forward_target(rule.actions())),
+        ),
+        (
+            "fixed_status".into(),
+            fixed_status(rule.actions()).map_or(Value::Null, Value::from),
         ),
         ("tags".into(), tags_value(one_tags(cloud, id).await?)),
     ]);
@@ -711,6 +723,54 @@ fn forward(target_group_arn: &str) -> Action {
         .r#type(ActionTypeEnum::Forward)
         .target_group_arn(target_group_arn)
         .build()
+}
+
+/// A listener's default action: a permanent redirect to HTTPS on 443 with
+/// `redirect_to_https`, else forward to `default_target_group_arn`.
+fn listener_action(props: &Props) -> Result<Action> {
+    if props.get("redirect_to_https").and_then(Value::as_bool) != Some(true) {
+        return Ok(forward(prop_str(props, "default_target_group_arn")?));
+    }
+    let redirect = RedirectActionConfig::builder()
+        .protocol("HTTPS")
+        .port("443")
+        .status_code(RedirectActionStatusCodeEnum::Http301)
+        .build();
+    Ok(Action::builder()
+        .r#type(ActionTypeEnum::Redirect)
+        .redirect_config(redirect)
+        .build())
+}
+
+/// A rule's action: answer `fixed_status` itself, else forward.
+fn rule_action(props: &Props) -> Result<Action> {
+    let Some(status) = props.get("fixed_status").and_then(Value::as_i64) else {
+        return Ok(forward(prop_str(props, "target_group_arn")?));
+    };
+    let response = FixedResponseActionConfig::builder()
+        .status_code(status.to_string())
+        .content_type("text/plain")
+        .message_body("Not Found")
+        .build();
+    Ok(Action::builder()
+        .r#type(ActionTypeEnum::FixedResponse)
+        .fixed_response_config(response)
+        .build())
+}
+
+fn redirects_to_https(actions: &[Action]) -> bool {
+    actions.iter().any(|a| {
+        a.r#type() == Some(&ActionTypeEnum::Redirect)
+            && a.redirect_config().and_then(|r| r.protocol()) == Some("HTTPS")
+    })
+}
+
+/// The status a fixed-response action answers, `None` for a forward.
+fn fixed_status(actions: &[Action]) -> Option<i64> {
+    let action = actions
+        .iter()
+        .find(|a| a.r#type() == Some(&ActionTypeEnum::FixedResponse))?;
+    action.fixed_response_config()?.status_code()?.parse().ok()
 }
 
 fn path_condition(props: &Props) -> Result<RuleCondition> {
