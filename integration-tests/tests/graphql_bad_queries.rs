@@ -301,3 +301,58 @@ async fn health_and_metrics_name_the_http_and_resolver_series() {
         assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
     }
 }
+
+/// Every aliased field that reads the store costs a store round trip, not
+/// just its list length: thousands of `latestEvents(limit: 1)` under
+/// aliases are refused as too complex before any is run.
+#[tokio::test]
+async fn many_aliases_of_a_cheap_store_query_are_too_complex() {
+    let (store, _dir) = sqlite_store().expect("sqlite");
+    let api = GraphqlServer::start(Arc::new(store), |_| {})
+        .await
+        .expect("graphql");
+    let aliased = |n: usize| {
+        let fields: Vec<String> = (0..n)
+            .map(|i| format!("a{i}: latestEvents(limit: 1) {{ eventId }}"))
+            .collect();
+        format!("{{ {} }}", fields.join(" "))
+    };
+    let response = api.query(&aliased(2000), json!({})).await.expect("answers");
+    assert_eq!(only_error(&response).0, "QUERY_TOO_COMPLEX", "{response}");
+    // A dashboard's handful of store reads in one request is still fine.
+    api.data(&aliased(8), json!({}))
+        .await
+        .expect("eight aliases are fine");
+}
+
+/// A query the store answers too slowly (the fault layer delays DynamoDB's
+/// answers) ends at the execution time bound with a clear error, instead
+/// of holding a connection and the store's capacity.
+#[tokio::test]
+async fn fault_layer_a_query_slower_than_the_time_bound_is_cut_off_with_query_timeout() {
+    let emulator = AwsEmulator::start().await.expect("AWS emulator");
+    let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
+    let (faulty, faults) = FaultLayer::wrap(&sdk);
+    let store: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
+    let api = GraphqlServer::start(store, |config| {
+        config.limits.max_execution = std::time::Duration::from_millis(500)
+    })
+    .await
+    .expect("graphql");
+    faults.inject(
+        "Query",
+        Fault::Delay(std::time::Duration::from_secs(3)),
+        100,
+    );
+    let started = std::time::Instant::now();
+    let response = api
+        .query(r#"{ eventsByUser(userId: "u") { eventId } }"#, json!({}))
+        .await
+        .expect("answers");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(only_error(&response).0, "QUERY_TIMEOUT", "{response}");
+}

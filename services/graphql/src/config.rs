@@ -22,6 +22,9 @@ pub struct QueryLimits {
     pub max_complexity: usize,
     /// `MAX_RANGE_DAYS` (default 366): the longest time range a query may span.
     pub max_range_days: i64,
+    /// `QUERY_TIMEOUT_MS` (default 10000): the longest a query may run
+    /// before it is answered `QUERY_TIMEOUT`.
+    pub max_execution: std::time::Duration,
 }
 
 impl Default for QueryLimits {
@@ -30,6 +33,7 @@ impl Default for QueryLimits {
             max_depth: 15,
             max_complexity: 20_000,
             max_range_days: 366,
+            max_execution: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -64,6 +68,10 @@ impl GraphqlConfig {
             max_depth: env.parse("MAX_QUERY_DEPTH", defaults.max_depth)?,
             max_complexity: env.parse("MAX_QUERY_COMPLEXITY", defaults.max_complexity)?,
             max_range_days: env.parse("MAX_RANGE_DAYS", defaults.max_range_days)?,
+            max_execution: std::time::Duration::from_millis(env.parse(
+                "QUERY_TIMEOUT_MS",
+                defaults.max_execution.as_millis() as u64,
+            )?),
         };
         if !(1..=MAX_RANGE_DAYS_CEILING).contains(&limits.max_range_days) {
             return Err(ConfigError::invalid(

@@ -51,6 +51,8 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 struct ApiState {
     schema: EventSchema,
     verifier: JwtVerifier,
+    /// The longest a query may run.
+    max_execution: std::time::Duration,
 }
 
 /// A ready-to-serve GraphQL API: its router and health.
@@ -67,6 +69,7 @@ impl Graphql {
         let state = Arc::new(ApiState {
             schema: schema::build(hot.clone(), config.limits),
             verifier: JwtVerifier::new(&config.jwt),
+            max_execution: config.limits.max_execution,
         });
         let health = Health::new(
             "graphql",
@@ -176,8 +179,19 @@ async fn execute(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: B
             "the request has no query",
         );
     }
-    let response = state.schema.execute(request).await;
-    axum::Json(response).into_response()
+    // Dropping the execution at the bound cancels its store calls too. Like
+    // a store outage, it is an execution error of a well-formed request (200).
+    match tokio::time::timeout(state.max_execution, state.schema.execute(request)).await {
+        Ok(response) => axum::Json(response).into_response(),
+        Err(_) => request_error(
+            StatusCode::OK,
+            "QUERY_TIMEOUT",
+            &format!(
+                "the query ran longer than {} ms: ask for less (a shorter range, a smaller limit) or retry later",
+                state.max_execution.as_millis()
+            ),
+        ),
+    }
 }
 
 /// GraphiQL's page, rendered once.

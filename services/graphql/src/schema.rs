@@ -53,10 +53,22 @@ const LIST_DEFAULT: i32 = 50;
 /// Default `limit` of `topEvents`.
 const TOP_DEFAULT: i32 = 10;
 
-/// What a list field costs: its length (`null` counts as the largest)
-/// times its selection's cost.
+/// What one root field costs before its selection: it reads the store, so
+/// aliases of a cheap query add up (the default budget of 20,000 allows a
+/// page of 1,000 full events plus a dashboard's handful of reads).
+const STORE_READ: usize = 1_000;
+
+/// What a root list field costs: a store read, plus its length (`null`
+/// counts as the largest) times its selection's cost.
 fn list_cost(len: Option<i32>, child_complexity: usize) -> usize {
-    (len.unwrap_or(MAX_LIST).clamp(1, MAX_LIST) as usize).saturating_mul(child_complexity)
+    (len.unwrap_or(MAX_LIST).clamp(1, MAX_LIST) as usize)
+        .saturating_mul(child_complexity)
+        .saturating_add(STORE_READ)
+}
+
+/// What a root field that is not a list costs: a store read and its selection.
+fn read_cost(child_complexity: usize) -> usize {
+    child_complexity.saturating_add(STORE_READ)
 }
 
 /// One event (see [`Event`'s impl](Event#impl-Event)).
@@ -353,6 +365,7 @@ impl Query {
 
     /// Events in `[from, to)` (whole hours, at most 366 days; HOUR buckets at most 31 days),
     /// of one type or all.
+    #[graphql(complexity = "read_cost(child_complexity)")]
     async fn event_count(
         &self,
         ctx: &Context<'_>,
@@ -401,6 +414,7 @@ impl Query {
 
     /// Distinct active users per UTC day, for every day of `[from, to]`
     /// (both included, at most 366 days), newest first.
+    #[graphql(complexity = "read_cost(child_complexity)")]
     async fn daily_active_users(
         &self,
         ctx: &Context<'_>,
@@ -458,6 +472,7 @@ impl Query {
 
     /// `windows` cohorts (1 to 90) from the one containing `startDate`,
     /// newest first, each with `windows` periods of retention.
+    #[graphql(complexity = "read_cost(child_complexity)")]
     async fn retention(
         &self,
         ctx: &Context<'_>,
