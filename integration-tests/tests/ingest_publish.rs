@@ -214,3 +214,73 @@ async fn stopped_broker_gives_bounded_503_and_recovery_resumes_202() {
     );
     server.stop().await.expect("clean stop");
 }
+
+/// A batch answered 503 names the event ids the server gave its events (the
+/// broker may hold some of them already): a retry that sends them is
+/// accepted with the same ids, so every record of those events on the
+/// topic carries one of them and the processor's idempotent writes store
+/// each event once.
+#[tokio::test]
+async fn a_503_names_the_generated_event_ids_so_a_retry_stores_each_event_once() {
+    let IngestSetup {
+        broker,
+        topic,
+        server,
+    } = ingest_with_broker(1, |c| c.kafka_delivery_timeout_ms = 1_500)
+        .await
+        .expect("broker, topic and ingest");
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"event_type": "retry", "user_id": format!("u{i}"), "payload": {"i": i}}))
+        .collect();
+    broker.stop().await.expect("broker down");
+    let (status, problem) = post(&server, json!({"events": events}).to_string()).await;
+    assert_eq!(status, 503, "{problem}");
+    let ids: Vec<String> = problem["event_ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| id.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), events.len(), "{problem}");
+
+    broker.resume().await.expect("broker up");
+    let retried: Vec<Value> = events
+        .iter()
+        .zip(&ids)
+        .map(|(event, id)| {
+            let mut event = event.clone();
+            event["event_id"] = json!(id);
+            event
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let accepted = loop {
+        let (status, body) = post(&server, json!({"events": retried}).to_string()).await;
+        if status == 202 || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(accepted["event_ids"], json!(ids), "{accepted}");
+    let total: i64 = message_counts(&broker.bootstrap_servers(), &topic)
+        .expect("counts")
+        .values()
+        .sum();
+    let records = read_topic(
+        &broker.bootstrap_servers(),
+        &topic,
+        total as usize,
+        Duration::from_secs(10),
+    )
+    .expect("read");
+    let on_topic: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Event>(&r.value).ok())
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let sent: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(on_topic, sent, "{total} records");
+    server.stop().await.expect("clean stop");
+}

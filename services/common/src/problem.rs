@@ -47,6 +47,11 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (429, 503); sent as `Retry-After` too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// On a 503 for a batch the broker may have taken in part: the ids of
+    /// its events in request order (the generated ones too), for a retry
+    /// that the stores then deduplicate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_ids: Vec<uuid::Uuid>,
 }
 
 impl Problem {
@@ -57,6 +62,7 @@ impl Problem {
             status: status.as_u16(),
             detail,
             errors: Vec::new(),
+            event_ids: Vec::new(),
             retry_after_secs: None,
         }
     }
@@ -147,6 +153,12 @@ impl Problem {
                 detail,
             )
         }
+    }
+
+    /// The same problem naming the request's event ids (see `event_ids`).
+    pub fn with_event_ids(mut self, event_ids: Vec<uuid::Uuid>) -> Self {
+        self.event_ids = event_ids;
+        self
     }
 
     /// 404 for unknown paths, so even those answer in the same format.

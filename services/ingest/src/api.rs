@@ -120,11 +120,14 @@ async fn accept(
         tracing::warn!(error = %e, events = events.len(), "publish failed; answering 503");
         let detail = match e {
             PublishError::QueueFull => {
-                "the broker is slower than intake; nothing was accepted, retry".to_string()
+                "the broker is slower than intake; retry with these event_ids, which are stored once".to_string()
             }
-            other => format!("{other}; nothing was accepted, retry with the same event_ids"),
+            other => format!(
+                "{other}; some events may have reached the broker: retry with these event_ids, which are stored once"
+            ),
         };
-        return Err(Problem::unavailable(detail, state.retry_after_secs));
+        let ids = events.iter().map(|e| e.event_id).collect();
+        return Err(Problem::unavailable(detail, state.retry_after_secs).with_event_ids(ids));
     }
     metrics::histogram!("kafka_produce_ack_seconds").record(started.elapsed().as_secs_f64());
     Ok(events.into_iter().map(|e| e.event_id).collect())
