@@ -1,6 +1,10 @@
 //! The HTTP API: `POST /events` (and `/v1/events`), the OpenAPI document, and
 //! the mapping of every failure to one problem response.
 
+// A problem is built once per failed request and becomes its response at
+// once: its size on the error path does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
