@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use event_common::event::Event;
 use event_store::hot::{EventFilter, HotStore};
+use event_store::rollup::Window;
 use integration_tests::backend::AwsEmulator;
 use integration_tests::stores::{
     all_pages, at, batch, day, dynamodb_store, event, sqlite_store, Analytics,
@@ -237,6 +238,108 @@ async fn pagination_is_complete_and_ordered(store: Arc<dyn HotStore>) {
     }
 }
 
+/// Users and types spelled with the store's own key prefixes and
+/// separators (`USER#`, `#`, the all-types key `*`) are data like any other:
+/// each user's and each type's events and counts are exactly its own.
+async fn keys_with_the_stores_own_separators_are_data_like_any_other(store: Arc<dyn HotStore>) {
+    let users = ["u1", "USER#u1", "USER#", "a#b", "#"];
+    let types = ["click", "*", "TYPE#click#0", "click#0", "#"];
+    let start = at("2024-03-04T10:00:00Z");
+    let events: Vec<Event> = (0..50)
+        .map(|i| {
+            event(
+                types[i % types.len()],
+                users[(i / types.len()) % users.len()],
+                start + Duration::minutes(i as i64),
+                i,
+            )
+        })
+        .collect();
+    store
+        .apply(&batch("t", 0, 0, &events))
+        .await
+        .expect("apply");
+    for user in users {
+        let filter = EventFilter {
+            user_id: Some(user.to_string()),
+            ..EventFilter::default()
+        };
+        let got = all_pages(&store, &filter, 7).await.expect("pages").len();
+        let want = events.iter().filter(|e| e.user_id == user).count();
+        assert_eq!(got, want, "events of user {user:?}");
+    }
+    let hour_end = start + Duration::hours(1);
+    for event_type in types {
+        let filter = EventFilter {
+            event_type: Some(event_type.to_string()),
+            ..EventFilter::default()
+        };
+        let want = events.iter().filter(|e| e.event_type == event_type).count();
+        let got = all_pages(&store, &filter, 7).await.expect("pages").len();
+        assert_eq!(got, want, "events of type {event_type:?}");
+        let counted: i64 = store
+            .hourly_counts(Some(event_type), start, hour_end)
+            .await
+            .expect("counts")
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(counted, want as i64, "count of type {event_type:?}");
+    }
+    let all: i64 = store
+        .hourly_counts(None, start, hour_end)
+        .await
+        .expect("counts")
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(all, events.len() as i64, "count of all types");
+    let daily = store
+        .daily_type_counts(day("2024-03-04"), day("2024-03-04"))
+        .await
+        .expect("daily");
+    for event_type in types {
+        let want = events.iter().filter(|e| e.event_type == event_type).count() as i64;
+        let got: i64 = daily
+            .iter()
+            .filter(|(_, t, _)| t == event_type)
+            .map(|(_, _, n)| n)
+            .sum();
+        assert_eq!(got, want, "daily count of type {event_type:?}");
+    }
+    let dau = store
+        .daily_active_users(day("2024-03-04"), day("2024-03-04"))
+        .await
+        .expect("dau");
+    assert_eq!(dau, vec![(day("2024-03-04"), users.len() as i64)]);
+    // A redelivery changes nothing; a day later every user is found again
+    // by its state (first seen on the first day), none is new.
+    let outcome = store
+        .apply(&batch("t", 0, 0, &events))
+        .await
+        .expect("redelivery");
+    assert_eq!(outcome.counted, 0);
+    let next_day: Vec<Event> = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| event("click", user, start + Duration::days(1), 100 + i))
+        .collect();
+    store
+        .apply(&batch("t", 0, events.len() as i64, &next_day))
+        .await
+        .expect("next day");
+    let cohorts = store
+        .cohorts(Window::Daily, day("2024-03-04"), 2)
+        .await
+        .expect("cohorts");
+    let sizes: Vec<(chrono::NaiveDate, i64)> = cohorts.iter().map(|c| (c.start, c.size)).collect();
+    assert!(
+        sizes.contains(&(day("2024-03-04"), users.len() as i64))
+            && sizes.contains(&(day("2024-03-05"), 0)),
+        "{sizes:?}"
+    );
+}
+
 macro_rules! contract {
     ($($scenario:ident),*) => {
         mod sqlite {
@@ -265,5 +368,6 @@ contract!(
     same_event_id_counts_once,
     late_event_moves_cohort,
     large_batches_are_exact,
-    pagination_is_complete_and_ordered
+    pagination_is_complete_and_ordered,
+    keys_with_the_stores_own_separators_are_data_like_any_other
 );

@@ -94,8 +94,10 @@ pub struct RollupEvent<'a> {
     pub counted: bool,
 }
 
-/// Name used for "all types" in per-hour counts.
-pub const ALL_TYPES: &str = "*";
+/// Name used for "all types" in per-hour counts: empty, which no event type
+/// can be (ingest and the processor refuse it), so a type spelled `*` is
+/// counted as itself.
+pub const ALL_TYPES: &str = "";
 
 /// The counter changes of one batch, and the users' new state.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -8,7 +8,7 @@
 //! | item | PK | SK | other keys |
 //! |---|---|---|---|
 //! | event | `EVENT#<event_id>` | `EVENT` | `GSI1PK = TYPE#<type>#<shard>`, `GSI2PK = USER#<user>`, `GSI3PK = DAY#<yyyy-mm-dd>#<shard>`; every `GSI*SK = <ts>#<event_id>` |
-//! | events per hour | `COUNT#<type or *>` | `<hour, RFC 3339>` | |
+//! | events per hour | `COUNT#<type>` (`COUNT#` for all types) | `<hour, RFC 3339>` | |
 //! | events per day and type | `DAYTYPES#<yyyy-mm>` | `<yyyy-mm-dd>#<type>` | |
 //! | daily active users | `DAU#<yyyy-mm>` | `<yyyy-mm-dd>` | |
 //! | cohort size | `COHORT#<DAILY or WEEKLY>` | `<cohort start>` | |
@@ -20,7 +20,7 @@
 //!
 //! - one event: `GetItem EVENT#<id>`; "is it stored?" for a batch: `BatchGetItem`.
 //! - latest events: `Query GSI3` per day (newest day first, days found from
-//!   the `COUNT#*` items), `SK < cursor`, newest first;
+//!   the `COUNT#` (all types) items), `SK < cursor`, newest first;
 //! - by type: `Query GSI1` on each shard, merged; by user: `Query GSI2`;
 //! - counts over a range: `Query COUNT#<type>` with `SK BETWEEN`;
 //! - top events and DAU: `Query DAYTYPES#<month>` / `DAU#<month>` per month;
@@ -426,7 +426,9 @@ impl DynamoHotStore {
             let pk = get_s(&item, "PK")?;
             let state: UserState = serde_json::from_str(get_s(&item, "user_state")?)
                 .map_err(|e| StoreError::Invalid(format!("stored state of {pk}: {e}")))?;
-            users.insert(pk.trim_start_matches("USER#").to_string(), state);
+            // Exactly one prefix: a user id may itself begin with `USER#`.
+            let user = pk.strip_prefix("USER#").unwrap_or(pk);
+            users.insert(user.to_string(), state);
         }
         Ok(users)
     }
@@ -718,7 +720,7 @@ impl DynamoHotStore {
         (0..self.shards).map(|i| format!("{prefix}#{i}")).collect()
     }
 
-    /// Days that have events, newest first, up to `before` (inclusive), from the `COUNT#*` items.
+    /// Days that have events, newest first, up to `before` (inclusive), from the `COUNT#` (all types) items.
     async fn days_with_events(
         &self,
         before: Option<DateTime<Utc>>,
