@@ -196,10 +196,19 @@ async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
         e.event_type = "x".repeat(200);
         e
     };
+    // A date no store or reader can represent (a negative year), as a
+    // producer other than ingest could write it.
+    let ancient = {
+        let mut e = good[0].clone();
+        e.event_id = uuid::Uuid::new_v4();
+        e.timestamp = chrono::DateTime::from_timestamp(-220_000_000_000, 0).expect("5000 BC");
+        e
+    };
     let poison: Vec<(Vec<u8>, &str)> = vec![
         (b"\xff\xfenot json".to_vec(), "decode"),
         (br#"{"event_type":"click"}"#.to_vec(), "decode"),
         (serde_json::to_vec(&too_long).expect("encode"), "contract"),
+        (serde_json::to_vec(&ancient).expect("encode"), "contract"),
     ];
     // Good and bad interleaved on one partition (same key).
     let mut sent_bad = Vec::new();

@@ -87,7 +87,43 @@ impl Event {
         if !self.payload.get().trim_start().starts_with('{') {
             return Err("payload: must be a JSON object".into());
         }
+        for (field, time) in [
+            ("timestamp", self.timestamp),
+            ("received_at", self.received_at),
+        ] {
+            if let Some(reason) = time_problem(time) {
+                return Err(format!("{field}: {reason}"));
+            }
+        }
         Ok(())
+    }
+}
+
+/// The earliest event time accepted: every store keys events by their
+/// RFC 3339 time with a four-digit year and counts TTLs in Unix seconds,
+/// so times before the Unix epoch (or before year 0, which skew
+/// correction can produce) are refused at ingest and dead-lettered by the
+/// processor. The latest is bounded by the future-skew clamp at ingest and
+/// by year 9999 in the processor.
+pub const EARLIEST: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+/// The latest event time a store can represent (the last second of 9999).
+fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// What is wrong with an event time, if anything.
+fn time_problem(time: DateTime<Utc>) -> Option<String> {
+    if time < EARLIEST {
+        Some(format!(
+            "must be at or after {} (got {})",
+            EARLIEST.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+    } else if time > latest() {
+        Some("must be before the year 10000".to_string())
+    } else {
+        None
     }
 }
 
@@ -395,6 +431,18 @@ fn validate_event(
         return Err(errors);
     }
     let mut event_time = corrected.unwrap_or(received_at);
+    if let Some(reason) = time_problem(event_time) {
+        let skew = if sent_at.is_some() {
+            " after clock-skew correction with sent_at"
+        } else {
+            ""
+        };
+        return Err(vec![FieldError::new(
+            &timestamp_key,
+            None,
+            format!("{reason}{skew}"),
+        )]);
+    }
     let mut clamped = false;
     if event_time > received_at + limits.max_future_skew {
         event_time = received_at;
@@ -587,6 +635,31 @@ mod tests {
             Some("2024-06-01T11:45:00+00:00")
         );
         assert!(!event.timestamp_clamped);
+    }
+
+    #[test]
+    fn times_before_1970_are_refused_also_after_skew_correction() {
+        // sent_at far in the future pushes the corrected time before year 0.
+        let skewed = r#"{"event_type":"a","user_id":"u","timestamp":"2024-06-01T11:45:00Z","sent_at":"9999-01-01T00:00:00Z"}"#;
+        let early = r#"{"event_type":"a","user_id":"u","occurred_at":"1969-12-31T23:59:59Z"}"#;
+        for body in [skewed, early] {
+            let errors = parse(body).expect_err(body);
+            let text = format!("{errors:?}");
+            assert!(text.contains("1970-01-01T00:00:00Z"), "{body}: {text}");
+        }
+        let first = r#"{"event_type":"a","user_id":"u","timestamp":"1970-01-01T00:00:00Z"}"#;
+        assert_eq!(parse(first).expect("valid")[0].timestamp, EARLIEST);
+    }
+
+    #[test]
+    fn a_message_with_a_time_no_store_can_represent_fails_the_check() {
+        let body = r#"{"event_type":"a","user_id":"u"}"#;
+        let mut event = parse(body).expect("valid")[0].clone();
+        assert_eq!(event.check(), Ok(()));
+        // About 5000 BC.
+        event.timestamp = DateTime::from_timestamp(-220_000_000_000, 0).unwrap_or_default();
+        assert!(event.timestamp.to_rfc3339().starts_with('-'));
+        assert!(event.check().is_err_and(|e| e.starts_with("timestamp:")));
     }
 
     #[test]
