@@ -293,8 +293,9 @@ impl<'a> Graph<'a> {
             match service {
                 "processor" => json!({"Version": "2012-10-17", "Statement": [
                     {"Sid": "WriteHotTable", "Effect": "Allow",
-                     // Transactions are authorized per item (UpdateItem): TransactWriteItems is no IAM action.
-                     "Action": ["dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+                     // What the store calls (checked by tests/service_permissions.rs);
+                     // transactions are authorized per item (UpdateItem).
+                     "Action": ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
                      "Resource": [table_arn, format!("{table_arn}/index/*")]},
                     {"Sid": "WriteRawEvents", "Effect": "Allow",
                      "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],

@@ -298,7 +298,7 @@ async fn verify_with_describe_calls(
     let document =
         percent_encoding::percent_decode_str(inline.policy_document()).decode_utf8_lossy();
     assert!(
-        document.contains("dynamodb:PutItem")
+        document.contains("dynamodb:BatchGetItem")
             && document.contains("ep-local-raw-events-123456789012-us-east-1/raw/*"),
         "{document}"
     );
