@@ -82,6 +82,8 @@ struct State {
     rules: Vec<Rule>,
     injected: HashMap<String, u32>,
     calls: Vec<String>,
+    /// The same calls as (service, operation), the service as IAM names it.
+    services: Vec<(String, String)>,
 }
 
 /// The fault layer: a handle to arm faults and read what happened.
@@ -145,16 +147,29 @@ impl FaultLayer {
             .unwrap_or_default()
     }
 
+    /// Every call seen as (service, operation), the service as IAM's action
+    /// prefix names it (`ec2`, `ecs`, `iam`, `s3`, ...).
+    pub fn calls_by_service(&self) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .map(|s| s.services.clone())
+            .unwrap_or_default()
+    }
+
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.calls.clear();
+            state.services.clear();
         }
     }
 
-    fn take_fault(&self, operation: &str) -> Option<Fault> {
+    fn take_fault(&self, service: &str, operation: &str) -> Option<Fault> {
         let mut state = self.state.lock().ok()?;
         state.calls.push(operation.to_string());
+        state
+            .services
+            .push((service.to_string(), operation.to_string()));
         let rule = state
             .rules
             .iter_mut()
@@ -205,6 +220,38 @@ enum Protocol {
     Ec2Query,
     Query,
     RestXml,
+}
+
+/// The service of a request, as IAM's action prefix names it.
+fn service_of(request: &HttpRequest) -> String {
+    if let Some(target) = request.headers().get("x-amz-target") {
+        let prefix = target.split('.').next().unwrap_or(target);
+        let service = match prefix {
+            p if p.starts_with("AmazonEC2ContainerServiceV") => "ecs",
+            p if p.starts_with("AmazonEC2ContainerRegistry") => "ecr",
+            p if p.starts_with("DynamoDB") => "dynamodb",
+            p if p.starts_with("Logs") => "logs",
+            p if p.starts_with("AmazonSSM") => "ssm",
+            p if p.starts_with("CertificateManager") => "acm",
+            other => other,
+        };
+        return service.to_string();
+    }
+    let body = request
+        .body()
+        .bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let version = body.split('&').find_map(|kv| kv.strip_prefix("Version="));
+    match version {
+        Some("2016-11-15") => "ec2",
+        Some("2015-12-01") => "elasticloadbalancing",
+        Some("2010-05-08") => "iam",
+        Some("2011-06-15") => "sts",
+        Some(_) => "unknown",
+        None => "s3",
+    }
+    .to_string()
 }
 
 /// The operation name and protocol of a request.
@@ -279,7 +326,7 @@ fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) ->
 impl HttpConnector for FaultConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let (operation, protocol) = operation_of(&request);
-        match self.layer.take_fault(&operation) {
+        match self.layer.take_fault(&service_of(&request), &operation) {
             None => self.inner.call(request),
             Some(Fault::Error {
                 status,
