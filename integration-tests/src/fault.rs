@@ -156,6 +156,13 @@ impl FaultLayer {
             .unwrap_or_default()
     }
 
+    /// Stops every armed fault: what is sent from now on reaches the emulator.
+    pub fn clear_faults(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.rules.clear();
+        }
+    }
+
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
         if let Ok(mut state) = self.state.lock() {

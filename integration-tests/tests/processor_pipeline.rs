@@ -324,3 +324,83 @@ async fn injected_store_throttling_and_outage_cost_a_delay_not_data() {
         .sum();
     assert_eq!(dead, 0, "a failing store is not a poison message");
 }
+
+/// A write the task role does not allow (the fault layer answers
+/// AccessDeniedException, as DynamoDB does) is not taken for a passing
+/// outage: the processor reports unready naming the denied call, commits
+/// nothing, and once the permission is there it stores everything.
+#[tokio::test]
+async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_nothing() {
+    let broker = Broker::start().await.expect("broker");
+    let emulator = AwsEmulator::start().await.expect("AWS emulator");
+    let t = ProcessorTopics::create(&broker, 1).await.expect("topics");
+    let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
+    let (faulty, faults) = FaultLayer::wrap(&sdk);
+    let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
+    let cold = Arc::new(s3_store_with(&sdk).await.expect("bucket"));
+    let ingest = IngestServer::start(&broker.bootstrap_servers(), &t.events, |_| {})
+        .await
+        .expect("ingest");
+    let events = send(&ingest, &client_events(30)).await;
+    let denied = "User: arn:aws:sts::123456789012:assumed-role/ep-processor/task is not authorized to perform: dynamodb:BatchWriteItem on resource: arn:aws:dynamodb:us-east-1:123456789012:table/events because no identity-based policy allows the dynamodb:BatchWriteItem action";
+    faults.inject(
+        "BatchWriteItem",
+        Fault::Error {
+            status: 400,
+            code: "AccessDeniedException".into(),
+            message: denied.into(),
+        },
+        u32::MAX,
+    );
+    let mut c = config(&broker, &t);
+    c.store_backoff_max_ms = 200;
+    let processor = processor::Processor::new(
+        c,
+        Stores {
+            hot: hot.clone(),
+            cold: cold.clone(),
+        },
+    )
+    .expect("processor");
+    let health = processor.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        if let Err(reason) = health.ready().await {
+            if reason.contains("denied") {
+                break reason;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "never unready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("dynamodb:BatchWriteItem"), "{reason}");
+    let committed = integration_tests::kafka::committed_offsets(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+    )
+    .expect("offsets");
+    assert!(
+        committed.values().all(|o| *o == 0),
+        "committed past a denied write: {committed:?}"
+    );
+
+    // The permission arrives: the next attempt stores everything.
+    faults.clear_faults();
+    integration_tests::kafka::wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("caught up");
+    assert!(health.ready().await.is_ok(), "still unready");
+    let _ = stop.send(());
+    running.await.expect("stopped");
+    assert_stored_exactly(&hot, cold.as_ref(), &events).await;
+}

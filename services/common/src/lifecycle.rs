@@ -26,6 +26,9 @@ pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Syn
 pub struct Health {
     service: &'static str,
     draining: Arc<AtomicBool>,
+    /// Why the service cannot do its work although its dependencies answer
+    /// (a denied or persistently failing write), set by the service itself.
+    blocked: Arc<std::sync::Mutex<Option<String>>>,
     check: ReadyCheck,
 }
 
@@ -35,6 +38,7 @@ impl Health {
         Self {
             service,
             draining: Arc::new(AtomicBool::new(false)),
+            blocked: Arc::default(),
             check,
         }
     }
@@ -49,10 +53,28 @@ impl Health {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Runs the readiness check unless draining.
+    /// Reports not ready with `reason` until [`Health::unblock`].
+    pub fn block(&self, reason: String) {
+        if let Ok(mut blocked) = self.blocked.lock() {
+            *blocked = Some(reason);
+        }
+    }
+
+    /// Clears what [`Health::block`] reported.
+    pub fn unblock(&self) {
+        if let Ok(mut blocked) = self.blocked.lock() {
+            *blocked = None;
+        }
+    }
+
+    /// Runs the readiness check unless draining or blocked.
     pub async fn ready(&self) -> Result<(), String> {
         if self.is_draining() {
             return Err("draining".into());
+        }
+        let blocked = self.blocked.lock().ok().and_then(|b| b.clone());
+        if let Some(reason) = blocked {
+            return Err(reason);
         }
         (self.check)().await
     }

@@ -69,7 +69,10 @@ pub fn key(field: &str, value: String) -> async_graphql::Result<String> {
 pub fn store_failure(err: StoreError) -> async_graphql::Error {
     tracing::error!(error = %err, "hot store read failed");
     let (code, message) = match err {
-        StoreError::Throttled(_) | StoreError::Unavailable(_) | StoreError::Conflict(_) => (
+        StoreError::Throttled(_)
+        | StoreError::Unavailable(_)
+        | StoreError::Conflict(_)
+        | StoreError::Denied(_) => (
             "STORE_UNAVAILABLE",
             "the event store is unavailable; retry shortly",
         ),

@@ -103,7 +103,14 @@ impl Processor {
             .context("creating the dead-letter producer")?;
         let consumer = Arc::new(consumer);
         let health = readiness(consumer.clone(), config.kafka_topic.clone(), stores.clone());
-        let pipeline = Pipeline::new(consumer, dlq, stores.hot, stores.cold, config);
+        let pipeline = Pipeline::new(
+            consumer,
+            dlq,
+            stores.hot,
+            stores.cold,
+            config,
+            health.clone(),
+        );
         Ok(Self { pipeline, health })
     }
 

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_common::event::Event;
+use event_common::lifecycle::Health;
 use event_store::cold::ColdStore;
 use event_store::hot::{ApplyOutcome, Batch, Delivered, HotStore};
 use event_store::StoreError;
@@ -112,10 +113,16 @@ pub(crate) struct Pipeline {
     hot: Arc<dyn HotStore>,
     cold: Arc<dyn ColdStore>,
     config: ProcessorConfig,
+    /// Readiness, blocked while writes are denied or keep failing.
+    health: Health,
     buffers: HashMap<i32, PartitionBuffer>,
     /// Per partition since its assignment: the offset to cut the first batch at, once read.
     cut_points: HashMap<i32, Option<i64>>,
 }
+
+/// Failed attempts at one batch after which readiness reports the failure
+/// (a moment of throttling is not worth taking the service out).
+const UNREADY_AFTER_ATTEMPTS: u32 = 3;
 
 impl Pipeline {
     pub fn new(
@@ -124,6 +131,7 @@ impl Pipeline {
         hot: Arc<dyn HotStore>,
         cold: Arc<dyn ColdStore>,
         config: ProcessorConfig,
+        health: Health,
     ) -> Self {
         Self {
             consumer,
@@ -131,6 +139,7 @@ impl Pipeline {
             hot,
             cold,
             config,
+            health,
             buffers: HashMap::new(),
             cut_points: HashMap::new(),
         }
@@ -298,12 +307,28 @@ impl Pipeline {
                         }
                     }
                     attempt += 1;
-                    let wait = self.backoff(attempt);
+                    let denied = matches!(error, StoreError::Denied(_));
+                    // A denied call waits for an operator: retry slowly, not as an outage.
+                    let wait = if denied {
+                        Duration::from_millis(self.config.store_backoff_max_ms.max(1))
+                    } else {
+                        self.backoff(attempt)
+                    };
+                    if denied || attempt >= UNREADY_AFTER_ATTEMPTS {
+                        let why = if denied { "denied" } else { "failing" };
+                        self.health.block(format!(
+                            "{store} writes {why} (partition {partition}, nothing committed): {error}"
+                        ));
+                    }
                     if deadline.is_some_and(|d| Instant::now() + wait > d) {
                         tracing::error!(%error, store, partition, "draining: giving up on a batch; it stays uncommitted and will be redelivered");
                         break None;
                     }
-                    tracing::warn!(%error, store, partition, attempt, ?wait, "write failed; consumption paused, retrying");
+                    if denied {
+                        tracing::error!(%error, store, partition, "write denied: the task role does not allow this call; consumption paused, nothing committed");
+                    } else {
+                        tracing::warn!(%error, store, partition, attempt, ?wait, "write failed; consumption paused, retrying");
+                    }
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -314,6 +339,9 @@ impl Pipeline {
             }
         }
         let Some(outcome) = outcome else { return };
+        if attempt > 0 {
+            self.health.unblock();
+        }
         self.commit(partition, batch.last_offset + 1).await;
         tracing::debug!(
             partition,

@@ -28,4 +28,9 @@ pub enum StoreError {
     /// Stored data that cannot be read back; needs an operator.
     #[error("invalid stored data: {0}")]
     Invalid(String),
+    /// The credentials may not make this call (AWS's message names the
+    /// action and the resource); retrying changes nothing until an operator
+    /// grants it.
+    #[error("denied: {0}")]
+    Denied(String),
 }

@@ -46,6 +46,8 @@ fn s3_err(what: &str, e: impl std::fmt::Display + std::fmt::Debug) -> StoreError
     let text = format!("{e:?}");
     if text.contains("SlowDown") || text.contains("Throttl") {
         StoreError::Throttled(format!("s3 {what}: {e}"))
+    } else if text.contains("AccessDenied") {
+        StoreError::Denied(format!("s3 {what}: {e}"))
     } else {
         StoreError::Unavailable(format!("s3 {what}: {e}"))
     }

@@ -125,6 +125,7 @@ where
             StoreError::Conflict(text)
         }
         "TransactionCanceledException" if text.contains("Throttl") => StoreError::Throttled(text),
+        "AccessDeniedException" | "UnrecognizedClientException" => StoreError::Denied(text),
         _ => StoreError::Unavailable(text),
     }
 }
