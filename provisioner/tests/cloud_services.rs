@@ -22,6 +22,31 @@ async fn cloud(emulator: &AwsEmulator) -> Cloud {
     Cloud::new(&config, STACK)
 }
 
+/// Changes attributes that only make sense together in one update, and
+/// checks the read shows them.
+async fn update_together<const N: usize>(
+    cloud: &Cloud,
+    kind: Kind,
+    id: &str,
+    before: &Props,
+    changes: [(&str, Value); N],
+) -> anyhow::Result<()> {
+    let mut after = before.clone();
+    let mut changed = Vec::new();
+    for (name, value) in changes {
+        after.insert(name.to_string(), value);
+        changed.push(name.to_string());
+    }
+    cloud.update(kind, id, &after, &changed).await?;
+    let read = cloud.read(kind, id).await?;
+    assert_eq!(
+        read.map(|o| o.props),
+        Some(after),
+        "{kind} after {changed:?}"
+    );
+    Ok(())
+}
+
 fn props(address: &str, fields: Value) -> Props {
     let mut props: Props = match fields {
         Value::Object(map) => map.into_iter().collect(),
@@ -343,18 +368,17 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
     let (redirect_arn, _) =
         round_trip(&cloud, Kind::Listener, redirect_address, &redirect, vec![]).await?;
     // Back to forwarding: both attributes change in one update.
-    let mut forwarding = redirect.clone();
-    forwarding.insert("redirect_to_https".into(), json!(false));
-    forwarding.insert("default_target_group_arn".into(), json!(tg_arn));
-    let changed = [
-        "redirect_to_https".to_string(),
-        "default_target_group_arn".to_string(),
-    ];
-    cloud
-        .update(Kind::Listener, &redirect_arn, &forwarding, &changed)
-        .await?;
-    let read = cloud.read(Kind::Listener, &redirect_arn).await?;
-    assert_eq!(read.map(|o| o.props), Some(forwarding));
+    update_together(
+        &cloud,
+        Kind::Listener,
+        &redirect_arn,
+        &redirect,
+        [
+            ("redirect_to_https", json!(false)),
+            ("default_target_group_arn", json!(tg_arn)),
+        ],
+    )
+    .await?;
     delete_twice(&cloud, Kind::Listener, &redirect_arn).await?;
     // HTTPS with a current TLS policy (ELB's default still accepts TLS 1.0).
     let https_address = "listener.https";
@@ -422,15 +446,17 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
         vec![],
     )
     .await?;
-    let mut forwarding = internal.clone();
-    forwarding.insert("fixed_status".into(), json!(null));
-    forwarding.insert("target_group_arn".into(), json!(tg_arn));
-    let changed = ["fixed_status".to_string(), "target_group_arn".to_string()];
-    cloud
-        .update(Kind::ListenerRule, &internal_arn, &forwarding, &changed)
-        .await?;
-    let read = cloud.read(Kind::ListenerRule, &internal_arn).await?;
-    assert_eq!(read.map(|o| o.props), Some(forwarding));
+    update_together(
+        &cloud,
+        Kind::ListenerRule,
+        &internal_arn,
+        &internal,
+        [
+            ("fixed_status", json!(null)),
+            ("target_group_arn", json!(tg_arn)),
+        ],
+    )
+    .await?;
     delete_twice(&cloud, Kind::ListenerRule, &internal_arn).await?;
 
     // Reverse order, as destroy does.

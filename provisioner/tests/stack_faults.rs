@@ -298,13 +298,7 @@ async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry
     for (operation, _) in &after_create {
         assert_eq!(faults.injected(operation), 1, "{operation} was not called");
     }
-    let plan = env.stack().await?.plan(&options).await?;
-    assert!(
-        !plan.has_changes() && plan.drift.is_empty(),
-        "half-made resources left: {}",
-        plan.render()
-    );
-    Ok(())
+    support::assert_settled(&mut env, &options, "half-made resources left").await
 }
 
 /// Applies with the waits of a real account while the fault layer rewrites

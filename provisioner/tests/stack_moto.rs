@@ -626,13 +626,7 @@ async fn drift_behind_the_tools_back_is_shown_and_repaired() -> anyhow::Result<(
         .contains("retention_days: 7 (recorded) -> 1 (in the cloud)"));
     assert_eq!(plan.count(Action::Update), 2);
     apply(&env.stack().await?, &options).await?;
-    let after = env.stack().await?.plan(&options).await?;
-    assert!(
-        !after.has_changes() && after.drift.is_empty(),
-        "{}",
-        after.render()
-    );
-    Ok(())
+    support::assert_settled(&mut env, &options, "after repairing the drift").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -865,14 +859,7 @@ async fn two_stacks_side_by_side_get_names_of_their_own_and_a_taken_name_is_an_e
         assert!(!text.contains(" after "), "retried: {text}");
         third.destroy(&options, |_| true).await?;
     }
-    // The first stack's table and bucket are as it left them.
-    let plan = env.stack().await?.plan(&options).await?;
-    assert!(
-        !plan.has_changes() && plan.drift.is_empty(),
-        "{}",
-        plan.render()
-    );
-    Ok(())
+    support::assert_settled(&mut env, &options, "the first stack after the others").await
 }
 
 /// The state folder is lost after an apply: the next plan finds the
@@ -1030,12 +1017,8 @@ async fn drift_of_the_bucket_and_table_settings_is_repaired_in_place_never_by_a_
             plan.render()
         );
         apply(&stack, &options).await?;
-        let after = env.stack().await?.plan(&options).await?;
-        assert!(
-            !after.has_changes() && after.drift.is_empty(),
-            "after repairing {address}.{attribute}: {}",
-            after.render()
-        );
+        let repaired = format!("after repairing {address}.{attribute}");
+        support::assert_settled(&mut env, &options, &repaired).await?;
     }
     Ok(())
 }

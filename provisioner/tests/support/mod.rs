@@ -228,6 +228,18 @@ pub async fn apply(stack: &Stack, options: &Options) -> anyhow::Result<provision
     Ok(plan)
 }
 
+/// Fails unless a fresh plan of `env`'s stack has no change and no drift;
+/// `context` says what was just done.
+pub async fn assert_settled(env: &mut Env, options: &Options, context: &str) -> anyhow::Result<()> {
+    let plan = env.stack().await?.plan(options).await?;
+    anyhow::ensure!(
+        !plan.has_changes() && plan.drift.is_empty(),
+        "{context}: {}",
+        plan.render()
+    );
+    Ok(())
+}
+
 /// Applies with auto-approve, which must fail; returns the whole error text.
 pub async fn apply_error(stack: &Stack, options: &Options) -> anyhow::Result<String> {
     match stack.apply(options, |_| true).await {
