@@ -469,6 +469,17 @@ async fn verify_with_describe_calls(
     Ok(())
 }
 
+/// How many VPCs carry the stack's tag (one stack, one VPC).
+async fn stack_vpcs(env: &Env) -> anyhow::Result<usize> {
+    let ec2 = aws_sdk_ec2::Client::new(&env.direct);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(filter(&format!("tag:{STACK_TAG}"), STACK))
+        .send()
+        .await?;
+    Ok(vpcs.vpcs().len())
+}
+
 /// Blueprint edits that move local.toml's network from `10.40` to `prefix`.
 fn network(prefix: &str) -> Vec<(&'static str, String)> {
     ["10.40.0.0/16", "10.40.0.0/24", "10.40.1.0/24"]
@@ -891,13 +902,7 @@ async fn apply_after_the_state_folder_was_deleted_adopts_the_stack_instead_of_ma
     );
     apply(&stack, &options).await?;
     assert_eq!(stack.cloud.list_tagged().await?.len(), tagged);
-    let ec2 = aws_sdk_ec2::Client::new(&env.direct);
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(filter(&format!("tag:{STACK_TAG}"), STACK))
-        .send()
-        .await?;
-    assert_eq!(vpcs.vpcs().len(), 1);
+    assert_eq!(stack_vpcs(&env).await?, 1);
     assert_eq!(stack.state()?.resources.len(), stack.desired.len());
     let again = env.stack().await?.plan(&options).await?;
     assert!(!again.has_changes(), "{}", again.render());
@@ -925,13 +930,7 @@ async fn two_concurrent_applies_make_one_stack_and_the_second_is_refused() -> an
         refused[0].contains("is locked by another provision run (pid "),
         "{refused:?}"
     );
-    let ec2 = aws_sdk_ec2::Client::new(&env.direct);
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(filter(&format!("tag:{STACK_TAG}"), STACK))
-        .send()
-        .await?;
-    assert_eq!(vpcs.vpcs().len(), 1);
+    assert_eq!(stack_vpcs(&env).await?, 1);
     Ok(())
 }
 
