@@ -356,3 +356,34 @@ async fn fault_layer_a_query_slower_than_the_time_bound_is_cut_off_with_query_ti
     );
     assert_eq!(only_error(&response).0, "QUERY_TIMEOUT", "{response}");
 }
+
+/// Arguments at the far ends of the calendar: each gets an answer (data or
+/// `BAD_USER_INPUT`), never a panic in the date arithmetic, and the service
+/// keeps serving.
+#[tokio::test]
+async fn extreme_dates_in_arguments_are_answered_not_panicked_on() {
+    let (store, _dir) = sqlite_store().expect("sqlite");
+    let api = GraphqlServer::start(Arc::new(store), |_| {})
+        .await
+        .expect("graphql");
+    let queries = [
+        r#"{ retention(startDate: "9999-12-31", windows: 90, windowType: WEEKLY) { size } }"#,
+        r#"{ retention(startDate: "0001-01-01", windows: 90) { size } }"#,
+        r#"{ dailyActiveUsers(from: "9999-12-01", to: "9999-12-31") { count } }"#,
+        r#"{ topEvents(from: "0000-01-01", to: "0000-12-31") { count } }"#,
+        r#"{ eventCount(from: "9999-12-31T00:00:00Z", to: "9999-12-31T23:00:00Z", bucket: HOUR) { total } }"#,
+        r#"{ eventCount(from: "0000-01-01T00:00:00Z", to: "0000-01-02T00:00:00Z") { total } }"#,
+        r#"{ eventCount(from: "+262143-12-31T00:00:00Z", to: "+262143-12-31T01:00:00Z") { total } }"#,
+        r#"{ dailyActiveUsers(from: "-0001-01-01", to: "0001-01-01") { count } }"#,
+    ];
+    for query in queries {
+        let response = api.query(query, json!({})).await.expect(query);
+        let ok = response.get("errors").is_none() || only_error(&response).0 == "BAD_USER_INPUT";
+        assert!(ok, "{query}: {response}");
+    }
+    let data = api
+        .data("{ latestEvents { eventId } }", json!({}))
+        .await
+        .expect("alive");
+    assert_eq!(data, json!({"latestEvents": []}));
+}
