@@ -81,9 +81,8 @@ struct Rule {
 struct State {
     rules: Vec<Rule>,
     injected: HashMap<String, u32>,
-    calls: Vec<String>,
-    /// The same calls as (service, operation), the service as IAM names it.
-    services: Vec<(String, String)>,
+    /// Every call as (service, operation), the service as IAM names it.
+    calls: Vec<(String, String)>,
 }
 
 /// The fault layer: a handle to arm faults and read what happened.
@@ -141,10 +140,10 @@ impl FaultLayer {
 
     /// Every operation seen, in order, faulted or not.
     pub fn calls(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .map(|s| s.calls.clone())
-            .unwrap_or_default()
+        self.calls_by_service()
+            .into_iter()
+            .map(|(_, operation)| operation)
+            .collect()
     }
 
     /// Every call seen as (service, operation), the service as IAM's action
@@ -152,7 +151,7 @@ impl FaultLayer {
     pub fn calls_by_service(&self) -> Vec<(String, String)> {
         self.state
             .lock()
-            .map(|s| s.services.clone())
+            .map(|s| s.calls.clone())
             .unwrap_or_default()
     }
 
@@ -167,15 +166,13 @@ impl FaultLayer {
     pub fn clear_calls(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.calls.clear();
-            state.services.clear();
         }
     }
 
     fn take_fault(&self, service: &str, operation: &str) -> Option<Fault> {
         let mut state = self.state.lock().ok()?;
-        state.calls.push(operation.to_string());
         state
-            .services
+            .calls
             .push((service.to_string(), operation.to_string()));
         let rule = state
             .rules
@@ -229,10 +226,11 @@ enum Protocol {
     RestXml,
 }
 
-/// The service of a request, as IAM's action prefix names it.
-fn service_of(request: &HttpRequest) -> String {
+/// A request's service (as IAM's action prefix names it), operation name
+/// and protocol.
+fn operation_of(request: &HttpRequest) -> (String, String, Protocol) {
     if let Some(target) = request.headers().get("x-amz-target") {
-        let prefix = target.split('.').next().unwrap_or(target);
+        let (prefix, operation) = target.rsplit_once('.').unwrap_or((target, target));
         let service = match prefix {
             p if p.starts_with("AmazonEC2ContainerServiceV") => "ecs",
             p if p.starts_with("AmazonEC2ContainerRegistry") => "ecr",
@@ -242,32 +240,7 @@ fn service_of(request: &HttpRequest) -> String {
             p if p.starts_with("CertificateManager") => "acm",
             other => other,
         };
-        return service.to_string();
-    }
-    let body = request
-        .body()
-        .bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    let version = body.split('&').find_map(|kv| kv.strip_prefix("Version="));
-    match version {
-        Some("2016-11-15") => "ec2",
-        Some("2015-12-01") => "elasticloadbalancing",
-        Some("2010-05-08") => "iam",
-        Some("2011-06-15") => "sts",
-        Some(_) => "unknown",
-        None => "s3",
-    }
-    .to_string()
-}
-
-/// The operation name and protocol of a request.
-fn operation_of(request: &HttpRequest) -> (String, Protocol) {
-    if let Some(target) = request.headers().get("x-amz-target") {
-        return (
-            target.rsplit('.').next().unwrap_or(target).to_string(),
-            Protocol::Json,
-        );
+        return (service.to_string(), operation.to_string(), Protocol::Json);
     }
     let body = request
         .body()
@@ -275,12 +248,15 @@ fn operation_of(request: &HttpRequest) -> (String, Protocol) {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
     if let Some(action) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
-        let protocol = if body.contains("Version=2016-11-15") {
-            Protocol::Ec2Query
-        } else {
-            Protocol::Query
+        let version = body.split('&').find_map(|kv| kv.strip_prefix("Version="));
+        let (service, protocol) = match version {
+            Some("2016-11-15") => ("ec2", Protocol::Ec2Query),
+            Some("2015-12-01") => ("elasticloadbalancing", Protocol::Query),
+            Some("2010-05-08") => ("iam", Protocol::Query),
+            Some("2011-06-15") => ("sts", Protocol::Query),
+            _ => ("unknown", Protocol::Query),
         };
-        return (action.to_string(), protocol);
+        return (service.to_string(), action.to_string(), protocol);
     }
     // REST (S3): the method and path, and the subresource that names the
     // operation (`PUT /bucket?policy` is PutBucketPolicy).
@@ -302,7 +278,7 @@ fn operation_of(request: &HttpRequest) -> (String, Protocol) {
         Some(key) => format!("{} {path}?{key}", request.method()),
         None => format!("{} {path}", request.method()),
     };
-    (name, Protocol::RestXml)
+    ("s3".to_string(), name, Protocol::RestXml)
 }
 
 fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) -> Response<SdkBody> {
@@ -332,8 +308,8 @@ fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) ->
 
 impl HttpConnector for FaultConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let (operation, protocol) = operation_of(&request);
-        match self.layer.take_fault(&service_of(&request), &operation) {
+        let (service, operation, protocol) = operation_of(&request);
+        match self.layer.take_fault(&service, &operation) {
             None => self.inner.call(request),
             Some(Fault::Error {
                 status,

@@ -29,6 +29,18 @@ pub enum Action {
     Delete,
 }
 
+impl Action {
+    /// How a plan names it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update in place",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+}
+
 /// One attribute's change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttrChange {
@@ -102,14 +114,7 @@ impl Plan {
             .iter()
             .filter(|c| c.kind.holds_data())
             .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
-            .map(|c| {
-                let word = if c.action == Action::Replace {
-                    "replace"
-                } else {
-                    "delete"
-                };
-                format!("{} ({word})", c.address)
-            })
+            .map(|c| format!("{} ({})", c.address, c.action.word()))
             .collect()
     }
 
@@ -158,13 +163,13 @@ impl Plan {
             out.push('\n');
         }
         for change in &self.changes {
-            let (sign, word) = match change.action {
-                Action::Create => ("+", "create"),
-                Action::Update => ("~", "update in place"),
-                Action::Replace => ("-/+", "replace"),
-                Action::Delete => ("-", "delete"),
+            let sign = match change.action {
+                Action::Create => "+",
+                Action::Update => "~",
+                Action::Replace => "-/+",
+                Action::Delete => "-",
             };
-            let _ = writeln!(out, "{sign} {} ({word})", change.address);
+            let _ = writeln!(out, "{sign} {} ({})", change.address, change.action.word());
             for attr in &change.attrs {
                 let note = if attr.forces_replacement {
                     " (forces replacement)"

@@ -433,7 +433,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
         json!({
             "listener_arn": listener_arn,
             "priority": 1,
-            "path_patterns": ["/health", "/health/*", "/metrics", "/metrics/*"],
+            "path_patterns": provisioner::graph::INTERNAL_PATHS,
             "fixed_status": 404,
             "target_group_arn": null,
         }),

@@ -4,6 +4,8 @@
 //! action must be allowed, on the right kind of resource, by the policy
 //! the graph writes for that service's task role.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,36 +24,26 @@ use provisioner::graph;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
+use support::iam_action;
 
-/// What a recorded operation needs: (IAM action, resource kind), the kind
-/// being `table`, `index`, `bucket` or `object:<key>`.
-fn needs(operation: &str) -> (String, String) {
-    // DynamoDB (JSON protocol): the operation is the action, except that a
-    // transaction is authorized per item (the store's are all updates).
-    if !operation.contains(' ') {
-        let action = match operation {
-            "TransactWriteItems" => "UpdateItem",
-            other => other,
-        };
-        let on = if operation == "Query" {
-            "index"
-        } else {
-            "table"
-        };
-        return (format!("dynamodb:{action}"), on.to_string());
-    }
-    // S3 (REST): `METHOD /bucket[/key][?subresource]`.
-    let (method, path) = operation.split_once(' ').unwrap_or((operation, ""));
-    let path = path.split('?').next().unwrap_or(path);
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let _bucket = parts.next();
-    match (method, parts.next()) {
-        ("HEAD" | "GET", None) => ("s3:ListBucket".into(), "bucket".into()),
-        ("PUT" | "POST", Some(key)) => ("s3:PutObject".into(), format!("object:{key}")),
-        ("DELETE", Some(key)) => ("s3:AbortMultipartUpload".into(), format!("object:{key}")),
-        ("GET" | "HEAD", Some(key)) => ("s3:GetObject".into(), format!("object:{key}")),
-        _ => (format!("s3:? {operation}"), "unknown".into()),
-    }
+/// What a recorded call needs: (IAM action, resource kind), the kind being
+/// `table`, `index`, `bucket` or `object:<key>`.
+fn needs(service: &str, operation: &str) -> Option<(String, String)> {
+    let action = iam_action(service, operation)?;
+    let kind = match service {
+        "dynamodb" if operation == "Query" => "index".to_string(),
+        "dynamodb" => "table".to_string(),
+        _ => {
+            // S3: `METHOD /bucket[/key][?subresource]`.
+            let path = operation.split_once(' ').map_or("", |(_, p)| p);
+            let path = path.split('?').next().unwrap_or(path);
+            match path.trim_start_matches('/').split_once('/') {
+                Some((_, key)) => format!("object:{key}"),
+                None => "bucket".to_string(),
+            }
+        }
+    };
+    Some((action, kind))
 }
 
 /// Whether the role `name` of the local blueprint's graph allows `action`
@@ -102,8 +94,10 @@ fn allowed(name: &str, action: &str, kind: &str) -> anyhow::Result<bool> {
 /// The recorded operations of `faults` that `role`'s policy does not allow.
 fn denied(role: &str, faults: &FaultLayer) -> anyhow::Result<Vec<String>> {
     let mut out = BTreeSet::new();
-    for operation in faults.calls() {
-        let (action, kind) = needs(&operation);
+    for (service, operation) in faults.calls_by_service() {
+        let Some((action, kind)) = needs(&service, &operation) else {
+            continue;
+        };
         if !allowed(role, &action, &kind)? {
             out.insert(format!("{operation} needs {action} on {kind}"));
         }

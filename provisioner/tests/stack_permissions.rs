@@ -8,48 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use support::{apply, Env};
-
-/// The IAM action of a recorded call: `service:Operation`, except for S3's
-/// REST calls, named by method, path and subresource.
-fn action(service: &str, operation: &str) -> Option<String> {
-    if service == "sts" {
-        // GetCallerIdentity needs no permission.
-        return None;
-    }
-    if service != "s3" {
-        return Some(format!("{service}:{operation}"));
-    }
-    let (method, path) = operation.split_once(' ').unwrap_or((operation, "/"));
-    let (path, subresource) = path.split_once('?').unwrap_or((path, ""));
-    let bucket_only = !path.trim_start_matches('/').contains('/');
-    let name = match (method, subresource, bucket_only) {
-        ("GET", _, _) if path == "/" => "ListAllMyBuckets",
-        ("PUT", "", true) => "CreateBucket",
-        ("DELETE", "", true) => "DeleteBucket",
-        ("HEAD" | "GET", "" | "list-type", true) => "ListBucket",
-        ("GET", "versions", _) => "ListBucketVersions",
-        ("GET", "location", _) => "GetBucketLocation",
-        ("POST", "delete", _) => "DeleteObjectVersion",
-        ("PUT", "tagging", _) | ("DELETE", "tagging", _) => "PutBucketTagging",
-        ("GET", "tagging", _) => "GetBucketTagging",
-        ("PUT", "publicAccessBlock", _) => "PutBucketPublicAccessBlock",
-        ("GET", "publicAccessBlock", _) => "GetBucketPublicAccessBlock",
-        ("PUT", "encryption", _) => "PutEncryptionConfiguration",
-        ("GET", "encryption", _) => "GetEncryptionConfiguration",
-        ("PUT", "versioning", _) => "PutBucketVersioning",
-        ("GET", "versioning", _) => "GetBucketVersioning",
-        ("PUT", "policy", _) => "PutBucketPolicy",
-        ("GET", "policy", _) => "GetBucketPolicy",
-        ("DELETE", "policy", _) => "DeleteBucketPolicy",
-        ("PUT", "lifecycle", _) => "PutLifecycleConfiguration",
-        ("GET", "lifecycle", _) => "GetLifecycleConfiguration",
-        ("PUT", "", false) => "PutObject",
-        ("DELETE", "" | "versionId", false) => "DeleteObjectVersion",
-        _ => return Some(format!("s3:? {operation}")),
-    };
-    Some(format!("s3:{name}"))
-}
+use support::{apply, iam_action, Env};
 
 fn shipped_policy() -> anyhow::Result<BTreeSet<String>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("iam/provision-policy.json");
@@ -73,7 +32,7 @@ async fn every_call_of_apply_plan_and_destroy_is_in_the_shipped_policy() -> anyh
     apply(&stack, &options).await?;
     let record = |env: &Env, used: &mut BTreeSet<String>| {
         for (service, operation) in env.faults.calls_by_service() {
-            used.extend(action(&service, &operation));
+            used.extend(iam_action(&service, &operation));
         }
     };
     record(&env, &mut used);

@@ -38,12 +38,10 @@ pub async fn find(
         cloud,
         name,
         &[
-            "NoSuchBucket",
-            "NoSuchTagSet",
-            "AccessDenied",
-            "PermanentRedirect",
-            "AuthorizationHeaderMalformed",
-        ],
+            &["NoSuchBucket", "NoSuchTagSet", "AccessDenied"][..],
+            &IN_ANOTHER_REGION[..],
+        ]
+        .concat(),
     )
     .await?
     else {
@@ -117,10 +115,12 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
             "bucket.name",
         )
     };
+    const NOT_OURS: &str = "exists in this account and is not this stack's";
+    const OTHER_ACCOUNT: &str = "belongs to another AWS account";
     let ours = match tags_of(cloud, name, &["NoSuchBucket"]).await {
         Ok(None) => false,
         Ok(Some(tags)) if is_ours(cloud, &tags, address) => true,
-        Ok(Some(_)) => return Err(taken("exists in this account and is not this stack's")),
+        Ok(Some(_)) => return Err(taken(NOT_OURS)),
         // Untagged: a create of ours that failed before its tags (then it
         // is empty and is finished here), or someone's bucket with data.
         Err(e) if e.code == "NoSuchTagSet" => {
@@ -129,7 +129,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
             }
             true
         }
-        Err(e) if e.code == "AccessDenied" => return Err(taken("belongs to another AWS account")),
+        Err(e) if e.code == "AccessDenied" => return Err(taken(OTHER_ACCOUNT)),
         Err(e) if IN_ANOTHER_REGION.contains(&e.code.as_str()) => {
             return Err(taken(&format!(
                 "exists in another region than {}",
@@ -151,12 +151,8 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
         Ok(_) => {}
         Err(e) => match CloudError::from_sdk("CreateBucket", e) {
             e if e.code == "BucketAlreadyOwnedByYou" && ours => {}
-            e if e.code == "BucketAlreadyOwnedByYou" => {
-                return Err(taken("exists in this account and is not this stack's"))
-            }
-            e if e.code == "BucketAlreadyExists" => {
-                return Err(taken("belongs to another AWS account"))
-            }
+            e if e.code == "BucketAlreadyOwnedByYou" => return Err(taken(NOT_OURS)),
+            e if e.code == "BucketAlreadyExists" => return Err(taken(OTHER_ACCOUNT)),
             e => return Err(e),
         },
     }

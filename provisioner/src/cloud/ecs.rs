@@ -372,49 +372,65 @@ pub async fn deployment_failure(
         ),
         _ => return Ok(None),
     };
+    let service_name = service.service_name().unwrap_or_default();
+    for stopped in stopped_tasks(cloud, &cluster, service_name).await? {
+        text.push_str("; ");
+        text.push_str(&stopped);
+    }
+    Ok(Some(text))
+}
+
+/// Why the service's last tasks stopped: `task ID stopped: REASON
+/// (CONTAINER exited with CODE: REASON)`, at most [`STOPPED_TASKS_SHOWN`].
+async fn stopped_tasks(cloud: &Cloud, cluster: &str, service: &str) -> Result<Vec<String>> {
     let stopped = cloud
         .ecs
         .list_tasks()
-        .cluster(&cluster)
-        .service_name(service.service_name().unwrap_or_default())
+        .cluster(cluster)
+        .service_name(service)
         .desired_status(DesiredStatus::Stopped)
         .max_results(STOPPED_TASKS_SHOWN)
         .send()
         .await
         .map_err(|e| CloudError::from_sdk("ListTasks", e))?;
-    if !stopped.task_arns().is_empty() {
-        let tasks = cloud
-            .ecs
-            .describe_tasks()
-            .cluster(&cluster)
-            .set_tasks(Some(stopped.task_arns().to_vec()))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeTasks", e))?;
-        for task in tasks.tasks() {
+    if stopped.task_arns().is_empty() {
+        return Ok(Vec::new());
+    }
+    let tasks = cloud
+        .ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(stopped.task_arns().to_vec()))
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("DescribeTasks", e))?;
+    Ok(tasks
+        .tasks()
+        .iter()
+        .map(|task| {
             let id = task
                 .task_arn()
                 .and_then(|a| a.rsplit('/').next())
                 .unwrap_or("?");
-            text.push_str(&format!(
-                "; task {id} stopped: {}",
-                task.stopped_reason().unwrap_or("no reason given")
-            ));
-            for container in task.containers() {
-                let name = container.name().unwrap_or("?");
-                if let Some(code) = container.exit_code() {
-                    text.push_str(&format!(" ({name} exited with {code}"));
-                } else {
-                    text.push_str(&format!(" ({name} did not run"));
-                }
-                match container.reason() {
-                    Some(reason) => text.push_str(&format!(": {reason})")),
-                    None => text.push(')'),
-                }
-            }
-        }
-    }
-    Ok(Some(text))
+            let reason = task.stopped_reason().unwrap_or("no reason given");
+            let containers: String = task
+                .containers()
+                .iter()
+                .map(|c| {
+                    let name = c.name().unwrap_or("?");
+                    let ran = match c.exit_code() {
+                        Some(code) => format!("{name} exited with {code}"),
+                        None => format!("{name} did not run"),
+                    };
+                    match c.reason() {
+                        Some(why) => format!(" ({ran}: {why})"),
+                        None => format!(" ({ran})"),
+                    }
+                })
+                .collect();
+            format!("task {id} stopped: {reason}{containers}")
+        })
+        .collect())
 }
 
 /// The family's active revisions, newest first.

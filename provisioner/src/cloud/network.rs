@@ -888,13 +888,11 @@ async fn create_instance(cloud: &Cloud, props: &Props) -> Result<String> {
         .subnet_id(prop_str(props, "subnet_id")?)
         .set_security_group_ids(Some(prop_strings(props, "security_group_ids")?))
         .user_data(STANDARD.encode(prop_str(props, "user_data")?))
-        .set_iam_instance_profile(props.get("instance_profile").and_then(Value::as_str).map(
-            |name| {
-                IamInstanceProfileSpecification::builder()
-                    .name(name)
-                    .build()
-            },
-        ))
+        .iam_instance_profile(
+            IamInstanceProfileSpecification::builder()
+                .name(prop_str(props, "instance_profile")?)
+                .build(),
+        )
         .block_device_mappings(
             BlockDeviceMapping::builder()
                 .device_name(ROOT_DEVICE)

@@ -105,7 +105,7 @@ pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) ->
     let created = DynamoHotStore::create_table_request(&cloud.dynamodb, name)
         .map_err(|e| CloudError::invalid("CreateTable", e.to_string()))?
         .sse_specification(SseSpecification::builder().enabled(true).build())
-        .deletion_protection_enabled(deletion_protection(props)?)
+        .deletion_protection_enabled(prop_bool(props, "deletion_protection")?)
         .set_tags(Some(tags).filter(|t| !t.is_empty()))
         .send()
         .await
@@ -168,7 +168,7 @@ pub async fn update(
             "tags" => retag(cloud, id, props).await?,
             "ttl_attribute" => set_ttl(cloud, id, prop_str(props, "ttl_attribute")?).await?,
             "deletion_protection" => {
-                set_deletion_protection(cloud, id, deletion_protection(props)?).await?
+                set_deletion_protection(cloud, id, prop_bool(props, "deletion_protection")?).await?
             }
             other => {
                 return Err(CloudError::invalid(
@@ -179,14 +179,6 @@ pub async fn update(
         }
     }
     Ok(())
-}
-
-/// `deletion_protection` (absent: off).
-fn deletion_protection(props: &Props) -> Result<bool> {
-    match props.get("deletion_protection") {
-        None | Some(Value::Null) => Ok(false),
-        Some(_) => prop_bool(props, "deletion_protection"),
-    }
 }
 
 async fn set_deletion_protection(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> {

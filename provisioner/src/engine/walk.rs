@@ -441,13 +441,12 @@ async fn wait_ready(
     let timeout = ctx.options.wait_timeout;
     let interval = (timeout / 20).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let deadline = Instant::now() + timeout;
-    let broker_log = format!(
-        "Read the broker's setup log: `aws ec2 get-console-output --instance-id {id} --latest --output text` (or /var/log/event-platform-broker.log on the instance); fix the cause (`broker.repository_setup_url`, `broker.redpanda_version`, the route out), then run apply again, which replaces a broker whose setup failed"
-    );
     let (what, advice) = match resource.kind {
-        Kind::Instance => ("broker ready (Redpanda running, topics created)", broker_log.as_str()),
-        Kind::LoadBalancer => ("active", "Look at the load balancer's state in the EC2 console"),
-        Kind::EcsService => ("stable with healthy targets", "Look at the service's events and stopped tasks in the ECS console (image pull, health check, secrets)"),
+        Kind::Instance => ("broker ready (Redpanda running, topics created)", format!(
+            "Read the broker's setup log: `aws ec2 get-console-output --instance-id {id} --latest --output text` (or /var/log/event-platform-broker.log on the instance); fix the cause (`broker.repository_setup_url`, `broker.redpanda_version`, the route out), then run apply again, which replaces a broker whose setup failed"
+        )),
+        Kind::LoadBalancer => ("active", "Look at the load balancer's state in the EC2 console".to_string()),
+        Kind::EcsService => ("stable with healthy targets", "Look at the service's events and stopped tasks in the ECS console (image pull, health check, secrets)".to_string()),
         _ => return Ok(()),
     };
     ctx.options
@@ -536,7 +535,7 @@ async fn wait_ready(
             action: format!("waiting until {what}"),
             cause: CloudError::invalid("wait", message),
             attempts: 1,
-            advice: advice.to_string(),
+            advice,
         });
     }
 }

@@ -240,6 +240,53 @@ pub async fn assert_settled(env: &mut Env, options: &Options, context: &str) -> 
     Ok(())
 }
 
+/// The IAM action a recorded call (as the fault layer names it) needs: `service:Operation`, except for S3's
+/// REST calls, named by method, path and subresource.
+pub fn iam_action(service: &str, operation: &str) -> Option<String> {
+    if service == "sts" {
+        // GetCallerIdentity needs no permission.
+        return None;
+    }
+    if service == "dynamodb" && operation == "TransactWriteItems" {
+        // A transaction is authorized per item (the store's are all updates).
+        return Some("dynamodb:UpdateItem".into());
+    }
+    if service != "s3" {
+        return Some(format!("{service}:{operation}"));
+    }
+    let (method, path) = operation.split_once(' ').unwrap_or((operation, "/"));
+    let (path, subresource) = path.split_once('?').unwrap_or((path, ""));
+    let bucket_only = !path.trim_start_matches('/').contains('/');
+    let name = match (method, subresource, bucket_only) {
+        ("GET", _, _) if path == "/" => "ListAllMyBuckets",
+        ("PUT", "", true) => "CreateBucket",
+        ("DELETE", "", true) => "DeleteBucket",
+        ("HEAD" | "GET", "" | "list-type", true) => "ListBucket",
+        ("GET", "versions", _) => "ListBucketVersions",
+        ("GET", "location", _) => "GetBucketLocation",
+        ("POST", "delete", _) => "DeleteObjectVersion",
+        ("PUT", "tagging", _) | ("DELETE", "tagging", _) => "PutBucketTagging",
+        ("GET", "tagging", _) => "GetBucketTagging",
+        ("PUT", "publicAccessBlock", _) => "PutBucketPublicAccessBlock",
+        ("GET", "publicAccessBlock", _) => "GetBucketPublicAccessBlock",
+        ("PUT", "encryption", _) => "PutEncryptionConfiguration",
+        ("GET", "encryption", _) => "GetEncryptionConfiguration",
+        ("PUT", "versioning", _) => "PutBucketVersioning",
+        ("GET", "versioning", _) => "GetBucketVersioning",
+        ("PUT", "policy", _) => "PutBucketPolicy",
+        ("GET", "policy", _) => "GetBucketPolicy",
+        ("DELETE", "policy", _) => "DeleteBucketPolicy",
+        ("PUT", "lifecycle", _) => "PutLifecycleConfiguration",
+        ("GET", "lifecycle", _) => "GetLifecycleConfiguration",
+        ("DELETE", "uploadId", false) => "AbortMultipartUpload",
+        ("DELETE", "" | "versionId", false) => "DeleteObjectVersion",
+        ("PUT" | "POST", _, false) => "PutObject",
+        ("GET" | "HEAD", _, false) => "GetObject",
+        _ => return Some(format!("s3:? {operation}")),
+    };
+    Some(format!("s3:{name}"))
+}
+
 /// Applies with auto-approve, which must fail; returns the whole error text.
 pub async fn apply_error(stack: &Stack, options: &Options) -> anyhow::Result<String> {
     match stack.apply(options, |_| true).await {

@@ -61,9 +61,9 @@ const STORE_READ: usize = 1_000;
 /// What a root list field costs: a store read, plus its length (`null`
 /// counts as the largest) times its selection's cost.
 fn list_cost(len: Option<i32>, child_complexity: usize) -> usize {
-    (len.unwrap_or(MAX_LIST).clamp(1, MAX_LIST) as usize)
-        .saturating_mul(child_complexity)
-        .saturating_add(STORE_READ)
+    read_cost(
+        (len.unwrap_or(MAX_LIST).clamp(1, MAX_LIST) as usize).saturating_mul(child_complexity),
+    )
 }
 
 /// What a root field that is not a list costs: a store read and its selection.
