@@ -29,7 +29,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub use config::{ColdStoreKind, HotStoreKind, ProcessorConfig};
-use pipeline::{EventConsumer, Pipeline, RebalanceContext};
+use pipeline::{EventConsumer, Pipeline, RebalanceContext, Shutdown};
 
 /// The stores a processor writes to.
 #[derive(Clone)]
@@ -67,6 +67,7 @@ impl Stores {
 pub struct Processor {
     pipeline: Pipeline,
     health: Health,
+    shutdown: Shutdown,
 }
 
 impl Processor {
@@ -103,6 +104,7 @@ impl Processor {
             .context("creating the dead-letter producer")?;
         let consumer = Arc::new(consumer);
         let health = readiness(consumer.clone(), config.kafka_topic.clone(), stores.clone());
+        let shutdown = Shutdown::default();
         let pipeline = Pipeline::new(
             consumer,
             dlq,
@@ -110,8 +112,13 @@ impl Processor {
             stores.cold,
             config,
             health.clone(),
+            shutdown.clone(),
         );
-        Ok(Self { pipeline, health })
+        Ok(Self {
+            pipeline,
+            health,
+            shutdown,
+        })
     }
 
     /// The health state (broker, hot and cold store reachable; 503 while draining).
@@ -130,9 +137,14 @@ impl Processor {
     }
 
     /// Consumes until `shutdown` resolves, then drains: writes and commits
-    /// what is buffered.
+    /// what is buffered, for at most [`pipeline::DRAIN_TIME`].
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let health = self.health.clone();
+        let (health, requested) = (self.health.clone(), self.shutdown.clone());
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            health.start_draining();
+            requested.request();
+        });
         let consumer = self.pipeline.consumer.clone();
         let leaving = consumer.clone();
         let lag = tokio::spawn(async move {
@@ -143,12 +155,8 @@ impl Processor {
                 let _ = tokio::task::spawn_blocking(move || pipeline::report_lag(&consumer)).await;
             }
         });
-        self.pipeline
-            .run(async move {
-                shutdown.await;
-                health.start_draining();
-            })
-            .await;
+        self.pipeline.run().await;
+        signal.abort();
         lag.abort();
         // Leave the group now, so its partitions move without waiting for the session to expire.
         leaving.unsubscribe();

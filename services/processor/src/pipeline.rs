@@ -8,12 +8,15 @@
 //! it. A crash or a revoked partition loses only uncommitted work, which is
 //! delivered again; the stores make that redelivery change nothing.
 //!
+//! Shutdown interrupts any wait: buffered batches get one drain of at most
+//! [`DRAIN_TIME`] in all, and a batch not written by then stays uncommitted.
+//!
 //! After a partition is (re)assigned, its first batch is cut at the hot
 //! store's watermark, so a redelivered batch has the boundaries of the one
 //! written before and overwrites the same cold objects.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use event_common::event::Event;
@@ -27,6 +30,7 @@ use rdkafka::consumer::{
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ProcessorConfig;
 
@@ -75,6 +79,43 @@ pub fn report_lag(consumer: &EventConsumer) {
     }
 }
 
+/// How long draining may take after shutdown is requested: well within the
+/// 30 s ECS waits between SIGTERM and SIGKILL.
+pub const DRAIN_TIME: Duration = Duration::from_secs(8);
+
+/// Shutdown as the pipeline sees it: requested once, then [`DRAIN_TIME`] to finish.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    requested: CancellationToken,
+    at: Arc<OnceLock<Instant>>,
+}
+
+impl Shutdown {
+    /// Asks the pipeline to stop: waits end now, draining ends [`DRAIN_TIME`] later.
+    pub fn request(&self) {
+        self.at.get_or_init(Instant::now);
+        self.requested.cancel();
+    }
+
+    /// Resolves once shutdown is requested.
+    async fn requested(&self) {
+        self.requested.cancelled().await;
+    }
+
+    /// When draining must end, once shutdown is requested.
+    fn deadline(&self) -> Option<Instant> {
+        self.at.get().map(|at| *at + DRAIN_TIME)
+    }
+
+    /// Resolves when draining time is up.
+    async fn expired(&self) {
+        self.requested().await;
+        if let Some(deadline) = self.deadline() {
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
 /// A message that is not a valid event, bound for the DLQ topic.
 struct DeadLetter {
     offset: i64,
@@ -115,6 +156,7 @@ pub(crate) struct Pipeline {
     config: ProcessorConfig,
     /// Readiness, blocked while writes are denied or keep failing.
     health: Health,
+    shutdown: Shutdown,
     buffers: HashMap<i32, PartitionBuffer>,
     /// Per partition since its assignment: the offset to cut the first batch at, once read.
     cut_points: HashMap<i32, Option<i64>>,
@@ -132,6 +174,7 @@ impl Pipeline {
         cold: Arc<dyn ColdStore>,
         config: ProcessorConfig,
         health: Health,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             consumer,
@@ -140,22 +183,23 @@ impl Pipeline {
             cold,
             config,
             health,
+            shutdown,
             buffers: HashMap::new(),
             cut_points: HashMap::new(),
         }
     }
 
-    /// Runs until `shutdown` resolves, then writes and commits what is buffered.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Runs until shutdown is requested, then writes and commits what is
+    /// buffered, for at most [`DRAIN_TIME`].
+    pub async fn run(mut self) {
         let interval = Duration::from_millis(self.config.batch_flush_interval_ms.max(1));
         let mut tick = tokio::time::interval(interval / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        let consumer = self.consumer.clone();
+        let (consumer, shutdown) = (self.consumer.clone(), self.shutdown.clone());
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = shutdown.requested() => break,
                 message = consumer.recv() => match message {
                     Ok(message) => {
                         let owned = Received::from(&message);
@@ -171,7 +215,7 @@ impl Pipeline {
                 _ = tick.tick() => {
                     let due: Vec<i32> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(p, _)| *p).collect();
                     for partition in due {
-                        self.flush(partition, None).await;
+                        self.flush(partition).await;
                     }
                 }
             }
@@ -181,10 +225,9 @@ impl Pipeline {
             partitions = self.buffers.len(),
             "draining: writing buffered batches"
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
         let partitions: Vec<i32> = self.buffers.keys().copied().collect();
         for partition in partitions {
-            self.flush(partition, Some(deadline)).await;
+            self.flush(partition).await;
         }
     }
 
@@ -202,16 +245,17 @@ impl Pipeline {
     async fn receive(&mut self, message: Received) {
         let partition = message.partition;
         if !self.cut_points.contains_key(&partition) {
-            let cut = self
-                .read_watermark(partition)
-                .await
-                .filter(|w| *w >= message.offset);
+            // Stopping: leave the message uncommitted, it is delivered again.
+            let Some(watermark) = self.read_watermark(partition).await else {
+                return;
+            };
+            let cut = watermark.filter(|w| *w >= message.offset);
             self.cut_points.insert(partition, cut);
         }
         let cut = self.cut_points.get(&partition).copied().flatten();
         // A compacted topic may skip the cut offset itself: close the batch before passing it.
         if cut.is_some_and(|c| message.offset > c) && self.buffers.contains_key(&partition) {
-            self.flush(partition, None).await;
+            self.flush(partition).await;
         }
         let buffer = self
             .buffers
@@ -239,14 +283,16 @@ impl Pipeline {
         }
         let full = buffer.events.len() + buffer.dead.len() >= self.config.batch_max_events;
         if full || cut == Some(message.offset) {
-            self.flush(partition, None).await;
+            self.flush(partition).await;
         }
         if cut.is_some_and(|c| message.offset >= c) {
             self.cut_points.insert(partition, None);
         }
     }
 
-    async fn read_watermark(&self, partition: i32) -> Option<i64> {
+    /// The partition's watermark, retried until read; `None` when shutdown
+    /// came first.
+    async fn read_watermark(&self, partition: i32) -> Option<Option<i64>> {
         let mut attempt = 0;
         loop {
             match self
@@ -254,12 +300,15 @@ impl Pipeline {
                 .watermark(&self.config.kafka_topic, partition)
                 .await
             {
-                Ok(w) => return w,
+                Ok(w) => return Some(w),
                 Err(error) => {
                     attempt += 1;
                     let wait = self.backoff(attempt);
                     tracing::warn!(%error, partition, ?wait, "cannot read the partition watermark; retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.shutdown.requested() => return None,
+                    }
                 }
             }
         }
@@ -274,8 +323,8 @@ impl Pipeline {
     }
 
     /// Writes and commits one partition's batch, retrying until it succeeds
-    /// (or, when draining, until `deadline`).
-    async fn flush(&mut self, partition: i32, deadline: Option<Instant>) {
+    /// or, once shutdown is requested, until draining time is up.
+    async fn flush(&mut self, partition: i32) {
         let Some(buffer) = self.buffers.remove(&partition) else {
             return;
         };
@@ -292,7 +341,14 @@ impl Pipeline {
         let mut paused: Option<TopicPartitionList> = None;
         let mut progress = Progress::default();
         let outcome = loop {
-            match self.write(&batch, &buffer.dead, &mut progress).await {
+            let written = tokio::select! {
+                written = self.write(&batch, &buffer.dead, &mut progress) => written,
+                () = self.shutdown.expired() => {
+                    tracing::error!(partition, "draining time is up during a write; the batch stays uncommitted and will be redelivered");
+                    break None;
+                }
+            };
+            match written {
                 Ok(outcome) => break Some(outcome),
                 Err(WriteError { store, error }) => {
                     if matches!(error, StoreError::Throttled(_)) {
@@ -320,7 +376,7 @@ impl Pipeline {
                             "{store} writes {why} (partition {partition}, nothing committed): {error}"
                         ));
                     }
-                    if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                    if self.shutdown.deadline().is_some_and(|d| Instant::now() + wait > d) {
                         tracing::error!(%error, store, partition, "draining: giving up on a batch; it stays uncommitted and will be redelivered");
                         break None;
                     }
@@ -329,7 +385,13 @@ impl Pipeline {
                     } else {
                         tracing::warn!(%error, store, partition, attempt, ?wait, "write failed; consumption paused, retrying");
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.shutdown.requested(), if self.shutdown.deadline().is_none() => {
+                            tracing::error!(%error, store, partition, "shutdown during a retry: the batch stays uncommitted and will be redelivered");
+                            break None;
+                        }
+                    }
                 }
             }
         };

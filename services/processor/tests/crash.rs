@@ -1,12 +1,14 @@
-//! Crash safety: the `processor` binary is killed with SIGKILL at least
-//! three times while events flow, and restarted each time; the stores end
-//! exactly as without crashes (one item per event, exact rollups, every
-//! event archived once).
+//! The `processor` binary under signals:
+//! - killed with SIGKILL at least three times while events flow, and
+//!   restarted each time, the stores end exactly as without crashes (one
+//!   item per event, exact rollups, every event archived once);
+//! - sent SIGTERM while its store keeps failing, it stops retrying and exits
+//!   well within ECS's 30 s stop timeout, committing nothing unwritten.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_store::aws::{self, AwsSettings};
 use event_store::cold::{parquet, ColdStore};
@@ -190,4 +192,78 @@ async fn sigkilled_processor_converges_to_the_same_exact_result() {
         "every event archived"
     );
     assert_eq!(archived.len(), events.len(), "no event archived twice");
+}
+
+#[tokio::test]
+async fn sigterm_while_the_store_keeps_failing_exits_within_10_s_committing_nothing() {
+    let broker = Broker::start().await.expect("broker");
+    let ProcessorTopics {
+        events: topic,
+        dlq,
+        group,
+    } = ProcessorTopics::create(&broker, 2).await.expect("topics");
+    let ingest = IngestServer::start(&broker.bootstrap_servers(), &topic, |_| {})
+        .await
+        .expect("ingest");
+    let batch: Vec<serde_json::Value> = (0..20)
+        .map(|n| serde_json::json!({"event_type": "a", "user_id": format!("u{n}"), "payload": {}}))
+        .collect();
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/events", ingest.url))
+        .bearer_auth(&ingest.token)
+        .json(&serde_json::json!({ "events": batch }))
+        .send()
+        .await
+        .expect("ingest answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(reply["accepted"], 20, "{reply}");
+
+    // Nothing listens on this port: every store call fails at once, and the
+    // processor backs off up to the default 30 s between attempts.
+    let dead_store = format!("http://127.0.0.1:{}", free_port().expect("port"));
+    let env = vec![
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("KAFKA_TOPIC", topic.clone()),
+        ("KAFKA_DLQ_TOPIC", dlq),
+        ("KAFKA_CONSUMER_GROUP", group.clone()),
+        ("DYNAMODB_TABLE", "missing".into()),
+        ("S3_BUCKET", "missing".into()),
+        ("AWS_ENDPOINT_URL", dead_store),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("BATCH_FLUSH_INTERVAL_MS", "100".into()),
+    ];
+    let mut child = spawn_processor(&env);
+    // Long enough to be deep in its backoff (several failed attempts).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(child.0.try_wait().expect("status").is_none(), "still running");
+    let signalled = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    let exited = loop {
+        if let Some(status) = child.0.try_wait().expect("status") {
+            break Some(status);
+        }
+        if signalled.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM");
+    let status = exited.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
+    assert!(
+        took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(status.success(), "clean exit: {status}");
+    assert_eq!(
+        committed_total(&broker.bootstrap_servers(), &group, &topic).await,
+        0,
+        "nothing committed"
+    );
 }
