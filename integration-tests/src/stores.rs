@@ -73,9 +73,13 @@ pub fn event(event_type: &str, user_id: &str, timestamp: DateTime<Utc>, n: usize
     }
 }
 
-/// `events` as consecutive messages of `partition` from offset `first`.
+/// The Kafka cluster id of batches made by [`batch`].
+pub const TEST_CLUSTER: &str = "test-cluster";
+
+/// `events` as consecutive messages of `partition` from offset `first`, on [`TEST_CLUSTER`].
 pub fn batch(topic: &str, partition: i32, first: i64, events: &[Event]) -> Batch {
     Batch {
+        cluster: TEST_CLUSTER.into(),
         topic: topic.into(),
         partition,
         first_offset: first,

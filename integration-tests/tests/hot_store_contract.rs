@@ -10,7 +10,7 @@ use event_store::hot::{EventFilter, HotStore};
 use event_store::rollup::Window;
 use integration_tests::backend::AwsEmulator;
 use integration_tests::stores::{
-    all_pages, at, batch, day, dynamodb_store, event, sqlite_store, Analytics,
+    all_pages, at, batch, day, dynamodb_store, event, sqlite_store, Analytics, TEST_CLUSTER,
 };
 
 const TYPES: &[&str] = &["signup", "page_view", "click", "purchase", "logout"];
@@ -60,7 +60,10 @@ async fn rollups_are_exact(store: Arc<dyn HotStore>) {
     }
     assert_analytics(store.as_ref(), &events).await;
     assert_eq!(
-        store.watermark("t", 0).await.expect("watermark"),
+        store
+            .watermark(TEST_CLUSTER, "t", 0)
+            .await
+            .expect("watermark"),
         Some(offset - 1)
     );
     let stored = store
@@ -101,6 +104,39 @@ async fn redelivery_changes_nothing(store: Arc<dyn HotStore>) {
         .expect("overlap into new offsets");
     assert_eq!((outcome.counted, outcome.replayed), (60, 10));
     assert_analytics(store.as_ref(), &events[..160]).await;
+}
+
+/// A new broker (another cluster id, offsets from 0 again) is not a
+/// redelivery: its events count, and each cluster keeps its own watermark.
+async fn offsets_of_another_cluster_are_new(store: Arc<dyn HotStore>) {
+    let events = dataset();
+    store
+        .apply(&batch("t", 2, 0, &events[..120]))
+        .await
+        .expect("apply");
+    let mut from_new_broker = batch("t", 2, 0, &events[120..]);
+    from_new_broker.cluster = "a-new-broker".into();
+    let outcome = store.apply(&from_new_broker).await.expect("apply");
+    assert_eq!((outcome.counted, outcome.replayed), (120, 0));
+    assert_analytics(store.as_ref(), &events).await;
+    assert_eq!(
+        store
+            .watermark(TEST_CLUSTER, "t", 2)
+            .await
+            .expect("watermark"),
+        Some(119)
+    );
+    assert_eq!(
+        store
+            .watermark("a-new-broker", "t", 2)
+            .await
+            .expect("watermark"),
+        Some(119)
+    );
+    // A redelivery from the new broker is still one.
+    let outcome = store.apply(&from_new_broker).await.expect("apply again");
+    assert_eq!((outcome.counted, outcome.replayed), (0, 120));
+    assert_analytics(store.as_ref(), &events).await;
 }
 
 /// A client retry (same event id, later offset) and an in-batch duplicate count once.
@@ -365,6 +401,7 @@ macro_rules! contract {
 contract!(
     rollups_are_exact,
     redelivery_changes_nothing,
+    offsets_of_another_cluster_are_new,
     same_event_id_counts_once,
     late_event_moves_cohort,
     large_batches_are_exact,

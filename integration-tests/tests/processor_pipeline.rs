@@ -168,6 +168,53 @@ async fn ingested_events_land_once_in_dynamodb_and_s3_and_a_replay_changes_nothi
 }
 
 #[tokio::test]
+async fn a_new_broker_with_the_same_topics_is_not_taken_for_a_replay() {
+    let emulator = AwsEmulator::start().await.expect("AWS emulator");
+    let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
+    let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&sdk, 1).await.expect("table"));
+    let cold = Arc::new(s3_store_with(&sdk).await.expect("bucket"));
+    let stores = Stores {
+        hot: hot.clone(),
+        cold: cold.clone(),
+    };
+    let first = Broker::start().await.expect("broker");
+    let t = ProcessorTopics::create(&first, 2).await.expect("topics");
+    let mut events = Vec::new();
+    // The second broker replaces the first (a new instance: offsets from 0
+    // again), with the same topic names, and the same stores.
+    for (round, broker) in [first, Broker::start().await.expect("new broker")]
+        .iter()
+        .enumerate()
+    {
+        if round > 0 {
+            broker.create_topic(&t.events, 2).await.expect("topic");
+            broker.create_topic(&t.dlq, 1).await.expect("dlq");
+        }
+        let ingest = IngestServer::start(&broker.bootstrap_servers(), &t.events, |_| {})
+            .await
+            .expect("ingest");
+        let processor =
+            ProcessorServer::start(config(broker, &t), stores.clone()).expect("processor");
+        let sent = client_events(300 * (round + 1));
+        events.extend(send(&ingest, &sent[300 * round..]).await);
+        processor
+            .drain(Duration::from_secs(60))
+            .await
+            .expect("caught up");
+        ingest.stop().await.expect("ingest stops");
+    }
+    assert_eq!(events.len(), 600);
+    let counted: i64 = Analytics::read(hot.as_ref(), day("2024-05-01"), day("2024-05-20"), TYPES)
+        .await
+        .expect("analytics")
+        .daily_types
+        .values()
+        .sum();
+    assert_eq!(counted, 600, "every event counted");
+    assert_stored_exactly(&hot, cold.as_ref(), &events).await;
+}
+
+#[tokio::test]
 async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
     let broker = Broker::start().await.expect("broker");
     let t = ProcessorTopics::create(&broker, 3).await.expect("topics");

@@ -126,6 +126,7 @@ struct DeadLetter {
 }
 
 struct PartitionBuffer {
+    cluster: String,
     first_offset: i64,
     last_offset: i64,
     events: Vec<Delivered>,
@@ -157,6 +158,8 @@ pub(crate) struct Pipeline {
     /// Readiness, blocked while writes are denied or keep failing.
     health: Health,
     shutdown: Shutdown,
+    /// The id of the Kafka cluster read from, read again at each assignment.
+    cluster: String,
     buffers: HashMap<i32, PartitionBuffer>,
     /// Per partition since its assignment: the offset to cut the first batch at, once read.
     cut_points: HashMap<i32, Option<i64>>,
@@ -184,6 +187,7 @@ impl Pipeline {
             config,
             health,
             shutdown,
+            cluster: String::new(),
             buffers: HashMap::new(),
             cut_points: HashMap::new(),
         }
@@ -261,6 +265,7 @@ impl Pipeline {
             .buffers
             .entry(partition)
             .or_insert_with(|| PartitionBuffer {
+                cluster: self.cluster.clone(),
                 first_offset: message.offset,
                 last_offset: message.offset,
                 events: Vec::new(),
@@ -290,21 +295,29 @@ impl Pipeline {
         }
     }
 
-    /// The partition's watermark, retried until read; `None` when shutdown
-    /// came first.
-    async fn read_watermark(&self, partition: i32) -> Option<Option<i64>> {
+    /// The cluster's id and the partition's watermark on it, retried until
+    /// read; `None` when shutdown came first.
+    async fn read_watermark(&mut self, partition: i32) -> Option<Option<i64>> {
         let mut attempt = 0;
         loop {
-            match self
-                .hot
-                .watermark(&self.config.kafka_topic, partition)
-                .await
-            {
+            let read = match self.fetch_cluster_id().await {
+                Ok(cluster) => {
+                    let read = self
+                        .hot
+                        .watermark(&cluster, &self.config.kafka_topic, partition)
+                        .await
+                        .map_err(|e| e.to_string());
+                    self.cluster = cluster;
+                    read
+                }
+                Err(error) => Err(error),
+            };
+            match read {
                 Ok(w) => return Some(w),
                 Err(error) => {
                     attempt += 1;
                     let wait = self.backoff(attempt);
-                    tracing::warn!(%error, partition, ?wait, "cannot read the partition watermark; retrying");
+                    tracing::warn!(%error, partition, ?wait, "cannot read the cluster id or the partition watermark; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = self.shutdown.requested() => return None,
@@ -312,6 +325,16 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    async fn fetch_cluster_id(&self) -> Result<String, String> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer.client().fetch_cluster_id(Duration::from_secs(5))
+        })
+        .await
+        .map_err(|e| format!("cluster id task: {e}"))?
+        .ok_or_else(|| "the broker did not tell its cluster id".to_string())
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -329,6 +352,7 @@ impl Pipeline {
             return;
         };
         let batch = Batch {
+            cluster: buffer.cluster,
             topic: self.config.kafka_topic.clone(),
             partition,
             first_offset: buffer.first_offset,
@@ -376,7 +400,11 @@ impl Pipeline {
                             "{store} writes {why} (partition {partition}, nothing committed): {error}"
                         ));
                     }
-                    if self.shutdown.deadline().is_some_and(|d| Instant::now() + wait > d) {
+                    if self
+                        .shutdown
+                        .deadline()
+                        .is_some_and(|d| Instant::now() + wait > d)
+                    {
                         tracing::error!(%error, store, partition, "draining: giving up on a batch; it stays uncommitted and will be redelivered");
                         break None;
                     }

@@ -239,7 +239,10 @@ async fn sigterm_while_the_store_keeps_failing_exits_within_10_s_committing_noth
     let mut child = spawn_processor(&env);
     // Long enough to be deep in its backoff (several failed attempts).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(child.0.try_wait().expect("status").is_none(), "still running");
+    assert!(
+        child.0.try_wait().expect("status").is_none(),
+        "still running"
+    );
     let signalled = Instant::now();
     let _ = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])

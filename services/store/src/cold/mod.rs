@@ -2,7 +2,8 @@
 //!
 //! A batch is written as one Parquet object per UTC hour of its events'
 //! timestamps, under `raw/dt=YYYY-MM-DD/hour=HH/`, named from (topic,
-//! partition, first offset, last offset). The processor cuts a redelivered
+//! partition, Kafka cluster id, first offset, last offset): a new broker's
+//! offsets start again from 0, and its cluster id keeps its names apart. The processor cuts a redelivered
 //! range at the same boundaries as the first delivery (the hot store's
 //! watermark says where), so a redelivered batch overwrites the same
 //! objects instead of duplicating them. Parquet (Snappy) is read as it is by
@@ -58,14 +59,27 @@ fn objects_of(batch: &Batch) -> BTreeMap<String, Vec<&Delivered>> {
     objects
 }
 
-/// `raw/dt=YYYY-MM-DD/hour=HH/<topic>-p<partition>-<first>-<last>.parquet`, offsets zero-padded.
+/// `raw/dt=YYYY-MM-DD/hour=HH/<topic>-p<partition>-<cluster>-<first>-<last>.parquet`,
+/// offsets zero-padded, the cluster id with anything but `[A-Za-z0-9._-]` as `_`.
 pub fn object_key(batch: &Batch, hour: DateTime<Utc>) -> String {
+    let cluster: String = batch
+        .cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!(
-        "raw/dt={}/hour={}/{}-p{}-{:020}-{:020}.parquet",
+        "raw/dt={}/hour={}/{}-p{}-{}-{:020}-{:020}.parquet",
         hour.format("%Y-%m-%d"),
         hour.format("%H"),
         batch.topic,
         batch.partition,
+        cluster,
         batch.first_offset,
         batch.last_offset
     )

@@ -14,7 +14,7 @@
 //! | cohort size | `COHORT#<DAILY or WEEKLY>` | `<cohort start>` | |
 //! | retained users | `RETENTION#<DAILY or WEEKLY>` | `<cohort start>#<period, 5 digits>` | |
 //! | user state | `USER#<user>` | `STATE` | |
-//! | partition watermark | `WATERMARK#<topic>` | `<partition>` | |
+//! | partition watermark | `WATERMARK#<Kafka cluster id>#<topic>` | `<partition>` | |
 //!
 //! # Access patterns
 //!
@@ -132,6 +132,14 @@ where
 
 fn build_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Invalid(format!("dynamodb request: {e}"))
+}
+
+/// The key of a partition's watermark item.
+fn watermark_key(cluster: &str, topic: &str, partition: i32) -> Item {
+    key(
+        format!("WATERMARK#{cluster}#{topic}"),
+        partition.to_string(),
+    )
 }
 
 async fn backoff(attempt: u32) {
@@ -301,15 +309,17 @@ impl DynamoHotStore {
         ])
     }
 
-    async fn read_fence(&self, topic: &str, partition: i32) -> Result<Fence, StoreError> {
+    async fn read_fence(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Fence, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(
-                format!("WATERMARK#{topic}"),
-                partition.to_string(),
-            )))
+            .set_key(Some(watermark_key(cluster, topic, partition)))
             .consistent_read(true)
             .send()
             .await
@@ -509,9 +519,10 @@ impl DynamoHotStore {
             };
             let watermark = Update::builder()
                 .table_name(&self.table)
-                .set_key(Some(key(
-                    format!("WATERMARK#{}", batch.topic),
-                    batch.partition.to_string(),
+                .set_key(Some(watermark_key(
+                    &batch.cluster,
+                    &batch.topic,
+                    batch.partition,
                 )))
                 .update_expression("SET last_offset = :next, step = :next_step")
                 .expression_attribute_values(":next", n(next.last_offset.unwrap_or(-1)))
@@ -789,7 +800,9 @@ fn months(from: NaiveDate, to: NaiveDate) -> Vec<String> {
 #[async_trait]
 impl HotStore for DynamoHotStore {
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome, StoreError> {
-        let fence = self.read_fence(&batch.topic, batch.partition).await?;
+        let fence = self
+            .read_fence(&batch.cluster, &batch.topic, batch.partition)
+            .await?;
         let (ids, user_ids) = batch_keys(batch);
         let keys = ids
             .iter()
@@ -810,9 +823,14 @@ impl HotStore for DynamoHotStore {
         Ok(outcome)
     }
 
-    async fn watermark(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+    async fn watermark(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .read_fence(topic, partition)
+            .read_fence(cluster, topic, partition)
             .await?
             .last_offset
             .filter(|w| *w >= 0))

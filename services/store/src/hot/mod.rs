@@ -4,7 +4,8 @@
 //! `EventsHot` single table) and [`sqlite`] (embedded, for `provision dev`).
 //! Both apply a batch the same way, planned by [`plan_batch`]:
 //!
-//! 1. read the partition's watermark `W` (last offset whose rollups are applied);
+//! 1. read the partition's watermark `W` (last offset whose rollups are
+//!    applied), kept per Kafka cluster, topic and partition;
 //! 2. find which of the batch's event ids are already stored (a client retry
 //!    of an event that an earlier message delivered);
 //! 3. load the state of the batch's users;
@@ -97,6 +98,10 @@ pub struct Delivered {
 /// not events (those went to the dead-letter topic).
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The id of the Kafka cluster the batch was read from. Offsets compare
+    /// only within one cluster: a new broker starts again from 0, so its
+    /// watermarks and archive names are its own.
+    pub cluster: String,
     /// Source topic.
     pub topic: String,
     /// Source partition.
@@ -252,8 +257,14 @@ pub trait HotStore: Send + Sync {
     /// batch already applied, whole or in part.
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome, StoreError>;
 
-    /// The partition's watermark: the last offset whose rollups are applied.
-    async fn watermark(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
+    /// The partition's watermark on cluster `cluster`: the last offset whose
+    /// rollups are applied.
+    async fn watermark(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Answers when the store is reachable (readiness).
     async fn check(&self) -> Result<(), StoreError>;

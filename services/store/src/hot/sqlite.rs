@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS daily_active_users (day TEXT PRIMARY KEY, count INTEG
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cohort_sizes (window TEXT, cohort TEXT, size INTEGER NOT NULL, PRIMARY KEY (window, cohort)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retention (window TEXT, cohort TEXT, period INTEGER, count INTEGER NOT NULL, PRIMARY KEY (window, cohort, period)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS watermarks (topic TEXT, partition INTEGER, last_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cluster_watermarks (cluster TEXT, topic TEXT, partition INTEGER, last_offset INTEGER NOT NULL, PRIMARY KEY (cluster, topic, partition)) WITHOUT ROWID;
 ";
 
 /// How many reader connections serve queries.
@@ -138,8 +138,8 @@ fn apply_in_transaction(
     let tx = conn.transaction().map_err(sql_err)?;
     let watermark: Option<i64> = tx
         .query_row(
-            "SELECT last_offset FROM watermarks WHERE topic = ?1 AND partition = ?2",
-            params![batch.topic, batch.partition],
+            "SELECT last_offset FROM cluster_watermarks WHERE cluster = ?1 AND topic = ?2 AND partition = ?3",
+            params![batch.cluster, batch.topic, batch.partition],
             |r| r.get(0),
         )
         .optional()
@@ -250,8 +250,8 @@ fn apply_in_transaction(
         }
     }
     tx.execute(
-        "INSERT INTO watermarks VALUES (?1, ?2, ?3) ON CONFLICT DO UPDATE SET last_offset = max(last_offset, excluded.last_offset)",
-        params![batch.topic, batch.partition, batch.last_offset],
+        "INSERT INTO cluster_watermarks VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET last_offset = max(last_offset, excluded.last_offset)",
+        params![batch.cluster, batch.topic, batch.partition, batch.last_offset],
     )
     .map_err(sql_err)?;
     tx.commit().map_err(sql_err)?;
@@ -311,12 +311,17 @@ impl HotStore for SqliteHotStore {
             .await
     }
 
-    async fn watermark(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        let topic = topic.to_string();
+    async fn watermark(
+        &self,
+        cluster: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, StoreError> {
+        let (cluster, topic) = (cluster.to_string(), topic.to_string());
         self.read(move |c| {
             c.query_row(
-                "SELECT last_offset FROM watermarks WHERE topic = ?1 AND partition = ?2",
-                params![topic, partition],
+                "SELECT last_offset FROM cluster_watermarks WHERE cluster = ?1 AND topic = ?2 AND partition = ?3",
+                params![cluster, topic, partition],
                 |r| r.get(0),
             )
             .optional()
@@ -327,7 +332,7 @@ impl HotStore for SqliteHotStore {
 
     async fn check(&self) -> Result<(), StoreError> {
         self.read(|c| {
-            c.query_row("SELECT count(*) FROM watermarks", [], |_| Ok(()))
+            c.query_row("SELECT count(*) FROM cluster_watermarks", [], |_| Ok(()))
                 .map_err(sql_err)
         })
         .await
