@@ -155,9 +155,10 @@ impl Kind {
     }
 
     /// Whether deleting a resource of this kind deletes data users wrote
-    /// (events, archives) that nothing can make again.
+    /// that nothing can make again: events and rollups, archives, and the
+    /// broker's events the processor has not consumed yet.
     pub fn holds_data(self) -> bool {
-        matches!(self, Kind::DynamodbTable | Kind::S3Bucket)
+        matches!(self, Kind::DynamodbTable | Kind::S3Bucket | Kind::Instance)
     }
 
     /// Whether a resource of this kind carries the stack's tags (the others

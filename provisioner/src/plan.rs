@@ -108,12 +108,18 @@ impl Plan {
     }
 
     /// The changes that would delete a data resource (the table, the
-    /// bucket) and everything in it: `ADDRESS (replace|delete)`.
+    /// bucket, the broker) and everything in it: `ADDRESS (replace|delete)`.
     pub fn data_loss(&self) -> Vec<String> {
         self.changes
             .iter()
             .filter(|c| c.kind.holds_data())
             .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
+            // A broker whose setup failed never served the stack: nothing on it to lose.
+            .filter(|c| {
+                !c.attrs
+                    .iter()
+                    .any(|a| a.name == "setup_failed" && a.before == Value::Bool(true))
+            })
             .map(|c| format!("{} ({})", c.address, c.action.word()))
             .collect()
     }

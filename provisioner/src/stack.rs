@@ -167,7 +167,7 @@ impl Stack {
         let losing = plan.data_loss();
         anyhow::ensure!(
             losing.is_empty() || options.allow_data_loss,
-            "{}\nrefused: {} would delete all of its data (every item or object version). Change the blueprint back, or run apply with --allow-data-loss if losing it is intended; nothing was changed",
+            "{}\nrefused: {} would delete all of its data (every item, object version, or event on the broker not consumed yet). Change the blueprint back, or run apply with --allow-data-loss if losing it is intended; nothing was changed",
             plan.render(),
             losing.join(", ")
         );

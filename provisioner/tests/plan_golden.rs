@@ -277,6 +277,26 @@ fn desired_count_and_retention_update_in_place() -> anyhow::Result<()> {
     golden("local-update.txt", &plan)
 }
 
+/// A new broker starts empty: the events the old one holds and the
+/// processor has not consumed yet are gone with it.
+#[test]
+fn a_broker_replacement_is_data_loss_like_the_table_or_the_bucket() -> anyhow::Result<()> {
+    let (state, current) = applied(&resources(&load("local.toml")?));
+    let changed = edit(
+        "local.toml",
+        "instance_type = \"t3.small\"",
+        "instance_type = \"t3.medium\"",
+    )?;
+    let plan = plan(&resources(&changed), &state, &current);
+    assert_eq!(plan.data_loss(), ["instance.broker (replace)"]);
+    let text = plan.render();
+    assert!(
+        text.contains("Data loss: instance.broker (replace)") && text.contains("--allow-data-loss"),
+        "{text}"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_new_path_rule_changes_only_that_rule() -> anyhow::Result<()> {
     let (state, current) = applied(&resources(&load("local.toml")?));

@@ -18,8 +18,8 @@ pub struct ApplyArgs {
     /// Resource operations in flight at once.
     #[arg(long, default_value_t = 8)]
     parallelism: usize,
-    /// Let this apply replace or delete the table or the bucket, and with
-    /// them every item and object version they hold.
+    /// Let this apply replace or delete the table, the bucket or the broker,
+    /// and with them every item, object version and unconsumed event they hold.
     #[arg(long)]
     allow_data_loss: bool,
 }

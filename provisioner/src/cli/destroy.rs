@@ -39,7 +39,7 @@ impl DestroyArgs {
                     .collect();
                 if !data.is_empty() {
                     println!(
-                        "This deletes, with every item and object version in them: {} (the table's deletion protection is lifted just before).",
+                        "This deletes, with all the data in them (items, object versions, events not consumed yet): {} (the table's deletion protection is lifted just before).",
                         data.join(", ")
                     );
                 }
