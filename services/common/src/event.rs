@@ -104,12 +104,14 @@ impl Event {
 /// so times before the Unix epoch (or before year 0, which skew
 /// correction can produce) are refused at ingest and dead-lettered by the
 /// processor. The latest is bounded by the future-skew clamp at ingest and
-/// by year 9999 in the processor.
+/// by [`latest`] in the processor.
 pub const EARLIEST: DateTime<Utc> = DateTime::UNIX_EPOCH;
 
-/// The latest event time a store can represent (the last second of 9999).
-fn latest() -> DateTime<Utc> {
-    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+/// The latest event time accepted anywhere: 2200-01-01T00:00:00Z, far past
+/// any clock. It bounds the days a user can be active on (84,006 since
+/// 1970), and with them the size of the user's stored state.
+pub fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(7_258_118_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// What is wrong with an event time, if anything.
@@ -120,8 +122,8 @@ fn time_problem(time: DateTime<Utc>) -> Option<String> {
             EARLIEST.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ))
-    } else if time > latest() {
-        Some("must be before the year 10000".to_string())
+    } else if time >= latest() {
+        Some("must be before 2200-01-01T00:00:00Z".to_string())
     } else {
         None
     }
@@ -660,6 +662,13 @@ mod tests {
         event.timestamp = DateTime::from_timestamp(-220_000_000_000, 0).unwrap_or_default();
         assert!(event.timestamp.to_rfc3339().starts_with('-'));
         assert!(event.check().is_err_and(|e| e.starts_with("timestamp:")));
+        // The latest accepted time bounds a user's stored days.
+        event.timestamp = latest();
+        assert!(event
+            .check()
+            .is_err_and(|e| e.contains("before 2200-01-01")));
+        event.timestamp = latest() - chrono::Duration::seconds(1);
+        assert_eq!(event.check(), Ok(()));
     }
 
     #[test]

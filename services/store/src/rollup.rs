@@ -77,8 +77,127 @@ impl Window {
 pub struct UserState {
     /// UTC day of the user's earliest event.
     pub first_seen: Option<NaiveDate>,
-    /// UTC days on which the user had events.
+    /// UTC days on which the user had events, stored as runs (see [`day_runs`]).
+    #[serde(with = "day_runs")]
     pub days: BTreeSet<NaiveDate>,
+}
+
+/// A user's active days as stored: runs of consecutive days, each a varint
+/// gap since the previous run (the first: days since 1970-01-01, zigzag) and
+/// a varint length, base64. At most about 3 bytes per run, so even a user
+/// active every other day over the whole accepted time range (1970 to
+/// [`event_common::event::latest`], 84,006 days) stays far below DynamoDB's
+/// 400 KB item limit; a list of dates, as stored before, passed it after
+/// about 30,000 days. That list is still read.
+pub mod day_runs {
+    use std::collections::BTreeSet;
+
+    use base64::Engine;
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+    /// Day 0: 1970-01-01.
+    const EPOCH: NaiveDate = NaiveDate::from_yo_opt(1970, 1).expect("a valid date");
+
+    /// More days than the accepted time range has: a stored text asking for
+    /// more is corrupt, not a reason to allocate without bound.
+    const MAX_DAYS: usize = 100_000;
+
+    fn day_number(day: NaiveDate) -> i64 {
+        (day - EPOCH).num_days()
+    }
+
+    fn put(out: &mut Vec<u8>, mut value: u64) {
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+
+    fn take(bytes: &mut impl Iterator<Item = u8>) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = bytes.next()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The encoded text of `days`.
+    pub fn encode(days: &BTreeSet<NaiveDate>) -> String {
+        let mut out = Vec::new();
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for n in days.iter().map(|d| day_number(*d)) {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == n => *len += 1,
+                _ => runs.push((n, 1)),
+            }
+        }
+        let mut previous_end: Option<i64> = None;
+        for (start, len) in runs {
+            match previous_end {
+                None => put(&mut out, ((start << 1) ^ (start >> 63)) as u64),
+                Some(end) => put(&mut out, (start - end) as u64),
+            }
+            put(&mut out, len as u64);
+            previous_end = Some(start + len);
+        }
+        ENGINE.encode(out)
+    }
+
+    /// The days of an encoded text; `None` when it is not one.
+    pub fn decode(text: &str) -> Option<BTreeSet<NaiveDate>> {
+        let bytes = ENGINE.decode(text).ok()?;
+        let mut bytes = bytes.into_iter().peekable();
+        let mut days = BTreeSet::new();
+        let mut next_start: Option<i64> = None;
+        while bytes.peek().is_some() {
+            let raw = take(&mut bytes)?;
+            let start = match next_start {
+                None => ((raw >> 1) as i64) ^ -((raw & 1) as i64),
+                Some(end) => end.checked_add(i64::try_from(raw).ok()?)?,
+            };
+            let len = i64::try_from(take(&mut bytes)?).ok()?;
+            if days.len() + usize::try_from(len).ok()? > MAX_DAYS {
+                return None;
+            }
+            for n in start..start.checked_add(len)? {
+                days.insert(EPOCH.checked_add_signed(chrono::Duration::try_days(n)?)?);
+            }
+            next_start = Some(start + len);
+        }
+        Some(days)
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        days: &BTreeSet<NaiveDate>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&encode(days))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Runs(String),
+        Dates(BTreeSet<NaiveDate>),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeSet<NaiveDate>, D::Error> {
+        match Stored::deserialize(deserializer)? {
+            Stored::Dates(days) => Ok(days),
+            Stored::Runs(text) => decode(&text)
+                .ok_or_else(|| serde::de::Error::custom("user days: not a valid run encoding")),
+        }
+    }
 }
 
 /// An event as the rollups see it.
@@ -350,5 +469,66 @@ mod tests {
             "the day was already counted with the uncounted event"
         );
         assert_eq!(d.users["a"].days.len(), 1);
+    }
+
+    /// DynamoDB refuses items over 400 KB; the processor would retry such
+    /// a user's batch forever.
+    #[test]
+    fn a_user_active_every_other_day_of_the_accepted_range_fits_one_item() {
+        let last = event_common::event::latest().date_naive();
+        let days: BTreeSet<NaiveDate> = std::iter::successors(Some(day("1970-01-01")), |d| {
+            d.checked_add_signed(Duration::days(2))
+        })
+        .take_while(|d| *d < last)
+        .collect();
+        assert_eq!(days.len(), 42_003);
+        let state = UserState {
+            first_seen: days.first().copied(),
+            days,
+        };
+        let stored = serde_json::to_string(&state).expect("serializes");
+        assert!(
+            stored.len() < 150_000,
+            "{} bytes, DynamoDB's item limit is 400 KB",
+            stored.len()
+        );
+        let read: UserState = serde_json::from_str(&stored).expect("reads");
+        assert_eq!(read, state);
+    }
+
+    #[test]
+    fn user_days_round_trip_and_the_list_stored_before_is_still_read() {
+        let days: BTreeSet<NaiveDate> = [
+            "1970-01-01",
+            "1970-01-02",
+            "2024-02-28",
+            "2024-02-29",
+            "2024-03-01",
+            "2024-03-05",
+            "2199-12-31",
+        ]
+        .into_iter()
+        .map(day)
+        .collect();
+        assert_eq!(
+            day_runs::decode(&day_runs::encode(&days)),
+            Some(days.clone())
+        );
+        assert_eq!(
+            day_runs::decode(&day_runs::encode(&BTreeSet::new())),
+            Some(BTreeSet::new())
+        );
+        let before_1970: BTreeSet<NaiveDate> = [day("1969-12-31"), day("1970-01-02")].into();
+        assert_eq!(
+            day_runs::decode(&day_runs::encode(&before_1970)),
+            Some(before_1970)
+        );
+
+        let legacy = r#"{"first_seen":"2024-02-28","days":["2024-02-28","2024-03-05"]}"#;
+        let state: UserState = serde_json::from_str(legacy).expect("reads the old form");
+        assert_eq!(state.days, [day("2024-02-28"), day("2024-03-05")].into());
+        for corrupt in ["not base64!", "/////w", "AP////8P"] {
+            assert_eq!(day_runs::decode(corrupt), None, "{corrupt}");
+        }
     }
 }
