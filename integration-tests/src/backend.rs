@@ -147,6 +147,19 @@ impl Broker {
         Ok(())
     }
 
+    /// Injects a topic-level error the broker then answers for `topic`
+    /// (`NoError` lifts it); only the mock cluster can.
+    pub fn inject_topic_error(
+        &self,
+        topic: &str,
+        error: rdkafka::types::RDKafkaRespErr,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Mock(cluster) => Ok(cluster.topic_error(topic, error)?),
+            _ => bail!("only the mock cluster can inject a topic error"),
+        }
+    }
+
     /// Takes the broker down: connections are dropped and refused.
     pub async fn stop(&self) -> anyhow::Result<()> {
         match self {

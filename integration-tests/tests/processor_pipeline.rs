@@ -451,3 +451,111 @@ async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_noth
     running.await.expect("stopped");
     assert_stored_exactly(&hot, cold.as_ref(), &events).await;
 }
+
+/// A dead-letter topic the broker refuses (here: an injected authorization
+/// failure) holds the batch with the bad message back, visibly: the
+/// processor turns unready naming the DLQ and commits nothing past it; once
+/// the broker accepts again, everything is written and committed.
+#[tokio::test]
+async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready_not_stalled() {
+    let broker = Broker::start().await.expect("broker");
+    let t = ProcessorTopics::create(&broker, 1).await.expect("topics");
+    let (hot, _db) = integration_tests::stores::sqlite_store().expect("sqlite");
+    let archive = tempfile::tempdir().expect("dir");
+    let hot: Arc<dyn HotStore> = Arc::new(hot);
+    let cold =
+        Arc::new(event_store::cold::local::LocalColdStore::new(archive.path()).expect("archive"));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .expect("producer");
+    let good: Vec<Event> = (0..4)
+        .map(|i| event("click", "u1", at("2024-05-06T10:00:00Z"), i))
+        .collect();
+    let mut payloads: Vec<Vec<u8>> = good
+        .iter()
+        .map(|e| serde_json::to_vec(e).expect("encode"))
+        .collect();
+    payloads.insert(2, b"not an event".to_vec());
+    for payload in &payloads {
+        producer
+            .send(
+                FutureRecord::to(&t.events).key("u1").payload(payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("sent");
+    }
+    broker
+        .inject_topic_error(
+            &t.dlq,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("inject");
+    let mut c = config(&broker, &t);
+    c.store_backoff_max_ms = 200;
+    let processor = processor::Processor::new(
+        c,
+        Stores {
+            hot: hot.clone(),
+            cold: cold.clone(),
+        },
+    )
+    .expect("processor");
+    let health = processor.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        if let Err(reason) = health.ready().await {
+            if reason.contains("dlq") {
+                break reason;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "never unready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("nothing committed"), "{reason}");
+    let committed = integration_tests::kafka::committed_offsets(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+    )
+    .expect("offsets");
+    assert!(
+        committed.values().all(|o| *o == 0),
+        "committed past an unwritten dead letter: {committed:?}"
+    );
+
+    broker
+        .inject_topic_error(
+            &t.dlq,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+        )
+        .expect("lift");
+    integration_tests::kafka::wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("caught up");
+    assert!(health.ready().await.is_ok(), "still unready");
+    let _ = stop.send(());
+    running.await.expect("stopped");
+    let dead = read_topic(
+        &broker.bootstrap_servers(),
+        &t.dlq,
+        1,
+        Duration::from_secs(10),
+    )
+    .expect("dlq");
+    assert_eq!(dead.len(), 1);
+    let stored = all_pages(&hot, &EventFilter::default(), 100)
+        .await
+        .expect("pages");
+    assert_eq!(stored.len(), good.len());
+}
