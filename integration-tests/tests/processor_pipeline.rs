@@ -559,3 +559,97 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
         .expect("pages");
     assert_eq!(stored.len(), good.len());
 }
+
+/// A member whose store fails long enough is dropped from the group, and
+/// another member writes its partitions (with batches of its own
+/// boundaries). When the first member's store answers again, it must not
+/// write the batch it was retrying: the archive would hold those events
+/// twice. The fault layer injects the store failure; the group and its
+/// rebalance are the broker's.
+#[tokio::test]
+async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_write_its_batch() {
+    let broker = Broker::start().await.expect("broker");
+    let emulator = AwsEmulator::start().await.expect("AWS emulator");
+    let t = ProcessorTopics::create(&broker, 2).await.expect("topics");
+    let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
+    let (faulty, faults) = FaultLayer::wrap(&sdk);
+    let table = dynamodb_store_with(&sdk, 1).await.expect("table");
+    let table_name = table.table().to_string();
+    let hot: Arc<dyn HotStore> = Arc::new(table);
+    let cold = Arc::new(s3_store_with(&sdk).await.expect("bucket"));
+    let ingest = IngestServer::start(&broker.bootstrap_servers(), &t.events, |_| {})
+        .await
+        .expect("ingest");
+    let sent = client_events(160);
+    let mut events = send(&ingest, &sent[..60]).await;
+    faults.inject(
+        "TransactWriteItems",
+        Fault::Error {
+            status: 500,
+            code: "InternalServerError".into(),
+            message: "injected".into(),
+        },
+        u32::MAX,
+    );
+    let mut c = config(&broker, &t);
+    c.store_backoff_max_ms = 200;
+    c.kafka_max_poll_interval_ms = 8_000;
+    let failing = processor::Processor::new(
+        c.clone(),
+        Stores {
+            hot: Arc::new(event_store::hot::dynamodb::DynamoHotStore::new(
+                &faulty,
+                &table_name,
+                30,
+                1,
+            )),
+            cold: cold.clone(),
+        },
+    )
+    .expect("processor");
+    let health = failing.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(failing.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while health.ready().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "never failing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // More events while the first member holds its batches: the second
+    // member's batches will have other boundaries.
+    events.extend(send(&ingest, &sent[60..]).await);
+    // The second member joins; the first, busy retrying, does not rejoin
+    // and is dropped; the second writes and commits everything.
+    let second = ProcessorServer::start(
+        c,
+        Stores {
+            hot: hot.clone(),
+            cold: cold.clone(),
+        },
+    )
+    .expect("second processor");
+    integration_tests::kafka::wait_until_caught_up(
+        &broker.bootstrap_servers(),
+        &t.group,
+        &t.events,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the second member caught up");
+    let objects = cold.list("raw/").await.expect("list");
+
+    // The first member's store answers again.
+    faults.clear_faults();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(());
+    running.await.expect("stopped");
+    second.stop().await.expect("second stops");
+    assert_eq!(
+        cold.list("raw/").await.expect("list"),
+        objects,
+        "the dropped member wrote archive objects after the second took over"
+    );
+    assert_stored_exactly(&hot, cold.as_ref(), &events).await;
+}

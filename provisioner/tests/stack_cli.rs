@@ -136,7 +136,7 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
         text(&out.stdout)
     );
     assert!(
-        text(&out.stdout).contains("This deletes, with every item and object version in them: dynamodb_table.events_hot (ep-local-events-hot), s3_bucket.raw_events (ep-local-raw-events-123456789012-us-east-1)"),
+        text(&out.stdout).contains("This deletes, with all the data in them (items, object versions, events not consumed yet): dynamodb_table.events_hot (ep-local-events-hot), instance.broker (i-"),
         "{}",
         text(&out.stdout)
     );

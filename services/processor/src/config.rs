@@ -30,6 +30,10 @@ pub struct ProcessorConfig {
     /// `KAFKA_SESSION_TIMEOUT_MS` (default 10000): how soon the group gives a
     /// crashed member's partitions to another.
     pub kafka_session_timeout_ms: u64,
+    /// `KAFKA_MAX_POLL_INTERVAL_MS` (default 600000): how long a batch may
+    /// be retried (consumption paused) before this member leaves the group
+    /// and its partitions go to another.
+    pub kafka_max_poll_interval_ms: u64,
     /// `DYNAMODB_TABLE` (default `EventsHot`).
     pub dynamodb_table: String,
     /// `S3_BUCKET` (default `event-platform-raw-events`).
@@ -85,6 +89,7 @@ impl ProcessorConfig {
             kafka_dlq_topic: env.string("KAFKA_DLQ_TOPIC", "events.dlq"),
             kafka_consumer_group: env.string("KAFKA_CONSUMER_GROUP", "event-processors"),
             kafka_session_timeout_ms: env.parse("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
+            kafka_max_poll_interval_ms: env.parse("KAFKA_MAX_POLL_INTERVAL_MS", 600_000)?,
             dynamodb_table: env.string("DYNAMODB_TABLE", "EventsHot"),
             s3_bucket: env.string("S3_BUCKET", "event-platform-raw-events"),
             aws: AwsSettings {
@@ -112,6 +117,7 @@ impl ProcessorConfig {
             kafka_dlq_topic: dlq_topic.into(),
             kafka_consumer_group: group.into(),
             kafka_session_timeout_ms: 6_000,
+            kafka_max_poll_interval_ms: 600_000,
             dynamodb_table: "EventsHot".into(),
             s3_bucket: "event-platform-raw-events".into(),
             aws: AwsSettings {

@@ -89,7 +89,10 @@ impl Processor {
                 (config.kafka_session_timeout_ms / 5).max(100).to_string(),
             )
             // A store outage pauses consumption; stay in the group meanwhile.
-            .set("max.poll.interval.ms", "600000")
+            .set(
+                "max.poll.interval.ms",
+                config.kafka_max_poll_interval_ms.to_string(),
+            )
             .create_with_context(RebalanceContext::default())
             .context("creating the Kafka consumer")?;
         consumer

@@ -8,6 +8,14 @@
 //! it. A crash or a revoked partition loses only uncommitted work, which is
 //! delivered again; the stores make that redelivery change nothing.
 //!
+//! Rebalances: revoked partitions' batches are dropped right after the poll
+//! that revoked them, before a tick or a new assignment's message can touch
+//! them. A commit that does not go through (a rebalance in progress) rewinds
+//! the partition to the batch just written, so a partition never has more
+//! than one written, uncommitted batch, which its next owner cuts at the
+//! same boundaries. A write that comes long after the last poll first
+//! checks that this member still owns the partition.
+//!
 //! Shutdown interrupts any wait: buffered batches get one drain of at most
 //! [`DRAIN_TIME`] in all, and a batch not written by then stays uncommitted.
 //!
@@ -52,6 +60,12 @@ impl ConsumerContext for RebalanceContext {
                 partitions = partitions.count(),
                 "partitions revoked; uncommitted batches will be redelivered"
             );
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
         }
     }
 }
@@ -143,11 +157,23 @@ struct Progress {
     cold_written: bool,
 }
 
-/// Where a write failed.
-struct WriteError {
-    store: &'static str,
-    error: StoreError,
+/// Why a write stopped.
+enum WriteError {
+    /// A store failed; retried.
+    Store {
+        store: &'static str,
+        error: StoreError,
+    },
+    /// The group may have given the partition to another member: the batch
+    /// is theirs to write now.
+    NotOwner,
 }
+
+/// Past this long without polling the consumer (a slow or retried write,
+/// draining), a write first checks that this member still owns the
+/// partition: meanwhile the group may have moved it to another member,
+/// whose batches have other boundaries.
+const OWNERSHIP_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 pub(crate) struct Pipeline {
     pub consumer: Arc<EventConsumer>,
@@ -160,6 +186,8 @@ pub(crate) struct Pipeline {
     shutdown: Shutdown,
     /// The id of the Kafka cluster read from, read again at each assignment.
     cluster: String,
+    /// When the consumer was last polled (rebalances are served only then).
+    polled_at: Instant,
     buffers: HashMap<i32, PartitionBuffer>,
     /// Per partition since its assignment: the offset to cut the first batch at, once read.
     cut_points: HashMap<i32, Option<i64>>,
@@ -188,6 +216,7 @@ impl Pipeline {
             health,
             shutdown,
             cluster: String::new(),
+            polled_at: Instant::now(),
             buffers: HashMap::new(),
             cut_points: HashMap::new(),
         }
@@ -208,6 +237,7 @@ impl Pipeline {
                     Ok(message) => {
                         let owned = Received::from(&message);
                         drop(message);
+                        self.polled();
                         self.receive(owned).await;
                     }
                     Err(e) => {
@@ -217,14 +247,15 @@ impl Pipeline {
                     }
                 },
                 _ = tick.tick() => {
+                    self.polled();
                     let due: Vec<i32> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(p, _)| *p).collect();
                     for partition in due {
                         self.flush(partition).await;
                     }
                 }
             }
-            self.forget_revoked();
         }
+        self.forget_revoked();
         tracing::info!(
             partitions = self.buffers.len(),
             "draining: writing buffered batches"
@@ -233,6 +264,16 @@ impl Pipeline {
         for partition in partitions {
             self.flush(partition).await;
         }
+    }
+
+    /// After each poll of the consumer, before anything else: rebalance
+    /// callbacks run inside a poll, also one that returns no message, and a
+    /// revoke and the next assignment can both happen inside one `recv()`.
+    /// So the revoked partitions' batches go before a tick could write them
+    /// or a message of the new assignment could join them.
+    fn polled(&mut self) {
+        self.polled_at = Instant::now();
+        self.forget_revoked();
     }
 
     fn forget_revoked(&mut self) {
@@ -364,6 +405,7 @@ impl Pipeline {
         let mut attempt = 0;
         let mut paused: Option<TopicPartitionList> = None;
         let mut progress = Progress::default();
+        let mut not_owner = false;
         let outcome = loop {
             let written = tokio::select! {
                 written = self.write(&batch, &buffer.dead, &mut progress) => written,
@@ -374,7 +416,11 @@ impl Pipeline {
             };
             match written {
                 Ok(outcome) => break Some(outcome),
-                Err(WriteError { store, error }) => {
+                Err(WriteError::NotOwner) => {
+                    not_owner = true;
+                    break None;
+                }
+                Err(WriteError::Store { store, error }) => {
                     if matches!(error, StoreError::Throttled(_)) {
                         metrics::counter!("store_throttles_total", "store" => store).increment(1);
                     }
@@ -428,11 +474,23 @@ impl Pipeline {
                 tracing::warn!(error = %e, "cannot resume consumption");
             }
         }
-        let Some(outcome) = outcome else { return };
+        let Some(outcome) = outcome else {
+            if not_owner && self.shutdown.deadline().is_none() {
+                tracing::info!(
+                    partition,
+                    first = batch.first_offset,
+                    "the group is moving this partition; its batch is left to the next owner"
+                );
+                self.rewind(partition, batch.first_offset).await;
+            }
+            return;
+        };
         if attempt > 0 {
             self.health.unblock();
         }
-        self.commit(partition, batch.last_offset + 1).await;
+        if !self.commit(partition, batch.last_offset + 1).await {
+            self.rewind(partition, batch.first_offset).await;
+        }
         tracing::debug!(
             partition,
             first = batch.first_offset,
@@ -465,7 +523,7 @@ impl Pipeline {
         for letter in &dead[progress.dead_letters_sent..] {
             self.dead_letter(batch.partition, letter)
                 .await
-                .map_err(|error| WriteError {
+                .map_err(|error| WriteError::Store {
                     store: "dlq",
                     error: StoreError::Unavailable(error),
                 })?;
@@ -474,21 +532,64 @@ impl Pipeline {
         let outcome = match progress.hot {
             Some(outcome) => outcome,
             None => {
-                let outcome = self.hot.apply(batch).await.map_err(|error| WriteError {
-                    store: "hot",
-                    error,
-                })?;
+                self.check_ownership(batch).await?;
+                let outcome = self
+                    .hot
+                    .apply(batch)
+                    .await
+                    .map_err(|error| WriteError::Store {
+                        store: "hot",
+                        error,
+                    })?;
                 *progress.hot.insert(outcome)
             }
         };
         if !progress.cold_written && !batch.events.is_empty() {
-            self.cold.write(batch).await.map_err(|error| WriteError {
-                store: "cold",
-                error,
-            })?;
+            self.check_ownership(batch).await?;
+            self.cold
+                .write(batch)
+                .await
+                .map_err(|error| WriteError::Store {
+                    store: "cold",
+                    error,
+                })?;
             progress.cold_written = true;
         }
         Ok(outcome)
+    }
+
+    /// Fences writes of a partition this member may have lost (see
+    /// [`OWNERSHIP_CHECK_AFTER`]): committing the offset already committed
+    /// changes nothing, and goes through only for a member of the group's
+    /// current generation.
+    async fn check_ownership(&self, batch: &Batch) -> Result<(), WriteError> {
+        if self.polled_at.elapsed() < OWNERSHIP_CHECK_AFTER {
+            return Ok(());
+        }
+        match self.commit_once(batch.partition, batch.first_offset).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::info!(%error, partition = batch.partition, "ownership check failed");
+                Err(WriteError::NotOwner)
+            }
+        }
+    }
+
+    /// One synchronous commit of `next_offset` for `partition`.
+    async fn commit_once(&self, partition: i32, next_offset: i64) -> Result<(), String> {
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                &self.config.kafka_topic,
+                partition,
+                Offset::Offset(next_offset),
+            )
+            .map_err(|e| e.to_string())?;
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+            .await
+            .map_err(|e| format!("commit task: {e}"))?
+            .map_err(|e| e.to_string())
     }
 
     async fn dead_letter(&self, partition: i32, letter: &DeadLetter) -> Result<(), String> {
@@ -534,38 +635,49 @@ impl Pipeline {
     /// Commits synchronously, retrying briefly: a batch is not followed by
     /// the next until its offsets are committed, so a crash leaves at most one
     /// batch to redeliver, with the boundaries the archive already has.
-    async fn commit(&self, partition: i32, next_offset: i64) {
-        let mut offsets = TopicPartitionList::new();
-        if offsets
-            .add_partition_offset(
-                &self.config.kafka_topic,
-                partition,
-                Offset::Offset(next_offset),
-            )
-            .is_err()
-        {
-            return;
-        }
+    /// Returns whether the commit went through.
+    async fn commit(&self, partition: i32, next_offset: i64) -> bool {
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {
-            let (consumer, offsets) = (self.consumer.clone(), offsets.clone());
-            match tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
-                .await
-            {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => tracing::warn!(error = %e, partition, attempt, "commit failed"),
-                Err(e) => tracing::warn!(error = %e, partition, attempt, "commit task failed"),
+            match self.commit_once(partition, next_offset).await {
+                Ok(()) => return true,
+                Err(error) => tracing::warn!(%error, partition, attempt, "commit failed"),
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
         }
-        // Most likely the partition moved to another member, which redelivers; the stores absorb it.
         tracing::warn!(
             partition,
             next_offset,
             "giving up on the commit; the batch will be redelivered"
         );
+        false
+    }
+
+    /// After a commit that did not go through (most often a rebalance in
+    /// progress), consumes the partition again from the batch just written,
+    /// and cuts the first batch at the watermark again. Going on past it
+    /// would leave several written, uncommitted batches, which a new owner
+    /// (or this one) would redeliver with other boundaries, archiving their
+    /// events twice. If the partition is already gone, its next owner starts
+    /// from the committed offset anyway.
+    async fn rewind(&mut self, partition: i32, first_offset: i64) {
+        self.buffers.remove(&partition);
+        self.cut_points.remove(&partition);
+        let (consumer, topic) = (self.consumer.clone(), self.config.kafka_topic.clone());
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(first_offset),
+                Duration::from_secs(5),
+            )
+        })
+        .await;
+        if !matches!(sought, Ok(Ok(()))) {
+            tracing::info!(partition, first_offset, "cannot seek back (the partition moved); its next owner redelivers from the committed offset");
+        }
     }
 }
 
