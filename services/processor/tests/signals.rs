@@ -5,6 +5,8 @@
 //! - in a group whose members join, leave (SIGTERM) and die (SIGKILL) under
 //!   steady load, with batches held for seconds across each rebalance, the
 //!   same holds;
+//! - given a bad message, a bad key and a bad date between good events, it
+//!   stores the good ones and dead-letters the others with their reasons;
 //! - sent SIGTERM while its store keeps failing, it stops retrying and exits
 //!   well within ECS's 30 s stop timeout, committing nothing unwritten.
 
@@ -13,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use event_common::event::Event;
 use event_store::aws::{self, AwsSettings};
 use event_store::cold::local::LocalColdStore;
 use event_store::cold::{parquet, ColdStore};
@@ -21,10 +24,12 @@ use event_store::hot::{EventFilter, HotStore};
 use integration_tests::backend::{AwsEmulator, Broker};
 use integration_tests::free_port;
 use integration_tests::harness::{accepted, IngestServer, ProcessorTopics};
-use integration_tests::kafka::{committed_offsets, wait_until_caught_up};
+use integration_tests::kafka::{committed_offsets, read_topic, wait_until_caught_up};
 use integration_tests::stores::{
-    all_pages, at, day, dynamodb_store_with, s3_store_with, Analytics,
+    all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
 };
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 
 const TYPES: &[&str] = &["a", "b", "c"];
 
@@ -83,6 +88,7 @@ struct Platform {
     _emulator: Option<AwsEmulator>,
     _dir: tempfile::TempDir,
     topic: String,
+    dlq: String,
     group: String,
     hot: Arc<dyn HotStore>,
     cold: Arc<dyn ColdStore>,
@@ -104,7 +110,7 @@ impl Platform {
         let mut env = vec![
             ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
             ("KAFKA_TOPIC", topic.clone()),
-            ("KAFKA_DLQ_TOPIC", dlq),
+            ("KAFKA_DLQ_TOPIC", dlq.clone()),
             ("KAFKA_CONSUMER_GROUP", group.clone()),
             ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
             ("STORE_BACKOFF_MAX_MS", "500".into()),
@@ -148,6 +154,7 @@ impl Platform {
             _emulator: emulator,
             _dir: dir,
             topic,
+            dlq,
             group,
             hot,
             cold,
@@ -212,7 +219,7 @@ impl Platform {
     }
 
     /// One hot item and one archived copy per event, rollups exact.
-    async fn assert_exact(&self, events: &[event_common::event::Event]) {
+    async fn assert_exact(&self, events: &[Event]) {
         let stored = all_pages(&self.hot, &EventFilter::default(), 500)
             .await
             .expect("pages");
@@ -444,4 +451,97 @@ async fn sigterm_while_the_store_keeps_failing_exits_within_10_s_committing_noth
     );
     assert!(status.success(), "clean exit: {status}");
     assert_eq!(platform.committed().await, 0, "nothing committed");
+}
+
+#[tokio::test]
+async fn a_bad_message_a_bad_key_and_a_bad_date_are_dead_lettered_and_the_events_around_them_stored(
+) {
+    let platform = Platform::start(
+        StoreKind::Embedded,
+        1,
+        &[("BATCH_FLUSH_INTERVAL_MS", "100")],
+    )
+    .await;
+    let good: Vec<Event> = (0..4)
+        .map(|i| event("click", "u1", at("2024-07-02T10:00:00Z"), i))
+        .collect();
+    let with = |change: &dyn Fn(&mut Event)| {
+        let mut e = good[0].clone();
+        e.event_id = uuid::Uuid::new_v4();
+        change(&mut e);
+        serde_json::to_vec(&e).expect("encode")
+    };
+    let encode = |e: &Event| serde_json::to_vec(e).expect("encode");
+    // The user id is part of every user key: an empty one is refused.
+    let bad_key = with(&|e| e.user_id = String::new());
+    let bad_date = with(&|e| {
+        e.timestamp = chrono::DateTime::from_timestamp(-1, 0).expect("1969-12-31T23:59:59Z");
+    });
+    let messages: Vec<Vec<u8>> = vec![
+        encode(&good[0]),
+        b"{not json".to_vec(),
+        encode(&good[1]),
+        bad_key,
+        encode(&good[2]),
+        bad_date,
+        encode(&good[3]),
+    ];
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", platform.broker.bootstrap_servers())
+        .create()
+        .expect("producer");
+    for message in &messages {
+        producer
+            .send(
+                FutureRecord::to(&platform.topic).key("u1").payload(message),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("sent");
+    }
+    let mut processor = spawn_processor(&platform.env);
+    platform.caught_up().await;
+    sigterm(&mut processor);
+
+    let dead = read_topic(
+        &platform.broker.bootstrap_servers(),
+        &platform.dlq,
+        3,
+        Duration::from_secs(10),
+    )
+    .expect("dead letters");
+    let reasons: Vec<(&str, &str, &str)> = dead
+        .iter()
+        .map(|r| {
+            (
+                r.headers["dlq.error.kind"].as_str(),
+                r.headers["dlq.original.offset"].as_str(),
+                r.headers["dlq.error"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!((reasons[0].0, reasons[0].1), ("decode", "1"), "{reasons:?}");
+    assert!(
+        reasons[1] == ("contract", "3", "user_id: must not be empty"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        (reasons[2].0, reasons[2].1),
+        ("contract", "5"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2]
+            .2
+            .starts_with("timestamp: must be at or after 1970-01-01T00:00:00Z"),
+        "{reasons:?}"
+    );
+    let stored: BTreeSet<_> = all_pages(&platform.hot, &EventFilter::default(), 100)
+        .await
+        .expect("pages")
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(stored, good.iter().map(|e| e.event_id).collect());
 }
