@@ -153,6 +153,8 @@ pub fn accepted(sent: &[Value], reply: &Value) -> Vec<Event> {
 pub struct ProcessorServer {
     /// Bootstrap servers, group and topic, to know when it caught up.
     source: (String, String, String),
+    /// Its readiness.
+    pub health: event_common::lifecycle::Health,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -174,15 +176,41 @@ impl ProcessorServer {
             config.kafka_topic.clone(),
         );
         let processor = processor::Processor::new(config, stores)?;
+        let health = processor.health();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(processor.run(async move {
             let _ = stopped.await;
         }));
         Ok(Self {
             source,
+            health,
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// Waits until readiness fails with a reason containing `text`, and
+    /// until `timeout`; returns the reason.
+    pub async fn unready_with(&self, text: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Err(reason) = self.health.ready().await {
+                if reason.contains(text) {
+                    return Ok(reason);
+                }
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "not unready with {text:?} after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its group's committed offsets on its topic, by partition.
+    pub fn committed(&self) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+        let (bootstrap, group, topic) = &self.source;
+        crate::kafka::committed_offsets(bootstrap, group, topic)
     }
 
     /// Waits until its group has committed everything on its topic, then stops.

@@ -401,7 +401,7 @@ async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_noth
     );
     let mut c = config(&broker, &t);
     c.store_backoff_max_ms = 200;
-    let processor = processor::Processor::new(
+    let processor = ProcessorServer::start(
         c,
         Stores {
             hot: hot.clone(),
@@ -409,28 +409,12 @@ async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_noth
         },
     )
     .expect("processor");
-    let health = processor.health();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let reason = loop {
-        if let Err(reason) = health.ready().await {
-            if reason.contains("denied") {
-                break reason;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "never unready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let reason = processor
+        .unready_with("denied", Duration::from_secs(30))
+        .await
+        .expect("unready");
     assert!(reason.contains("dynamodb:BatchWriteItem"), "{reason}");
-    let committed = integration_tests::kafka::committed_offsets(
-        &broker.bootstrap_servers(),
-        &t.group,
-        &t.events,
-    )
-    .expect("offsets");
+    let committed = processor.committed().expect("offsets");
     assert!(
         committed.values().all(|o| *o == 0),
         "committed past a denied write: {committed:?}"
@@ -446,9 +430,8 @@ async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_noth
     )
     .await
     .expect("caught up");
-    assert!(health.ready().await.is_ok(), "still unready");
-    let _ = stop.send(());
-    running.await.expect("stopped");
+    assert!(processor.health.ready().await.is_ok(), "still unready");
+    processor.stop().await.expect("stopped");
     assert_stored_exactly(&hot, cold.as_ref(), &events).await;
 }
 
@@ -494,7 +477,7 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
         .expect("inject");
     let mut c = config(&broker, &t);
     c.store_backoff_max_ms = 200;
-    let processor = processor::Processor::new(
+    let processor = ProcessorServer::start(
         c,
         Stores {
             hot: hot.clone(),
@@ -502,28 +485,12 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
         },
     )
     .expect("processor");
-    let health = processor.health();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let reason = loop {
-        if let Err(reason) = health.ready().await {
-            if reason.contains("dlq") {
-                break reason;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "never unready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let reason = processor
+        .unready_with("dlq", Duration::from_secs(30))
+        .await
+        .expect("unready");
     assert!(reason.contains("nothing committed"), "{reason}");
-    let committed = integration_tests::kafka::committed_offsets(
-        &broker.bootstrap_servers(),
-        &t.group,
-        &t.events,
-    )
-    .expect("offsets");
+    let committed = processor.committed().expect("offsets");
     assert!(
         committed.values().all(|o| *o == 0),
         "committed past an unwritten dead letter: {committed:?}"
@@ -543,9 +510,8 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
     )
     .await
     .expect("caught up");
-    assert!(health.ready().await.is_ok(), "still unready");
-    let _ = stop.send(());
-    running.await.expect("stopped");
+    assert!(processor.health.ready().await.is_ok(), "still unready");
+    processor.stop().await.expect("stopped");
     let dead = read_topic(
         &broker.bootstrap_servers(),
         &t.dlq,
@@ -594,7 +560,7 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
     let mut c = config(&broker, &t);
     c.store_backoff_max_ms = 200;
     c.kafka_max_poll_interval_ms = 8_000;
-    let failing = processor::Processor::new(
+    let failing = ProcessorServer::start(
         c.clone(),
         Stores {
             hot: Arc::new(event_store::hot::dynamodb::DynamoHotStore::new(
@@ -607,16 +573,10 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
         },
     )
     .expect("processor");
-    let health = failing.health();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(failing.run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while health.ready().await.is_ok() {
-        assert!(std::time::Instant::now() < deadline, "never failing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    failing
+        .unready_with("failing", Duration::from_secs(30))
+        .await
+        .expect("unready");
     // More events while the first member holds its batches: the second
     // member's batches will have other boundaries.
     events.extend(send(&ingest, &sent[60..]).await);
@@ -643,8 +603,7 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
     // The first member's store answers again.
     faults.clear_faults();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = stop.send(());
-    running.await.expect("stopped");
+    failing.stop().await.expect("stopped");
     second.stop().await.expect("second stops");
     assert_eq!(
         cold.list("raw/").await.expect("list"),
