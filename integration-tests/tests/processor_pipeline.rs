@@ -526,12 +526,12 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
     assert_eq!(stored.len(), good.len());
 }
 
-/// A member whose store fails long enough is dropped from the group, and
-/// another member writes its partitions (with batches of its own
-/// boundaries). When the first member's store answers again, it must not
-/// write the batch it was retrying: the archive would hold those events
-/// twice. The fault layer injects the store failure; the group and its
-/// rebalance are the broker's.
+/// A member whose store fails while another joins may be dropped from the
+/// group, and the other writes its partitions with batches of its own
+/// boundaries. When the first member's store answers again, it must not
+/// write the batch it was retrying (before the ownership check: 220
+/// archived copies of 160 events). The fault layer injects the store
+/// failure; the group and its rebalance are the broker's.
 #[tokio::test]
 async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_write_its_batch() {
     let broker = Broker::start().await.expect("broker");
@@ -580,8 +580,10 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
     // More events while the first member holds its batches: the second
     // member's batches will have other boundaries.
     events.extend(send(&ingest, &sent[60..]).await);
-    // The second member joins; the first, busy retrying, does not rejoin
-    // and is dropped; the second writes and commits everything.
+    // The second member joins. The first, busy retrying, either leaves the
+    // group at its poll interval (8 s), and the second takes its partitions
+    // with batches of its own boundaries, or notices the rebalance at its
+    // ownership check, gives its batch up and rejoins.
     let second = ProcessorServer::start(
         c,
         Stores {
@@ -590,6 +592,11 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
         },
     )
     .expect("second processor");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    // The first member's store answers again: whatever it still held is
+    // written once, by whoever owns it now.
+    faults.clear_faults();
     integration_tests::kafka::wait_until_caught_up(
         &broker.bootstrap_servers(),
         &t.group,
@@ -597,18 +604,8 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
         Duration::from_secs(60),
     )
     .await
-    .expect("the second member caught up");
-    let objects = cold.list("raw/").await.expect("list");
-
-    // The first member's store answers again.
-    faults.clear_faults();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    .expect("caught up");
     failing.stop().await.expect("stopped");
     second.stop().await.expect("second stops");
-    assert_eq!(
-        cold.list("raw/").await.expect("list"),
-        objects,
-        "the dropped member wrote archive objects after the second took over"
-    );
     assert_stored_exactly(&hot, cold.as_ref(), &events).await;
 }
