@@ -288,7 +288,7 @@ async fn rebalances_with_commits_refused_mid_rebalance_archive_each_event_once()
     rebalances_lose_nothing("300", "4000").await;
 }
 
-/// 12 membership changes 7 s apart, between one and three members:
+/// 16 membership changes 7 s apart, between one and three members:
 /// joins, leaves on SIGTERM and SIGKILLs; at least 10 rebalances, counted
 /// in the members' own logs. The stores end exact.
 async fn rebalances_lose_nothing(batch_max_events: &str, batch_flush_interval_ms: &str) {
@@ -311,12 +311,14 @@ async fn rebalances_lose_nothing(batch_max_events: &str, batch_flush_interval_ms
         env.push(("RUST_LOG", "info".into()));
         spawn_processor_logging(&env, Stdio::from(log))
     };
-    let sender = platform.send_steadily(500, Duration::from_millis(150));
+    let sender = platform.send_steadily(760, Duration::from_millis(150));
     let mut members = vec![spawn(&platform)];
     let step = Duration::from_millis(7000);
     tokio::time::sleep(step).await;
     // (change, members after it): + joins, T leaves on SIGTERM, K is SIGKILLed.
-    for change in ['+', '+', 'T', '+', 'K', '+', 'T', 'K', '+', '+', 'K', 'T'] {
+    for change in [
+        '+', '+', 'T', '+', 'K', '+', 'T', 'K', '+', '+', 'K', 'T', '+', 'T', '+', 'K',
+    ] {
         match change {
             '+' => members.push(spawn(&platform)),
             'T' => sigterm(&mut members.remove(0)),
@@ -355,7 +357,7 @@ async fn rebalances_lose_nothing(batch_max_events: &str, batch_flush_interval_ms
         .filter(|w| w[1] - w[0] > chrono::Duration::seconds(2))
         .count();
     eprintln!(
-        "{rebalances} rebalances ({} assignments) in 12 membership changes",
+        "{rebalances} rebalances ({} assignments) in 16 membership changes",
         assigned_at.len()
     );
     platform.assert_exact(&events).await;
