@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -121,6 +121,30 @@ impl Broker {
             Self::Container { bootstrap, .. } => bootstrap.clone(),
             Self::External(bootstrap) => bootstrap.clone(),
         }
+    }
+
+    /// Produces `(key, payload)` records to `topic` in order, as a producer
+    /// other than ingest could; returns where each landed (partition, offset).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> anyhow::Result<Vec<(i32, i64)>> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap_servers())
+            .create()?;
+        let mut landed = Vec::new();
+        for (key, payload) in records {
+            let delivery = producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+            landed.push((delivery.partition, delivery.offset));
+        }
+        Ok(landed)
     }
 
     /// Creates `topic` with `partitions` partitions.

@@ -20,8 +20,6 @@ use integration_tests::stores::{
     all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
 };
 use processor::{ProcessorConfig, Stores};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::Value;
 
 const TYPES: &[&str] = &["signup", "page_view", "click", "purchase"];
@@ -223,10 +221,6 @@ async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
     let hot: Arc<dyn HotStore> = Arc::new(hot);
     let cold =
         Arc::new(event_store::cold::local::LocalColdStore::new(archive.path()).expect("archive"));
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .create()
-        .expect("producer");
     let good: Vec<Event> = (0..6)
         .map(|i| {
             event(
@@ -258,27 +252,29 @@ async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
         (serde_json::to_vec(&ancient).expect("encode"), "contract"),
     ];
     // Good and bad interleaved on one partition (same key).
-    let mut sent_bad = Vec::new();
+    let mut records = Vec::new();
     for (i, e) in good.iter().enumerate() {
-        let value = serde_json::to_vec(e).expect("encode");
-        producer
-            .send(
-                FutureRecord::to(&t.events).key("u1").payload(&value),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("sent");
+        records.push((serde_json::to_vec(e).expect("encode"), None));
         if let Some((bad, kind)) = poison.get(i) {
-            let delivery = producer
-                .send(
-                    FutureRecord::to(&t.events).key("u1").payload(bad),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("sent");
-            sent_bad.push((bad.clone(), *kind, delivery.partition, delivery.offset));
+            records.push((bad.clone(), Some(*kind)));
         }
     }
+    let landed = broker
+        .produce(
+            &t.events,
+            records
+                .iter()
+                .map(|(payload, _)| ("u1".to_string(), payload.clone())),
+        )
+        .await
+        .expect("sent");
+    let sent_bad: Vec<_> = records
+        .into_iter()
+        .zip(landed)
+        .filter_map(|((payload, kind), (partition, offset))| {
+            kind.map(|kind| (payload, kind, partition, offset))
+        })
+        .collect();
     let processor = ProcessorServer::start(
         config(&broker, &t),
         Stores {
@@ -448,10 +444,6 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
     let hot: Arc<dyn HotStore> = Arc::new(hot);
     let cold =
         Arc::new(event_store::cold::local::LocalColdStore::new(archive.path()).expect("archive"));
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .create()
-        .expect("producer");
     let good: Vec<Event> = (0..4)
         .map(|i| event("click", "u1", at("2024-05-06T10:00:00Z"), i))
         .collect();
@@ -460,15 +452,13 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
         .map(|e| serde_json::to_vec(e).expect("encode"))
         .collect();
     payloads.insert(2, b"not an event".to_vec());
-    for payload in &payloads {
-        producer
-            .send(
-                FutureRecord::to(&t.events).key("u1").payload(payload),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("sent");
-    }
+    broker
+        .produce(
+            &t.events,
+            payloads.into_iter().map(|p| ("u1".to_string(), p)),
+        )
+        .await
+        .expect("sent");
     broker
         .inject_topic_error(
             &t.dlq,

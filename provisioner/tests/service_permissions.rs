@@ -21,8 +21,6 @@ use integration_tests::stores::{at, dynamodb_store_with, event, s3_store_with};
 use processor::{ProcessorConfig, Stores};
 use provisioner::blueprint::Blueprint;
 use provisioner::graph;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use support::iam_action;
 
@@ -116,25 +114,18 @@ async fn every_call_the_processor_makes_is_allowed_by_its_task_role() -> anyhow:
     let cold = Arc::new(s3_store_with(&recorded).await?);
     // Only what the service does from here on counts (not the setup).
     faults.clear_calls();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .create()?;
-    for i in 0..120 {
-        let e = event(
-            ["click", "signup", "purchase"][i % 3],
-            &format!("user-{}", i % 17),
-            at("2024-05-06T08:00:00Z") + chrono::Duration::minutes((i * 97) as i64),
-            i,
-        );
-        let value = serde_json::to_vec(&e)?;
-        producer
-            .send(
-                FutureRecord::to(&t.events).key(&e.user_id).payload(&value),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
-    }
+    let records = (0..120)
+        .map(|i| {
+            let e = event(
+                ["click", "signup", "purchase"][i % 3],
+                &format!("user-{}", i % 17),
+                at("2024-05-06T08:00:00Z") + chrono::Duration::minutes((i * 97) as i64),
+                i,
+            );
+            Ok((e.user_id.clone(), serde_json::to_vec(&e)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    broker.produce(&t.events, records).await?;
     let mut config =
         ProcessorConfig::for_dev(&broker.bootstrap_servers(), &t.events, &t.dlq, &t.group);
     config.batch_max_events = 25;

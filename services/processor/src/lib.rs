@@ -29,7 +29,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub use config::{ColdStoreKind, HotStoreKind, ProcessorConfig};
-use pipeline::{EventConsumer, Pipeline, RebalanceContext, Shutdown};
+use pipeline::{EventConsumer, Pipeline, RebalanceContext};
 
 /// The stores a processor writes to.
 #[derive(Clone)]
@@ -67,7 +67,6 @@ impl Stores {
 pub struct Processor {
     pipeline: Pipeline,
     health: Health,
-    shutdown: Shutdown,
 }
 
 impl Processor {
@@ -107,7 +106,6 @@ impl Processor {
             .context("creating the dead-letter producer")?;
         let consumer = Arc::new(consumer);
         let health = readiness(consumer.clone(), config.kafka_topic.clone(), stores.clone());
-        let shutdown = Shutdown::default();
         let pipeline = Pipeline::new(
             consumer,
             dlq,
@@ -115,13 +113,8 @@ impl Processor {
             stores.cold,
             config,
             health.clone(),
-            shutdown.clone(),
         );
-        Ok(Self {
-            pipeline,
-            health,
-            shutdown,
-        })
+        Ok(Self { pipeline, health })
     }
 
     /// The health state (broker, hot and cold store reachable; 503 while draining).
@@ -142,7 +135,7 @@ impl Processor {
     /// Consumes until `shutdown` resolves, then drains: writes and commits
     /// what is buffered, for at most [`pipeline::DRAIN_TIME`].
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let (health, requested) = (self.health.clone(), self.shutdown.clone());
+        let (health, requested) = (self.health.clone(), self.pipeline.shutdown.clone());
         let signal = tokio::spawn(async move {
             shutdown.await;
             health.start_draining();

@@ -183,7 +183,7 @@ pub(crate) struct Pipeline {
     config: ProcessorConfig,
     /// Readiness, blocked while writes are denied or keep failing.
     health: Health,
-    shutdown: Shutdown,
+    pub shutdown: Shutdown,
     /// The id of the Kafka cluster read from, read again at each assignment.
     cluster: String,
     /// When the consumer was last polled (rebalances are served only then).
@@ -205,7 +205,6 @@ impl Pipeline {
         cold: Arc<dyn ColdStore>,
         config: ProcessorConfig,
         health: Health,
-        shutdown: Shutdown,
     ) -> Self {
         Self {
             consumer,
@@ -214,7 +213,7 @@ impl Pipeline {
             cold,
             config,
             health,
-            shutdown,
+            shutdown: Shutdown::default(),
             cluster: String::new(),
             polled_at: Instant::now(),
             buffers: HashMap::new(),
@@ -488,16 +487,17 @@ impl Pipeline {
         if attempt > 0 {
             self.health.unblock();
         }
-        if !self.commit(partition, batch.last_offset + 1).await {
+        if self.commit(partition, batch.last_offset + 1).await {
+            tracing::debug!(
+                partition,
+                first = batch.first_offset,
+                last = batch.last_offset,
+                ?outcome,
+                "batch committed"
+            );
+        } else {
             self.rewind(partition, batch.first_offset).await;
         }
-        tracing::debug!(
-            partition,
-            first = batch.first_offset,
-            last = batch.last_offset,
-            ?outcome,
-            "batch committed"
-        );
 
         let count = |outcome: &'static str, n: usize| {
             metrics::counter!("consumer_messages_processed_total", "outcome" => outcome)

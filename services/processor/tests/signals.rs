@@ -28,8 +28,6 @@ use integration_tests::kafka::{committed_offsets, read_topic, wait_until_caught_
 use integration_tests::stores::{
     all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 const TYPES: &[&str] = &["a", "b", "c"];
 
@@ -513,19 +511,14 @@ async fn a_bad_message_a_bad_key_and_a_bad_date_are_dead_lettered_and_the_events
         bad_date,
         encode(&good[3]),
     ];
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", platform.broker.bootstrap_servers())
-        .create()
-        .expect("producer");
-    for message in &messages {
-        producer
-            .send(
-                FutureRecord::to(&platform.topic).key("u1").payload(message),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("sent");
-    }
+    platform
+        .broker
+        .produce(
+            &platform.topic,
+            messages.into_iter().map(|m| ("u1".to_string(), m)),
+        )
+        .await
+        .expect("sent");
     let mut processor = spawn_processor(&platform.env);
     platform.caught_up().await;
     sigterm(&mut processor);

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS retention (window TEXT, cohort TEXT, period INTEGER, 
 CREATE TABLE IF NOT EXISTS cluster_watermarks (cluster TEXT, topic TEXT, partition INTEGER, last_offset INTEGER NOT NULL, PRIMARY KEY (cluster, topic, partition)) WITHOUT ROWID;
 ";
 
+/// A partition's watermark on a cluster (`?1` cluster, `?2` topic, `?3` partition).
+const WATERMARK_SQL: &str =
+    "SELECT last_offset FROM cluster_watermarks WHERE cluster = ?1 AND topic = ?2 AND partition = ?3";
+
 /// How many reader connections serve queries.
 const READERS: usize = 4;
 
@@ -138,7 +142,7 @@ fn apply_in_transaction(
     let tx = conn.transaction().map_err(sql_err)?;
     let watermark: Option<i64> = tx
         .query_row(
-            "SELECT last_offset FROM cluster_watermarks WHERE cluster = ?1 AND topic = ?2 AND partition = ?3",
+            WATERMARK_SQL,
             params![batch.cluster, batch.topic, batch.partition],
             |r| r.get(0),
         )
@@ -319,11 +323,9 @@ impl HotStore for SqliteHotStore {
     ) -> Result<Option<i64>, StoreError> {
         let (cluster, topic) = (cluster.to_string(), topic.to_string());
         self.read(move |c| {
-            c.query_row(
-                "SELECT last_offset FROM cluster_watermarks WHERE cluster = ?1 AND topic = ?2 AND partition = ?3",
-                params![cluster, topic, partition],
-                |r| r.get(0),
-            )
+            c.query_row(WATERMARK_SQL, params![cluster, topic, partition], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql_err)
         })
