@@ -80,6 +80,12 @@ pub struct Stack {
     /// An emulator that runs no tasks sets this to false.
     #[serde(default = "yes")]
     pub waits: bool,
+    /// Let this account's own principals (its users and roles allowed
+    /// `sts:AssumeRole`) assume the services' task and execution roles, so
+    /// `provision run-local` can run the tasks on a workstation with their
+    /// real permissions. Off by default: on ECS only `ecs-tasks` needs to.
+    #[serde(default)]
+    pub allow_run_local: bool,
 }
 
 /// `[network]`.
@@ -169,6 +175,9 @@ pub struct Bucket {
     pub archive_after_days: u32,
     /// Days before objects expire.
     pub expire_after_days: u32,
+    /// A bucket policy refusing every request not made over TLS. An
+    /// emulator on plain HTTP needs it off, or the services' writes are refused.
+    pub tls_only: bool,
 }
 
 impl Default for Bucket {
@@ -177,6 +186,7 @@ impl Default for Bucket {
             name: None,
             archive_after_days: 30,
             expire_after_days: 365,
+            tls_only: true,
         }
     }
 }
@@ -529,6 +539,13 @@ impl Blueprint {
         if let Some(endpoint) = &spec.stack.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 out.error("stack.endpoint", "must be an http:// or https:// URL");
+            }
+            if endpoint.starts_with("http://") && spec.bucket.tls_only {
+                out.warning(
+                    "bucket.tls_only",
+                    "the bucket will refuse every request not made over TLS, and this endpoint is \
+                     plain HTTP: the processor's archive writes will be refused (set `tls_only = false`)",
+                );
             }
         }
         self.check_network(&mut out);

@@ -263,7 +263,7 @@ impl<'a> Graph<'a> {
                 "versioning": true,
                 "encryption": "AES256",
                 "block_public_access": true,
-                "tls_only": true,
+                "tls_only": spec.bucket.tls_only,
                 "archive_after_days": spec.bucket.archive_after_days,
                 "archive_storage_class": "GLACIER_IR",
                 "expire_after_days": spec.bucket.expire_after_days,
@@ -525,6 +525,12 @@ impl<'a> Graph<'a> {
         if trust_service == "ec2.amazonaws.com" {
             props["instance_profile"] = json!(true);
         }
+        // `run-local` takes the ECS roles' credentials on a workstation.
+        props["trust_account"] =
+            match self.bp.spec.stack.allow_run_local && trust_service == ECS_TASKS {
+                true => json!(format!("arn:aws:iam::{}:root", self.account)),
+                false => Value::Null,
+            };
         self.add(Kind::IamRole, name, props, &[])
     }
 
@@ -540,6 +546,10 @@ impl<'a> Graph<'a> {
         ]);
         if let Some(port) = service.port {
             env.insert("PORT".into(), port.to_string());
+        }
+        // A stack on an emulator: the tasks call the emulator, not AWS.
+        if let Some(endpoint) = &spec.stack.endpoint {
+            env.insert("AWS_ENDPOINT_URL".into(), endpoint.clone());
         }
         if service.name != "ingest" {
             env.insert("HOT_STORE".into(), "dynamodb".into());

@@ -131,6 +131,7 @@ impl Kind {
                 "tags",
             ],
             Kind::IamRole => &[
+                "trust_account",
                 "inline_policy",
                 "managed_policies",
                 "instance_profile",

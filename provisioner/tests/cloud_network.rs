@@ -240,6 +240,7 @@ async fn every_network_kind_round_trips() -> anyhow::Result<()> {
     let role = props(json!({
         "name": "rt-stack-broker",
         "trust_service": "ec2.amazonaws.com",
+        "trust_account": null,
         "managed_policies": [],
         "inline_policy": null,
         "instance_profile": true,

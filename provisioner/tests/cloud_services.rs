@@ -232,6 +232,8 @@ async fn iam_role_round_trip() -> anyhow::Result<()> {
         json!({
             "name": format!("{STACK}-api"),
             "trust_service": "ecs-tasks.amazonaws.com",
+            // The trust `stack.allow_run_local` adds, read back as written.
+            "trust_account": "arn:aws:iam::123456789012:root",
             "managed_policies": [EXECUTION_POLICY],
             "inline_policy": policy("s3:GetObject"),
         }),
@@ -246,6 +248,7 @@ async fn iam_role_round_trip() -> anyhow::Result<()> {
             ("managed_policies", json!([LOGS_POLICY, EXECUTION_POLICY])),
             ("managed_policies", json!([LOGS_POLICY])),
             ("inline_policy", Value::Null),
+            ("trust_account", Value::Null),
         ],
     )
     .await?;

@@ -48,7 +48,7 @@ fn check_accepts_the_shipped_blueprints_and_names_file_line_and_key() -> anyhow:
         stdout.contains("`/x*` is already routed to `ingest`"),
         "{stdout}"
     );
-    assert!(stdout.contains("bad.toml:18: error: `network.subnets[1].cidr`: 10.99.1.0/24 is outside the VPC's 10.40.0.0/16"), "{stdout}");
+    assert!(stdout.contains("bad.toml:20: error: `network.subnets[1].cidr`: 10.99.1.0/24 is outside the VPC's 10.40.0.0/16"), "{stdout}");
     std::fs::write(
         &bad,
         "[stack]\nname = \"x\"\nregion = \"us-east-1\"\ncolour = \"blue\"\n",

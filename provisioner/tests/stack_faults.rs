@@ -221,7 +221,8 @@ async fn fault_layer_waits_ride_out_throttling_and_time_out_on_a_service_that_ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_layer_a_create_failing_after_its_first_call_is_completed_on_retry(
 ) -> anyhow::Result<()> {
-    let mut env = Env::start(&[]).await?;
+    // With the TLS-only policy, one of the bucket's calls after CreateBucket.
+    let mut env = Env::start(&[("tls_only = false", "tls_only = true")]).await?;
     let stack = env.stack().await?;
     let faults = env.faults.clone();
     let not_found = |code: &str| Fault::Error {

@@ -19,7 +19,8 @@ type AttrDrift<'a> = (&'a str, Value, Value);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_from_nothing_makes_the_blueprint_and_a_second_apply_changes_nothing(
 ) -> anyhow::Result<()> {
-    let mut env = Env::start(&[]).await?;
+    // The TLS-only policy, which local.toml leaves off for plain HTTP.
+    let mut env = Env::start(&[("tls_only = false", "tls_only = true")]).await?;
     let stack = env.stack().await?;
     let options = env.options();
     let plan = apply(&stack, &options).await?;
@@ -843,14 +844,14 @@ async fn two_stacks_side_by_side_get_names_of_their_own_and_a_taken_name_is_an_e
             "table `ep-local-events-hot` already exists in this account and region and is not this stack's",
         ),
         (
-            "[logs]",
+            "[bucket]\n",
             "bucket.name",
             "bucket `ep-local-raw-events-123456789012-us-east-1` exists in this account and is not this stack's",
         ),
     ] {
         let section = match key {
             "table.name" => "[table]\nname = \"ep-local-events-hot\"\n\n[logs]",
-            _ => "[bucket]\nname = \"ep-local-raw-events-123456789012-us-east-1\"\n\n[logs]",
+            _ => "[bucket]\nname = \"ep-local-raw-events-123456789012-us-east-1\"\n",
         };
         let moved = network("10.42");
         let mut edits = as_edits(&moved);
@@ -940,7 +941,8 @@ async fn two_concurrent_applies_make_one_stack_and_the_second_is_refused() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_of_the_bucket_and_table_settings_is_repaired_in_place_never_by_a_replace(
 ) -> anyhow::Result<()> {
-    let mut env = Env::start(&[]).await?;
+    // The TLS-only policy, which local.toml leaves off for plain HTTP.
+    let mut env = Env::start(&[("tls_only = false", "tls_only = true")]).await?;
     let options = env.options();
     apply(&env.stack().await?, &options).await?;
     let bucket = "ep-local-raw-events-123456789012-us-east-1";

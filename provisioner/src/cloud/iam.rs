@@ -59,6 +59,10 @@ pub async fn read(cloud: &Cloud, kind: Kind, id: &str) -> Result<Option<Observed
         .unwrap_or(Value::Null);
     // A trust policy we did not write reads as null, so the plan replaces it.
     let trust_service = trust_service(&trust).map_or(Value::Null, Value::String);
+    let trust_account = trust_statements(&trust)
+        .iter()
+        .find(|s| s["Sid"] == RUN_LOCAL_SID)
+        .map_or(Value::Null, |s| s["Principal"]["AWS"].clone());
 
     let mut managed = attached(cloud, id).await?;
     managed.sort();
@@ -89,6 +93,7 @@ pub async fn read(cloud: &Cloud, kind: Kind, id: &str) -> Result<Option<Observed
             Value::String(role.role_name().to_string()),
         ),
         ("trust_service".to_string(), trust_service),
+        ("trust_account".to_string(), trust_account),
         ("managed_policies".to_string(), Value::from(managed)),
         ("inline_policy".to_string(), inline),
         ("tags".to_string(), tags_value(tags)),
@@ -111,15 +116,7 @@ pub async fn read(cloud: &Cloud, kind: Kind, id: &str) -> Result<Option<Observed
 pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) -> Result<String> {
     ensure_role(kind)?;
     let name = prop_str(props, "name")?;
-    let service = prop_str(props, "trust_service")?;
-    let trust = json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": service},
-            "Action": "sts:AssumeRole",
-        }],
-    });
+    let trust = trust_policy(props)?;
     let mut request = cloud
         .iam
         .create_role()
@@ -164,6 +161,17 @@ pub async fn update(
                 }
             }
             "inline_policy" => put_inline(cloud, id, props).await?,
+            "trust_account" => {
+                let trust = trust_policy(props)?;
+                cloud
+                    .iam
+                    .update_assume_role_policy()
+                    .role_name(id)
+                    .policy_document(trust.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("UpdateAssumeRolePolicy", e))?;
+            }
             "instance_profile" if wants_profile(props) => put_profile(cloud, id, props).await?,
             "instance_profile" => delete_profile(cloud, id).await?,
             "tags" => update_tags(cloud, id, props).await?,
@@ -546,7 +554,7 @@ async fn update_tags(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
 
 /// A policy document as IAM returns it: URL-encoded on real IAM, sometimes
 /// plain JSON on emulators.
-fn parse_policy(text: &str) -> Result<Value> {
+pub(crate) fn parse_policy(text: &str) -> Result<Value> {
     if let Ok(value) = serde_json::from_str(text) {
         return Ok(value);
     }
@@ -554,12 +562,42 @@ fn parse_policy(text: &str) -> Result<Value> {
         .map_err(|e| CloudError::invalid("GetRolePolicy", format!("policy is not JSON: {e}")))
 }
 
+/// The `Sid` of the trust statement `trust_account` adds (see `run-local`).
+const RUN_LOCAL_SID: &str = "RunLocal";
+
+/// The trust policy of a role: its service, and with `trust_account` (the
+/// account's root principal) the principals of the stack's own account, so
+/// `run-local` can take the role's credentials on a workstation.
+fn trust_policy(props: &Props) -> Result<Value> {
+    let service = prop_str(props, "trust_service")?;
+    let mut statements = vec![json!({
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    })];
+    if let Some(principal) = props.get("trust_account").and_then(Value::as_str) {
+        statements.push(json!({
+            "Sid": RUN_LOCAL_SID,
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "sts:AssumeRole",
+        }));
+    }
+    Ok(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+fn trust_statements(policy: &Value) -> Vec<Value> {
+    match &policy["Statement"] {
+        Value::Array(items) => items.clone(),
+        Value::Null => Vec::new(),
+        single => vec![single.clone()],
+    }
+}
+
 /// The service principal of the trust policy's first statement.
 fn trust_service(policy: &Value) -> Option<String> {
-    let statement = match &policy["Statement"] {
-        Value::Array(items) => items.first()?,
-        single => single,
-    };
+    let statements = trust_statements(policy);
+    let statement = statements.first()?;
     match &statement["Principal"]["Service"] {
         Value::String(service) => Some(service.clone()),
         Value::Array(items) => items.first()?.as_str().map(str::to_string),
