@@ -13,6 +13,7 @@ pub mod dev;
 pub mod engine;
 pub mod graph;
 pub mod image;
+pub mod local;
 pub mod model;
 pub mod plan;
 pub mod stack;

@@ -7,6 +7,7 @@ mod dev;
 mod image;
 mod output;
 mod plan;
+mod run_local;
 mod stack;
 mod state;
 mod token;
@@ -39,6 +40,8 @@ enum Command {
     Destroy(destroy::DestroyArgs),
     /// Build the service images and push them (no Docker needed).
     Image(image::ImageArgs),
+    /// Run the deployed stack's tasks on this machine behind its load balancer rules.
+    RunLocal(run_local::RunLocalArgs),
     /// Print the stack's outputs (URLs, broker address).
     Output(output::OutputArgs),
     /// Inspect the state file.
@@ -56,6 +59,7 @@ impl Cli {
             Command::Apply(args) => args.run().await?,
             Command::Destroy(args) => args.run().await?,
             Command::Image(args) => args.run().await?,
+            Command::RunLocal(args) => args.run().await?,
             Command::Output(args) => args.run()?,
             Command::State(args) => args.run()?,
         }

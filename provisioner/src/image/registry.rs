@@ -180,6 +180,60 @@ impl Registry {
         Ok(())
     }
 
+    /// The image `repository@digest`: its config and its layers, each
+    /// checked against the digest that names it.
+    pub async fn pull(&self, repository: &str, digest: &str) -> Result<Pulled, CloudError> {
+        let reference = self.by_digest(repository, digest);
+        let (manifest, _) = self
+            .client
+            .pull_manifest_raw(&reference, &self.auth, &[MANIFEST_MEDIA_TYPE])
+            .await
+            .map_err(|e| self.error("GetManifest", repository, e))?;
+        let mismatch = |what: &str, want: &str| {
+            CloudError::invalid(
+                "GetBlob",
+                format!(
+                    "{}/{repository}: the {what} served for {want} has another digest",
+                    self.host
+                ),
+            )
+        };
+        if super::sha256(&manifest) != digest {
+            return Err(mismatch("manifest", digest));
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&manifest)
+            .map_err(|e| CloudError::invalid("GetManifest", format!("{digest}: not JSON: {e}")))?;
+        let descriptor_digest = |d: &serde_json::Value| d["digest"].as_str().map(str::to_string);
+        let config_digest = descriptor_digest(&parsed["config"])
+            .ok_or_else(|| CloudError::invalid("GetManifest", format!("{digest}: no config")))?;
+        let layer_digests: Vec<String> = parsed["layers"]
+            .as_array()
+            .map(|l| l.iter().filter_map(descriptor_digest).collect())
+            .unwrap_or_default();
+        let mut blobs = Vec::new();
+        for blob in std::iter::once(&config_digest).chain(&layer_digests) {
+            let mut data = Vec::new();
+            self.client
+                .pull_blob(&reference, blob.as_str(), &mut data)
+                .await
+                .map_err(|e| self.error("GetBlob", repository, e))?;
+            if &super::sha256(&data) != blob {
+                return Err(mismatch("blob", blob));
+            }
+            blobs.push(data);
+        }
+        let config = serde_json::from_slice(&blobs.remove(0)).map_err(|e| {
+            CloudError::invalid(
+                "GetBlob",
+                format!("{config_digest}: config is not JSON: {e}"),
+            )
+        })?;
+        Ok(Pulled {
+            config,
+            layers: blobs,
+        })
+    }
+
     fn by_digest(&self, repository: &str, digest: &str) -> Reference {
         Reference::with_digest(self.host.clone(), repository.into(), digest.into())
     }
@@ -220,6 +274,16 @@ impl Registry {
             message,
         }
     }
+}
+
+/// An image as pulled: its config (OCI image config JSON) and its layers
+/// (gzip tar), base first.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The image config.
+    pub config: serde_json::Value,
+    /// The compressed layers, in order.
+    pub layers: Vec<Vec<u8>>,
 }
 
 /// `http(s)://HOST[:PORT]` as (plain HTTP, `HOST[:PORT]`); `None` for
