@@ -1,6 +1,9 @@
 //! Test support for the Event Platform's end-to-end tests, and the `loadgen`
 //! benchmark driver (`src/bin/loadgen.rs`).
 //!
+//! - [`aws_calls`]: a proxy in front of the AWS emulator that records each
+//!   call's IAM action and resources, and a small IAM policy evaluator, to
+//!   check the services' roles grant what they use.
 //! - [`backend`]: a real Kafka-protocol broker and a real AWS API emulator for
 //!   each test: local processes by default, containers when asked, or
 //!   endpoints given in the environment.
@@ -8,6 +11,7 @@
 //! - [`kafka`]: reading back what landed on a topic.
 //! - [`registry`]: a real OCI registry (Debian's `docker-registry`) on loopback.
 
+pub mod aws_calls;
 pub mod backend;
 pub mod fault;
 pub mod harness;

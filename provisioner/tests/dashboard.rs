@@ -3,15 +3,14 @@
 //! (Debian's `chromium`), a screenshot taken, and the numbers the charts
 //! hold read from the rendered DOM and compared with answers written here.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
 
-use common::{start, stop};
+use common::{render, start, stop};
 
 /// Mon 2026-03-02 to Wed 2026-03-04: alice and bob first seen on the 2nd,
 /// carol on the 3rd.
@@ -26,49 +25,6 @@ const EVENTS: &[(&str, &str, &str)] = &[
     ("2026-03-04T08:00:00Z", "page_view", "bob"),
     ("2026-03-04T08:10:00Z", "purchase", "bob"),
 ];
-
-fn chromium() -> PathBuf {
-    let candidates = std::env::var("CHROMIUM")
-        .into_iter()
-        .chain(["chromium", "chromium-browser"].map(String::from));
-    for candidate in candidates {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {candidate}")])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-        if let Some(path) = found.filter(|p| !p.is_empty()) {
-            return path.into();
-        }
-    }
-    panic!("no chromium: install Debian's chromium (integration-tests/run-all-tests.sh does) or set CHROMIUM");
-}
-
-/// Runs headless Chromium on `url` with `action` (`--dump-dom` or `--screenshot=...`).
-fn render(url: &str, action: &str, profile: &Path) -> String {
-    let output = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--window-size=1280,1500",
-            "--virtual-time-budget=15000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(action)
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// The value of `attr="..."` in `tag`, if any.
 fn attr<'a>(tag: &'a str, attr: &str) -> Option<&'a str> {

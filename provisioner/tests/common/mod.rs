@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,4 +91,48 @@ impl Drop for Dev {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Debian's `chromium` (or `CHROMIUM`).
+pub fn chromium() -> PathBuf {
+    let candidates = std::env::var("CHROMIUM")
+        .into_iter()
+        .chain(["chromium", "chromium-browser"].map(String::from));
+    for candidate in candidates {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {candidate}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        if let Some(path) = found.filter(|p| !p.is_empty()) {
+            return path.into();
+        }
+    }
+    panic!("no chromium: install Debian's chromium (integration-tests/run-all-tests.sh does) or set CHROMIUM");
+}
+
+/// Runs headless Chromium on `url` with `action` (`--dump-dom` or `--screenshot=...`).
+pub fn render(url: &str, action: &str, profile: &Path) -> String {
+    let output = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--window-size=1280,1500",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(action)
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
