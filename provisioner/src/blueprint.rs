@@ -972,6 +972,30 @@ subnets = [
     }
 
     #[test]
+    fn a_tls_only_bucket_behind_a_plain_http_endpoint_is_warned_about() -> Result<(), BlueprintError>
+    {
+        let on_http = GOOD.replace(
+            "region = \"us-east-1\"",
+            "region = \"us-east-1\"\nendpoint = \"http://127.0.0.1:5000\"",
+        );
+        let findings: Vec<String> = parse(&on_http)?
+            .check()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("warning: `bucket.tls_only`")),
+            "{findings:?}"
+        );
+        let off = format!("{on_http}\n[bucket]\ntls_only = false\n");
+        assert!(parse(&off)?.check().is_empty());
+        assert!(parse(GOOD)?.check().is_empty());
+        Ok(())
+    }
+
+    #[test]
     fn one_zone_is_not_enough() {
         let text = GOOD.replace("us-east-1b", "us-east-1a");
         assert_eq!(

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context};
-use base64::Engine as _;
 use integration_tests::registry::{binary, LocalRegistry};
 use provisioner::engine::Progress;
 use provisioner::image::{self, Binaries, BuildInfo, Image};
@@ -32,27 +31,10 @@ fn build(dir: &Path) -> anyhow::Result<Vec<Image>> {
     )?)
 }
 
-/// The password moto's `GetAuthorizationToken` gives (user `AWS`).
-async fn ecr_password(env: &Env) -> anyhow::Result<String> {
-    let out = aws_sdk_ecr::Client::new(&env.direct)
-        .get_authorization_token()
-        .send()
-        .await?;
-    let token = out
-        .authorization_data()
-        .first()
-        .and_then(|d| d.authorization_token())
-        .context("no token")?;
-    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token)?)?;
-    let (user, password) = decoded.split_once(':').context("user:password")?;
-    ensure!(user == "AWS", "{decoded}");
-    Ok(password.to_string())
-}
-
 /// moto, and a registry that accepts exactly ECR's credentials, named in the blueprint.
 async fn start(password: Option<&str>) -> anyhow::Result<(Env, LocalRegistry, String)> {
     let env = Env::start_building_images(&[]).await?;
-    let real = ecr_password(&env).await?;
+    let real = support::ecr_password(&env).await?;
     let registry = LocalRegistry::start(Some(("AWS", password.unwrap_or(&real)))).await?;
     env.write_blueprint(&[("http://127.0.0.1:5001", &registry.url())])?;
     Ok((env, registry, real))
@@ -60,12 +42,7 @@ async fn start(password: Option<&str>) -> anyhow::Result<(Env, LocalRegistry, St
 
 /// `provision ARGS` on the binaries `cargo test` built, at a fixed time.
 fn provision(env: &Env, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    Ok(support::provision(env, args)
-        .arg("--binaries")
-        .arg(support::service_binaries()?)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .output()?)
+    Ok(support::provision_building_images(env, args, EPOCH)?.output()?)
 }
 
 fn skopeo(args: &[&str]) -> anyhow::Result<String> {

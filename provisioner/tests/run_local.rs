@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use base64::Engine as _;
 use integration_tests::aws_calls::{policy_allows, RecordingProxy};
 use integration_tests::registry::LocalRegistry;
 use serde_json::{json, Value};
@@ -104,15 +103,10 @@ impl Drop for Running {
     }
 }
 
-/// `provision ARGS` on the binaries `cargo test` built, at a fixed time.
+/// `provision ARGS`, building the images from the binaries `cargo test` built.
 fn provision(env: &Env, args: &[&str]) -> anyhow::Result<Command> {
-    let mut command = support::provision(env, args);
-    command
-        .arg("--binaries")
-        .arg(support::service_binaries()?)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("RUST_LOG", "warn");
+    let mut command = support::provision_building_images(env, args, EPOCH)?;
+    command.env("RUST_LOG", "warn");
     Ok(command)
 }
 
@@ -125,25 +119,6 @@ fn run_ok(mut command: Command) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
-}
-
-/// The password moto's `GetAuthorizationToken` gives (user `AWS`).
-async fn ecr_password(env: &Env) -> anyhow::Result<String> {
-    let out = aws_sdk_ecr::Client::new(&env.direct)
-        .get_authorization_token()
-        .send()
-        .await?;
-    let token = out
-        .authorization_data()
-        .first()
-        .and_then(|d| d.authorization_token())
-        .context("no token")?;
-    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token)?)?;
-    Ok(decoded
-        .split_once(':')
-        .context("user:password")?
-        .1
-        .to_string())
 }
 
 /// A token signed with the stack's own JWT secret, read from SSM.
@@ -196,7 +171,7 @@ async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_rol
     require_root()?;
     let mut env = Env::start_building_images(&[]).await?;
     let proxy = RecordingProxy::start(env.emulator.endpoint()).await?;
-    let registry = LocalRegistry::start(Some(("AWS", &ecr_password(&env).await?))).await?;
+    let registry = LocalRegistry::start(Some(("AWS", &support::ecr_password(&env).await?))).await?;
     let edits = [
         ("http://127.0.0.1:5001", registry.url()),
         (env.emulator.endpoint(), proxy.url()),

@@ -351,3 +351,35 @@ pub fn binaries_with_changed_ingest() -> anyhow::Result<tempfile::TempDir> {
     anyhow::ensure!(status.success(), "objcopy --add-section failed");
     Ok(changed)
 }
+
+/// The password moto's `GetAuthorizationToken` gives (user `AWS`).
+pub async fn ecr_password(env: &Env) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let out = aws_sdk_ecr::Client::new(&env.direct)
+        .get_authorization_token()
+        .send()
+        .await?;
+    let token = out
+        .authorization_data()
+        .first()
+        .and_then(|d| d.authorization_token())
+        .ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token)?)?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("not user:password: {decoded}"))?;
+    anyhow::ensure!(user == "AWS", "{decoded}");
+    Ok(password.to_string())
+}
+
+/// `provision ARGS` with the images built from the binaries `cargo test`
+/// built, at a fixed time (`SOURCE_DATE_EPOCH` = `epoch`).
+pub fn provision_building_images(env: &Env, args: &[&str], epoch: &str) -> anyhow::Result<Command> {
+    let mut command = provision(env, args);
+    command
+        .arg("--binaries")
+        .arg(service_binaries()?)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SOURCE_DATE_EPOCH", epoch);
+    Ok(command)
+}
