@@ -37,13 +37,13 @@ struct Group {
     name: String,
     check: HealthCheck,
     targets: Vec<Target>,
+    round_robin: RoundRobin,
 }
 
 /// The running load balancer.
 pub struct LoadBalancer {
     routes: RwLock<Arc<Routes>>,
     groups: Mutex<BTreeMap<String, Group>>,
-    round_robin: Mutex<BTreeMap<String, Arc<RoundRobin>>>,
     client: Client<HttpConnector, Body>,
     report: Report,
     port: u16,
@@ -55,7 +55,6 @@ impl LoadBalancer {
         let balancer = Arc::new(Self {
             routes: RwLock::new(Arc::new(deployed.routes.clone())),
             groups: Mutex::new(BTreeMap::new()),
-            round_robin: Mutex::new(BTreeMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
             report,
             port,
@@ -82,6 +81,7 @@ impl LoadBalancer {
                     name: name.clone(),
                     check: check.clone(),
                     targets: Vec::new(),
+                    round_robin: RoundRobin::default(),
                 });
                 group.check = check.clone();
             }
@@ -182,14 +182,7 @@ impl LoadBalancer {
             .iter()
             .map(|t| (t.addr, t.health.state()))
             .collect();
-        let rr = self
-            .round_robin
-            .lock()
-            .ok()?
-            .entry(arn.to_string())
-            .or_default()
-            .clone();
-        rr.pick(&targets).copied()
+        group.round_robin.pick(&targets).copied()
     }
 
     /// Serves on `listener` until `stop`.

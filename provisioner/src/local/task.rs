@@ -212,8 +212,7 @@ pub async fn supervise(
                 Err(e) => format!("lost ({e})"),
             },
             _ = unhealthy.cancelled() => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                stop_gracefully(&mut child).await;
                 "unhealthy: container health check failed; replaced".to_string()
             }
             _ = stop.cancelled() => {
