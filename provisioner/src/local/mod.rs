@@ -184,6 +184,12 @@ pub async fn run(
         report.say(&format!("substituted: {BROKER_VARIABLE}={from} -> {to} ({broker_note}; the broker instance's private address is not reachable from here)"));
     }
     for plan in &plans {
+        if let Some(port) = &plan.port_substitution {
+            report.task(
+                &plan.id,
+                &format!("substituted {port} (tasks of one service share this machine's network)"),
+            );
+        }
         report.task(&plan.id, &format!("log {}", plan.log_path().display()));
     }
 
@@ -335,8 +341,7 @@ fn parameter_name(value_from: &str) -> String {
 
 /// Slot `n` of `service`: its environment is the image's, then exactly the
 /// task definition's with the broker substituted, its secrets, and where to
-/// find its credentials. Slots after the first share this machine's
-/// network, so their port is substituted too.
+/// find its credentials.
 #[allow(clippy::too_many_arguments)]
 fn task_plan(
     service: &DeployedService,
@@ -367,26 +372,33 @@ fn task_plan(
         .as_deref()
         .with_context(|| format!("service {}: no task role", service.name))?;
     env.extend(credentials.env_for(&role_id(role)));
-    let mut target = None;
-    if let Some((group, port)) = &service.target {
-        let mut port = *port;
-        if n > 1 {
-            let free = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            if env.get("PORT") == Some(&port.to_string()) {
-                env.insert("PORT".into(), free.to_string());
-                port = free;
-            }
-        }
-        target = Some((
+    // Tasks after a service's first share this machine's network with it,
+    // so they listen elsewhere: a free `PORT` (the services behind the load
+    // balancer) or `METRICS_PORT` (the processor's health and metrics).
+    let mut listen_port = None;
+    if n > 1 {
+        let free = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let variable = if service.target.is_some() {
+            "PORT"
+        } else {
+            "METRICS_PORT"
+        };
+        env.insert(variable.into(), free.to_string());
+        listen_port = Some((variable, free));
+    }
+    let target = service.target.as_ref().map(|(group, port)| {
+        let port = listen_port.map_or(*port, |(_, free)| free);
+        (
             group.clone(),
             std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        ));
-    }
+        )
+    });
     let dir = work.join(format!("{}-{n}", service.name));
     std::fs::create_dir_all(&dir)?;
     Ok(TaskPlan {
+        port_substitution: listen_port.map(|(variable, port)| format!("{variable}={port}")),
         id,
         image: image.clone(),
         env: env.into_iter().collect(),

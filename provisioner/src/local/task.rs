@@ -46,6 +46,9 @@ pub struct TaskPlan {
     pub target: Option<(String, SocketAddr)>,
     /// Its container health check.
     pub check: Option<ContainerCheck>,
+    /// `VARIABLE=PORT` when it listens on another port than the task
+    /// definition says (a second task of a service on this machine).
+    pub port_substitution: Option<String>,
 }
 
 impl TaskPlan {
