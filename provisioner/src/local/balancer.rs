@@ -133,8 +133,9 @@ impl LoadBalancer {
         }
     }
 
-    /// Every target with its group and health, for the status lines.
-    pub fn targets(&self) -> Vec<(String, String, Health)> {
+    /// Every target with its group and health.
+    #[cfg(test)]
+    fn targets(&self) -> Vec<(String, String, Health)> {
         let Ok(groups) = self.groups.lock() else {
             return Vec::new();
         };

@@ -198,23 +198,6 @@ impl Routes {
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
-
-    /// Every target group an action forwards to.
-    pub fn target_groups(&self) -> Vec<&str> {
-        let mut arns: Vec<&str> = self
-            .rules
-            .iter()
-            .map(|r| &r.action)
-            .chain(std::iter::once(&self.default))
-            .filter_map(|a| match a {
-                Action::Forward(arn) => Some(arn.as_str()),
-                _ => None,
-            })
-            .collect();
-        arns.sort_unstable();
-        arns.dedup();
-        arns
-    }
 }
 
 /// A target group's health check.
@@ -445,7 +428,6 @@ mod tests {
         assert_eq!(routes.route("/graphql/x"), &forward("graphql"));
         assert_eq!(routes.route("/graphqlx"), &forward("dashboard"));
         assert_eq!(routes.route("/"), &forward("dashboard"));
-        assert_eq!(routes.target_groups(), ["dashboard", "graphql", "ingest"]);
     }
 
     #[test]
