@@ -526,11 +526,12 @@ impl<'a> Graph<'a> {
             props["instance_profile"] = json!(true);
         }
         // `run-local` takes the ECS roles' credentials on a workstation.
-        props["trust_account"] =
-            match self.bp.spec.stack.allow_run_local && trust_service == ECS_TASKS {
-                true => json!(format!("arn:aws:iam::{}:root", self.account)),
-                false => Value::Null,
-            };
+        props["trust_account"] = if self.bp.spec.stack.allow_run_local && trust_service == ECS_TASKS
+        {
+            json!(format!("arn:aws:iam::{}:root", self.account))
+        } else {
+            Value::Null
+        };
         self.add(Kind::IamRole, name, props, &[])
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{render, start, stop};
+use common::{graphql, render, start, stop};
 
 /// Mon 2026-03-02 to Wed 2026-03-04: alice and bob first seen on the 2nd,
 /// carol on the 3rd.
@@ -62,19 +62,6 @@ fn bars(dom: &str, name: &str) -> Vec<(String, i64)> {
 
 fn pairs(expected: &[(&str, i64)]) -> Vec<(String, i64)> {
     expected.iter().map(|(l, v)| (l.to_string(), *v)).collect()
-}
-
-async fn graphql(url: &str, token: &str, query: &str) -> Value {
-    reqwest::Client::new()
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .expect("graphql answers")
-        .json()
-        .await
-        .expect("json")
 }
 
 #[tokio::test]

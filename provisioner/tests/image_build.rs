@@ -22,15 +22,6 @@ fn info() -> BuildInfo {
     BuildInfo::of(Path::new(env!("CARGO_MANIFEST_DIR")), Some("1700000000"))
 }
 
-fn require_root() -> anyhow::Result<()> {
-    let out = Command::new("id").arg("-u").output()?;
-    ensure!(
-        String::from_utf8_lossy(&out.stdout).trim() == "0",
-        "this test runs images with chroot, which needs root: run it as root (CI does)"
-    );
-    Ok(())
-}
-
 /// `provision image build` as a user runs it; the printed lines by service.
 fn build_layouts(out: &Path) -> anyhow::Result<BTreeMap<String, (String, u64)>> {
     let run = Command::new(env!("CARGO_BIN_EXE_provision"))
@@ -134,7 +125,7 @@ async fn wait_live(port: u16) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn every_image_runs_its_service_from_its_own_root_filesystem() -> anyhow::Result<()> {
-    require_root()?;
+    support::require_root()?;
     let dir = tempfile::tempdir()?;
     let printed = build_layouts(&dir.path().join("images"))?;
     assert_eq!(

@@ -156,19 +156,15 @@ async fn token(env: &Env) -> anyhow::Result<String> {
 const INGEST_WITH_OPENAPI: &str =
     "[services.ingest]\npath_patterns = [\"/events*\", \"/v1/events*\", \"/openapi.json\"]\n";
 
-fn require_root() -> anyhow::Result<()> {
-    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m))?;
-    ensure!(
-        uid == 0,
-        "run-local runs images with chroot, which needs root: run this test as root (CI does)"
-    );
-    Ok(())
+/// The pid in a task's `started (pid N, ...)` line.
+fn pid_in(line: &str) -> Option<&str> {
+    line.split("(pid ").nth(1)?.split([',', ')']).next()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_role(
 ) -> anyhow::Result<()> {
-    require_root()?;
+    support::require_root()?;
     let mut env = Env::start_building_images(&[]).await?;
     let proxy = RecordingProxy::start(env.emulator.endpoint()).await?;
     let registry = LocalRegistry::start(Some(("AWS", &support::ecr_password(&env).await?))).await?;
@@ -281,12 +277,7 @@ async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_rol
     let started_line = run
         .wait_for(0, &["task ingest/1: started (pid "], Duration::from_secs(1))
         .await?;
-    let pid = started_line
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ')']).next())
-        .context("pid")?
-        .to_string();
+    let pid = pid_in(&started_line).context("pid")?.to_string();
     let seen = run.lines().len();
     ensure!(Command::new("kill")
         .args(["-KILL", &pid])
@@ -340,13 +331,7 @@ async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_rol
     let pids: Vec<String> = run
         .lines()
         .iter()
-        .filter_map(|l| {
-            l.split("(pid ")
-                .nth(1)?
-                .split([',', ')'])
-                .next()
-                .map(str::to_string)
-        })
+        .filter_map(|l| pid_in(l).map(str::to_string))
         .collect();
     ensure!(Command::new("kill")
         .args(["-INT", &run.child.id().to_string()])
@@ -497,19 +482,13 @@ async fn events_through_the_load_balancer(
     );
 
     // The processor stored all 20 in DynamoDB; graphql reads them through the load balancer.
-    let graphql = |query: &str| {
-        let request = client
-            .post(format!("{lb}/graphql"))
-            .bearer_auth(token)
-            .json(&json!({ "query": query }));
-        async move { anyhow::Ok(request.send().await?.json::<Value>().await?) }
-    };
+    let graphql = |query| common::graphql(lb, token, query);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let count = graphql(
             r#"{ eventCount(from: "2026-03-02T00:00:00Z", to: "2026-03-03T00:00:00Z") { total } }"#,
         )
-        .await?;
+        .await;
         if count["data"]["eventCount"]["total"] == json!(20) {
             break;
         }
@@ -520,8 +499,8 @@ async fn events_through_the_load_balancer(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let top = graphql(r#"{ topEvents(from: "2026-03-02", to: "2026-03-02") { eventType count } }"#)
-        .await?;
+    let top =
+        graphql(r#"{ topEvents(from: "2026-03-02", to: "2026-03-02") { eventType count } }"#).await;
     assert_eq!(
         top["data"]["topEvents"],
         json!([
@@ -532,7 +511,7 @@ async fn events_through_the_load_balancer(
         "{top}"
     );
     let daily =
-        graphql(r#"{ dailyActiveUsers(from: "2026-03-02", to: "2026-03-02") { count } }"#).await?;
+        graphql(r#"{ dailyActiveUsers(from: "2026-03-02", to: "2026-03-02") { count } }"#).await;
     assert_eq!(
         daily["data"]["dailyActiveUsers"][0]["count"],
         json!(5),
@@ -725,11 +704,7 @@ async fn task_credentials(
         .into_iter()
         .find(|l| l.contains(&format!("task {id}: ")) && l.contains("(pid "))
         .context("the task's pid")?;
-    let pid = line
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ')']).next())
-        .context("pid")?;
+    let pid = pid_in(&line).context("pid")?;
     let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
     let vars: BTreeMap<String, String> = environ
         .split(|b| *b == 0)

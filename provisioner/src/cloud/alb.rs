@@ -546,10 +546,7 @@ async fn read_rule(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         .conditions()
         .iter()
         .filter(|c| c.field() == Some("path-pattern"))
-        .flat_map(|c| match c.path_pattern_config() {
-            Some(config) => config.values().to_vec(),
-            None => c.values().to_vec(),
-        })
+        .flat_map(path_patterns)
         .collect();
     patterns.sort();
     let priority = rule
@@ -771,6 +768,15 @@ fn fixed_status(actions: &[Action]) -> Option<i64> {
         .iter()
         .find(|a| a.r#type() == Some(&ActionTypeEnum::FixedResponse))?;
     action.fixed_response_config()?.status_code()?.parse().ok()
+}
+
+/// The patterns of a `path-pattern` condition: its config's, or the legacy
+/// `Values` when the config is absent or empty.
+pub(crate) fn path_patterns(condition: &RuleCondition) -> Vec<String> {
+    match condition.path_pattern_config() {
+        Some(config) if !config.values().is_empty() => config.values().to_vec(),
+        _ => condition.values().to_vec(),
+    }
 }
 
 fn path_condition(props: &Props) -> Result<RuleCondition> {

@@ -586,6 +586,28 @@ fn trust_policy(props: &Props) -> Result<Value> {
     Ok(json!({"Version": "2012-10-17", "Statement": statements}))
 }
 
+/// Whether a trust policy allows `sts:AssumeRole` to the principals of
+/// `account` (what `run-local` needs of the roles it takes).
+pub(crate) fn trusts_account(policy: &Value, account: &str) -> bool {
+    let list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    trust_statements(policy).iter().any(|s| {
+        s["Effect"] == "Allow"
+            && list(&s["Action"]).iter().any(|a| a == "sts:AssumeRole")
+            && list(&s["Principal"]["AWS"])
+                .iter()
+                .any(|p| p == account || *p == format!("arn:aws:iam::{account}:root"))
+    })
+}
+
 fn trust_statements(policy: &Value) -> Vec<Value> {
     match &policy["Statement"] {
         Value::Array(items) => items.clone(),
@@ -608,6 +630,27 @@ fn trust_service(policy: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_statement_for_the_account_counts_as_trust() {
+        let service_only = json!({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+        assert!(!trusts_account(&service_only, "123456789012"));
+        let with_account = trust_policy(&Props::from([
+            (
+                "trust_service".to_string(),
+                json!("ecs-tasks.amazonaws.com"),
+            ),
+            (
+                "trust_account".to_string(),
+                json!("arn:aws:iam::123456789012:root"),
+            ),
+        ]))
+        .expect("a trust policy");
+        assert!(trusts_account(&with_account, "123456789012"));
+        assert!(!trusts_account(&with_account, "999999999999"));
+        let denied = json!({"Statement": {"Effect": "Deny", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}});
+        assert!(!trusts_account(&denied, "123456789012"));
+    }
 
     #[test]
     fn policies_decode_whether_encoded_or_plain() -> Result<()> {

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::cloud::iam::parse_policy;
+use crate::cloud::iam::{parse_policy, trusts_account};
 
 /// How long assumed credentials last (IAM's default maximum session).
 const SESSION: Duration = Duration::from_secs(3600);
@@ -59,10 +59,10 @@ impl Credentials {
             .build()
     }
 
-    /// Whether they should be renewed at `now`.
-    fn renew_due(&self, now: DateTime<Utc>) -> bool {
+    /// How long after `now` they should be renewed (zero: now).
+    fn renew_in(&self, now: DateTime<Utc>) -> Duration {
         let left = (self.expiration - now).to_std().unwrap_or_default();
-        left <= RENEW_BEFORE
+        left.saturating_sub(RENEW_BEFORE)
     }
 }
 
@@ -86,7 +86,7 @@ impl Assumer {
     /// lets principals of its own account assume it. IAM would refuse the
     /// `AssumeRole` anyway; emulators do not check trust policies.
     pub async fn ensure_trusted(&self, role_arn: &str) -> anyhow::Result<()> {
-        let name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+        let name = role_name(role_arn);
         let account = role_arn.split(':').nth(4).unwrap_or_default();
         let out = self
             .iam
@@ -136,74 +136,45 @@ impl Assumer {
     }
 }
 
-/// Whether a trust policy allows `sts:AssumeRole` to the account's principals.
-fn trusts_account(policy: &Value, account: &str) -> bool {
-    let list = |v: &Value| -> Vec<String> {
-        match v {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) => items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    let statements = match &policy["Statement"] {
-        Value::Array(items) => items.clone(),
-        single => vec![single.clone()],
-    };
-    statements.iter().any(|s| {
-        s["Effect"] == "Allow"
-            && list(&s["Action"]).iter().any(|a| a == "sts:AssumeRole")
-            && list(&s["Principal"]["AWS"])
-                .iter()
-                .any(|p| p == account || *p == format!("arn:aws:iam::{account}:root"))
-    })
+/// The role's name in its ARN, which keys its credentials.
+pub fn role_name(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
 }
 
 /// One role's current credentials, renewed in the background.
-#[derive(Debug)]
-struct Held {
-    current: RwLock<Credentials>,
-}
+type Held = Arc<RwLock<Credentials>>;
 
 /// The loopback credentials endpoint and the roles it serves.
 #[derive(Debug, Clone)]
 pub struct CredentialServer {
     url: String,
     token: String,
-    roles: Arc<BTreeMap<String, Arc<Held>>>,
+    roles: Arc<BTreeMap<String, Held>>,
 }
 
-/// What a task's environment gets to find its credentials.
-pub type CredentialEnv = Vec<(String, String)>;
-
 impl CredentialServer {
-    /// Assumes every role of `roles` (id -> role ARN), serves the credentials
-    /// on `127.0.0.1`, and renews each before it expires.
-    pub async fn start(
+    /// Assumes every role of `roles` (ARNs, keyed by [`role_name`]), serves
+    /// the credentials on `127.0.0.1`, and renews each before it expires.
+    pub async fn start<'a>(
         assumer: &Assumer,
-        roles: &BTreeMap<String, String>,
+        roles: impl IntoIterator<Item = &'a String>,
     ) -> anyhow::Result<Self> {
         let mut held = BTreeMap::new();
-        for (id, arn) in roles {
-            let credentials = assumer.assume(arn, &format!("run-local-{id}")).await?;
-            let entry = Arc::new(Held {
-                current: RwLock::new(credentials),
-            });
-            held.insert(id.clone(), entry.clone());
-            tokio::spawn(renew(assumer.clone(), arn.clone(), id.clone(), entry));
+        for arn in roles {
+            let id = role_name(arn).to_string();
+            let session = format!("run-local-{id}");
+            let entry: Held = Arc::new(RwLock::new(assumer.assume(arn, &session).await?));
+            tokio::spawn(renew(assumer.clone(), arn.clone(), session, entry.clone()));
+            held.insert(id, entry);
         }
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let server = Self {
-            url: String::new(),
-            token,
-            roles: Arc::new(held),
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the credentials endpoint")?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let server = Self {
+            url: format!("http://{}", listener.local_addr()?),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            roles: Arc::new(held),
+        };
         let app = Router::new()
             .route("/v2/credentials/{id}", get(serve))
             .with_state(server.clone());
@@ -212,11 +183,11 @@ impl CredentialServer {
                 tracing::error!("credentials endpoint stopped: {e}");
             }
         });
-        Ok(Self { url, ..server })
+        Ok(server)
     }
 
     /// The environment that points a task at the credentials of role `id`.
-    pub fn env_for(&self, id: &str) -> CredentialEnv {
+    pub fn env_for(&self, id: &str) -> Vec<(String, String)> {
         vec![
             (
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
@@ -232,7 +203,7 @@ impl CredentialServer {
     /// The credentials of role `id` right now.
     pub fn current(&self, id: &str) -> Option<Credentials> {
         let held = self.roles.get(id)?;
-        held.current.read().ok().map(|c| c.clone())
+        held.read().ok().map(|c| c.clone())
     }
 }
 
@@ -260,32 +231,22 @@ async fn serve(
     }
 }
 
-/// Renews `held` before it expires; on failure tries again every 30 s
-/// (the task keeps the old credentials until they run out).
-async fn renew(assumer: Assumer, arn: String, id: String, held: Arc<Held>) {
+/// Renews `held` before it expires; after a failure, tries again every
+/// 30 s (the task keeps the old credentials until they run out).
+async fn renew(assumer: Assumer, arn: String, session: String, held: Held) {
     loop {
-        let due = held
-            .current
+        let wait = held
             .read()
-            .map(|c| c.expiration - chrono::Duration::from_std(RENEW_BEFORE).unwrap_or_default())
-            .unwrap_or_else(|_| Utc::now());
-        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+            .map(|c| c.renew_in(Utc::now()))
+            .unwrap_or_default();
         tokio::time::sleep(wait.max(Duration::from_secs(30))).await;
-        let still_fresh = held
-            .current
-            .read()
-            .map(|c| !c.renew_due(Utc::now()))
-            .unwrap_or(false);
-        if still_fresh {
-            continue;
-        }
-        match assumer.assume(&arn, &format!("run-local-{id}")).await {
+        match assumer.assume(&arn, &session).await {
             Ok(fresh) => {
-                if let Ok(mut current) = held.current.write() {
+                if let Ok(mut current) = held.write() {
                     *current = fresh;
                 }
             }
-            Err(e) => tracing::warn!("renewing the credentials of {id}: {e:#}"),
+            Err(e) => tracing::warn!("renewing the credentials of {arn}: {e:#}"),
         }
     }
 }
@@ -293,20 +254,6 @@ async fn renew(assumer: Assumer, arn: String, id: String, held: Arc<Held>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_a_statement_for_the_account_counts_as_trust() {
-        let service_only = json!({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
-        assert!(!trusts_account(&service_only, "123456789012"));
-        let with_account = json!({"Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"},
-            {"Sid": "RunLocal", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"},
-        ]});
-        assert!(trusts_account(&with_account, "123456789012"));
-        assert!(!trusts_account(&with_account, "999999999999"));
-        let denied = json!({"Statement": {"Effect": "Deny", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}});
-        assert!(!trusts_account(&denied, "123456789012"));
-    }
 
     #[test]
     fn credentials_are_renewed_a_quarter_hour_before_they_expire() {
@@ -317,9 +264,10 @@ mod tests {
             session_token: "T".into(),
             expiration: now + chrono::Duration::minutes(minutes),
         };
-        assert!(!c(60).renew_due(now));
-        assert!(!c(16).renew_due(now));
-        assert!(c(15).renew_due(now));
-        assert!(c(-1).renew_due(now));
+        let due = |c: Credentials| c.renew_in(now).is_zero();
+        assert!(!due(c(60)));
+        assert!(!due(c(16)));
+        assert!(due(c(15)));
+        assert!(due(c(-1)));
     }
 }

@@ -28,16 +28,12 @@ pub struct DeployedService {
 /// A task definition's one container, as ECS would start it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSpec {
-    /// `family:revision`.
-    pub revision: String,
     /// `REGISTRY/REPOSITORY@sha256:...`.
     pub image: String,
     /// The container's environment.
     pub environment: BTreeMap<String, String>,
     /// Environment variables filled from SSM parameters (name -> ARN or name).
     pub secrets: BTreeMap<String, String>,
-    /// The container's ports.
-    pub ports: Vec<u16>,
     /// The container's health check (exec form, without `CMD`).
     pub health_check: Option<ContainerCheck>,
     /// Role whose credentials the task gets.
@@ -157,7 +153,6 @@ async fn task_spec(cloud: &Cloud, arn: &str) -> anyhow::Result<TaskSpec> {
         );
     };
     Ok(TaskSpec {
-        revision: format!("{}:{}", task.family().unwrap_or_default(), task.revision()),
         image: container
             .image()
             .with_context(|| format!("{arn}: the container has no image"))?
@@ -171,11 +166,6 @@ async fn task_spec(cloud: &Cloud, arn: &str) -> anyhow::Result<TaskSpec> {
             .secrets()
             .iter()
             .map(|s| (s.name().to_string(), s.value_from().to_string()))
-            .collect(),
-        ports: container
-            .port_mappings()
-            .iter()
-            .filter_map(|p| u16::try_from(p.container_port()?).ok())
             .collect(),
         health_check: container_check(container)?,
         task_role_arn: task.task_role_arn().map(str::to_string),
@@ -195,20 +185,24 @@ fn container_check(container: &ContainerDefinition) -> anyhow::Result<Option<Con
             "health check {other:?}: run-local runs exec-form checks ([\"CMD\", ...]); the images have no shell"
         ),
     };
-    let seconds = |v: Option<i32>, default: u64| {
-        Duration::from_secs(v.and_then(|s| u64::try_from(s).ok()).unwrap_or(default))
-    };
     // ECS's defaults.
     Ok(Some(ContainerCheck {
         command,
         interval: seconds(check.interval(), 30),
         timeout: seconds(check.timeout(), 5),
-        retries: check
-            .retries()
-            .and_then(|r| u32::try_from(r).ok())
-            .unwrap_or(3),
+        retries: count(check.retries(), 3),
         start_period: seconds(check.start_period(), 0),
     }))
+}
+
+/// A number of seconds the API gives as `i32`, `default` when absent.
+fn seconds(value: Option<i32>, default: u64) -> Duration {
+    Duration::from_secs(value.and_then(|s| u64::try_from(s).ok()).unwrap_or(default))
+}
+
+/// A count the API gives as `i32`, `default` when absent.
+fn count(value: Option<i32>, default: u32) -> u32 {
+    value.and_then(|c| u32::try_from(c).ok()).unwrap_or(default)
 }
 
 /// Reads the load balancer `arn`: the listener to serve (the first that
@@ -264,12 +258,7 @@ pub async fn balancer(cloud: &Cloud, arn: &str) -> anyhow::Result<Balancer> {
                 if field != "path-pattern" {
                     bail!("rule {rule_arn}: run-local matches path patterns only, not {field}");
                 }
-                let values = condition
-                    .path_pattern_config()
-                    .map(|c| c.values().to_vec())
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| condition.values().to_vec());
-                for value in values {
+                for value in crate::cloud::alb::path_patterns(condition) {
                     patterns.push(
                         PathPattern::new(&value).map_err(|e| anyhow!("rule {rule_arn}: {e}"))?,
                     );
@@ -297,18 +286,13 @@ pub async fn balancer(cloud: &Cloud, arn: &str) -> anyhow::Result<Balancer> {
     let mut target_groups = BTreeMap::new();
     for group in groups.target_groups() {
         let group_arn = group.target_group_arn().unwrap_or_default().to_string();
-        let seconds = |v: Option<i32>, default: u64| {
-            Duration::from_secs(v.and_then(|s| u64::try_from(s).ok()).unwrap_or(default))
-        };
-        let threshold =
-            |v: Option<i32>, default: u32| v.and_then(|s| u32::try_from(s).ok()).unwrap_or(default);
         // ALB's defaults where the cloud leaves a value out.
         let check = HealthCheck {
             path: group.health_check_path().unwrap_or("/").to_string(),
             interval: seconds(group.health_check_interval_seconds(), 30),
             timeout: seconds(group.health_check_timeout_seconds(), 5),
-            healthy_threshold: threshold(group.healthy_threshold_count(), 5),
-            unhealthy_threshold: threshold(group.unhealthy_threshold_count(), 2),
+            healthy_threshold: count(group.healthy_threshold_count(), 5),
+            unhealthy_threshold: count(group.unhealthy_threshold_count(), 2),
             matcher: Matcher::parse(group.matcher().and_then(|m| m.http_code()).unwrap_or("200"))
                 .map_err(|e| anyhow!("target group {group_arn}: {e}"))?,
         };

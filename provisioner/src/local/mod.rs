@@ -18,7 +18,7 @@ pub mod deployed;
 pub mod routing;
 pub mod task;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -37,7 +37,7 @@ use crate::cloud::Cloud;
 use crate::image::registry::{parse_endpoint, Registry};
 use crate::state::StateFile;
 use balancer::LoadBalancer;
-use credentials::{Assumer, CredentialServer};
+use credentials::{role_name, Assumer, CredentialServer};
 use deployed::DeployedService;
 use task::TaskPlan;
 
@@ -104,22 +104,15 @@ pub async fn run(
     let services = deployed::services(&cloud, &cluster).await?;
     let rules = deployed::balancer(&cloud, &load_balancer).await?;
     let assumer = Assumer::new(&config);
-    let mut roles = BTreeMap::new();
-    for service in &services {
-        for arn in [
-            &service.task.task_role_arn,
-            &service.task.execution_role_arn,
-        ]
-        .into_iter()
+    let roles: BTreeSet<&String> = services
+        .iter()
+        .flat_map(|s| [&s.task.task_role_arn, &s.task.execution_role_arn])
         .flatten()
-        {
-            roles.insert(role_id(arn), arn.clone());
-        }
-    }
-    for arn in roles.values() {
+        .collect();
+    for arn in &roles {
         assumer.ensure_trusted(arn).await?;
     }
-    let credentials = CredentialServer::start(&assumer, &roles).await?;
+    let credentials = CredentialServer::start(&assumer, roles).await?;
 
     let (_embedded, broker) = match &options.kafka {
         Some(addr) => (None, addr.clone()),
@@ -139,7 +132,6 @@ pub async fn run(
     let balancer = LoadBalancer::new(&rules, report.clone(), port);
     let stop = CancellationToken::new();
 
-    let mut substituted = BTreeMap::new();
     let mut plans = Vec::new();
     for service in &services {
         let execution = service
@@ -148,7 +140,7 @@ pub async fn run(
             .as_deref()
             .with_context(|| format!("service {}: no execution role", service.name))?;
         let execution_config = credentials
-            .current(&role_id(execution))
+            .current(role_name(execution))
             .context("execution role credentials")?
             .sdk_config(&config);
         let image = pull(blueprint, &execution_config, &service.task.image)
@@ -156,16 +148,7 @@ pub async fn run(
             .with_context(|| format!("service {}: pulling {}", service.name, service.task.image))?;
         let secrets = secrets(&execution_config, service).await?;
         for n in 1..=service.desired_count {
-            let plan = task_plan(
-                service,
-                n,
-                &image,
-                &secrets,
-                &credentials,
-                &broker,
-                &work,
-                &mut substituted,
-            )?;
+            let plan = task_plan(service, n, &image, &secrets, &credentials, &broker, &work)?;
             plans.push(plan);
         }
     }
@@ -177,11 +160,15 @@ pub async fn run(
         RULES_REFRESH.as_secs()
     ));
     let broker_note = match &options.kafka {
-        Some(_) => "--kafka".to_string(),
-        None => "the embedded broker".to_string(),
+        Some(_) => "--kafka",
+        None => "the embedded broker",
     };
-    for (from, to) in &substituted {
-        report.say(&format!("substituted: {BROKER_VARIABLE}={from} -> {to} ({broker_note}; the broker instance's private address is not reachable from here)"));
+    let replaced: BTreeSet<&String> = services
+        .iter()
+        .filter_map(|s| s.task.environment.get(BROKER_VARIABLE))
+        .collect();
+    for from in replaced {
+        report.say(&format!("substituted: {BROKER_VARIABLE}={from} -> {broker} ({broker_note}; the broker instance's private address is not reachable from here)"));
     }
     for plan in &plans {
         if let Some(port) = &plan.port_substitution {
@@ -235,11 +222,6 @@ fn ensure_root() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The role's name, the key of its credentials.
-fn role_id(arn: &str) -> String {
-    arn.rsplit('/').next().unwrap_or(arn).to_string()
 }
 
 /// A Kafka-protocol broker in this process with the stack's topics.
@@ -342,7 +324,6 @@ fn parameter_name(value_from: &str) -> String {
 /// Slot `n` of `service`: its environment is the image's, then exactly the
 /// task definition's with the broker substituted, its secrets, and where to
 /// find its credentials.
-#[allow(clippy::too_many_arguments)]
 fn task_plan(
     service: &DeployedService,
     n: u32,
@@ -351,7 +332,6 @@ fn task_plan(
     credentials: &CredentialServer,
     broker: &str,
     work: &std::path::Path,
-    substituted: &mut BTreeMap<String, String>,
 ) -> anyhow::Result<TaskPlan> {
     let id = format!("{}/{n}", service.name);
     let (argv, user) = task::argv_and_user(
@@ -362,16 +342,14 @@ fn task_plan(
     .with_context(|| format!("task {id}"))?;
     let mut env: BTreeMap<String, String> = task::image_env(&image.config).into_iter().collect();
     env.extend(service.task.environment.clone());
-    if let Some(original) = env.insert(BROKER_VARIABLE.into(), broker.into()) {
-        substituted.insert(original, broker.to_string());
-    }
+    env.insert(BROKER_VARIABLE.into(), broker.into());
     env.extend(secrets.iter().cloned());
     let role = service
         .task
         .task_role_arn
         .as_deref()
         .with_context(|| format!("service {}: no task role", service.name))?;
-    env.extend(credentials.env_for(&role_id(role)));
+    env.extend(credentials.env_for(role_name(role)));
     // Tasks after a service's first share this machine's network with it,
     // so they listen elsewhere: a free `PORT` (the services behind the load
     // balancer) or `METRICS_PORT` (the processor's health and metrics).

@@ -56,6 +56,11 @@ impl TaskPlan {
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("output.log")
     }
+
+    /// The task's root filesystem, made afresh at every start.
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
 }
 
 /// The program and user of an image config, with the task definition's
@@ -172,7 +177,7 @@ pub async fn supervise(
     while !stop.is_cancelled() {
         starts += 1;
         let started = Instant::now();
-        let mut child = match start(&plan) {
+        let mut child = match start(&plan).await {
             Ok(child) => child,
             Err(e) => {
                 report.say(&format!("{}: cannot start: {e:#}", plan.id));
@@ -258,26 +263,30 @@ pub async fn supervise(
     }
 }
 
-/// The log's last line, shortened, to say why a task exited.
+/// The log's last line, shortened, to say why a task exited (read from
+/// the log's tail: a long-running task's log can be large).
 fn last_line(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let length = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(4096)))
+        .ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
     Some(line.chars().take(400).collect())
 }
 
-/// A fresh root filesystem and the entrypoint started in it.
-fn start(plan: &TaskPlan) -> anyhow::Result<Child> {
-    let rootfs = plan.dir.join("rootfs");
-    stop_leftover(plan, &rootfs);
-    remove(&rootfs).with_context(|| format!("removing {}", rootfs.display()))?;
-    unpack(&plan.image.layers, &rootfs)
-        .with_context(|| format!("unpacking the image into {}", rootfs.display()))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(plan.log_path())
-        .with_context(|| format!("opening {}", plan.log_path().display()))?;
-    let mut command = in_rootfs(&rootfs, &plan.user, &plan.env, &plan.argv);
+/// A fresh root filesystem and the entrypoint started in it. Unpacking is
+/// blocking file work, so it runs off the runtime's threads, which serve
+/// the load balancer.
+async fn start(plan: &TaskPlan) -> anyhow::Result<Child> {
+    let prepared = plan.clone();
+    let log = tokio::task::spawn_blocking(move || prepare(&prepared))
+        .await
+        .context("preparing the task")??;
+    let mut command = in_rootfs(&plan.rootfs(), &plan.user, &plan.env, &plan.argv);
     command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -288,6 +297,21 @@ fn start(plan: &TaskPlan) -> anyhow::Result<Child> {
         let _ = std::fs::write(plan.dir.join("pid"), pid.to_string());
     }
     Ok(child)
+}
+
+/// Stops a leftover task, unpacks the image into a fresh root filesystem,
+/// and opens the log.
+fn prepare(plan: &TaskPlan) -> anyhow::Result<std::fs::File> {
+    let rootfs = plan.rootfs();
+    stop_leftover(plan, &rootfs);
+    remove(&rootfs).with_context(|| format!("removing {}", rootfs.display()))?;
+    unpack(&plan.image.layers, &rootfs)
+        .with_context(|| format!("unpacking the image into {}", rootfs.display()))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(plan.log_path())
+        .with_context(|| format!("opening {}", plan.log_path().display()))
 }
 
 /// Kills the task a run-local that was itself killed left running in this
@@ -359,7 +383,7 @@ async fn container_health(
     unhealthy: CancellationToken,
 ) {
     let started = Instant::now();
-    let rootfs = plan.dir.join("rootfs");
+    let rootfs = plan.rootfs();
     let mut failures = 0;
     let mut healthy = false;
     loop {

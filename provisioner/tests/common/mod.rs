@@ -136,3 +136,17 @@ pub fn render(url: &str, action: &str, profile: &Path) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// `POST {url}/graphql` with `query` and `token`: the answer's JSON.
+pub async fn graphql(url: &str, token: &str, query: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .await
+        .expect("graphql answers")
+        .json()
+        .await
+        .expect("json")
+}

@@ -383,3 +383,13 @@ pub fn provision_building_images(env: &Env, args: &[&str], epoch: &str) -> anyho
         .env("SOURCE_DATE_EPOCH", epoch);
     Ok(command)
 }
+
+/// Fails unless this test runs as root: it runs images with chroot.
+pub fn require_root() -> anyhow::Result<()> {
+    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m))?;
+    anyhow::ensure!(
+        uid == 0,
+        "this test runs images with chroot, which needs root: run it as root (CI does)"
+    );
+    Ok(())
+}
