@@ -117,7 +117,7 @@ impl<'a> Graph<'a> {
             _ => Props::new(),
         };
         let address = format!("{}.{name}", kind.prefix());
-        if kind.tagged() {
+        if kind.implementation().tagged() {
             props.insert(
                 "tags".into(),
                 stack_tags(self.stack, &address, &self.bp.spec.stack.tags),

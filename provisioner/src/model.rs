@@ -3,15 +3,14 @@
 //! plain JSON so that planning is a pure comparison of maps.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A resource's properties (desired, recorded or observed), by attribute name.
 /// Desired properties may hold references `${ADDRESS.OUTPUT}` to another
 /// resource's outputs, resolved just before the resource is created.
 pub type Props = BTreeMap<String, Value>;
+
+pub use crate::cloud::registry::Kind;
 
 /// Tag key naming the stack a resource belongs to.
 pub const STACK_TAG: &str = "event-platform:stack";
@@ -20,163 +19,6 @@ pub const ADDRESS_TAG: &str = "event-platform:address";
 /// Tag the broker instance writes on itself when its setup ends: `ready`,
 /// or `failed: STEP`. Not part of the desired tags (plans ignore it).
 pub const BROKER_SETUP_TAG: &str = "event-platform:broker-setup";
-
-/// Every kind of resource a stack can hold. The serialized name is the
-/// address prefix (`security_group.alb`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// EC2 VPC.
-    Vpc,
-    /// EC2 subnet.
-    Subnet,
-    /// Internet gateway, attached to the VPC.
-    InternetGateway,
-    /// Route table.
-    RouteTable,
-    /// One route in a route table (id `rtb-…|CIDR`).
-    Route,
-    /// A subnet's association with a route table.
-    RouteTableAssociation,
-    /// Security group with its ingress rules.
-    SecurityGroup,
-    /// EC2 instance (the broker).
-    Instance,
-    /// ECR repository.
-    EcrRepository,
-    /// A service image in its registry, by digest.
-    Image,
-    /// DynamoDB table.
-    DynamodbTable,
-    /// S3 bucket with its configuration.
-    S3Bucket,
-    /// IAM role with its policies.
-    IamRole,
-    /// SSM SecureString parameter with a generated value.
-    SsmParameter,
-    /// CloudWatch Logs log group.
-    LogGroup,
-    /// Application load balancer.
-    LoadBalancer,
-    /// ALB target group.
-    TargetGroup,
-    /// ALB listener.
-    Listener,
-    /// ALB listener rule.
-    ListenerRule,
-    /// ECS cluster.
-    EcsCluster,
-    /// ECS task definition (one revision).
-    TaskDefinition,
-    /// ECS service.
-    EcsService,
-}
-
-impl Kind {
-    /// The address prefix, e.g. `security_group`.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Kind::Vpc => "vpc",
-            Kind::Subnet => "subnet",
-            Kind::InternetGateway => "internet_gateway",
-            Kind::RouteTable => "route_table",
-            Kind::Route => "route",
-            Kind::RouteTableAssociation => "route_table_association",
-            Kind::SecurityGroup => "security_group",
-            Kind::Instance => "instance",
-            Kind::EcrRepository => "ecr_repository",
-            Kind::Image => "image",
-            Kind::DynamodbTable => "dynamodb_table",
-            Kind::S3Bucket => "s3_bucket",
-            Kind::IamRole => "iam_role",
-            Kind::SsmParameter => "ssm_parameter",
-            Kind::LogGroup => "log_group",
-            Kind::LoadBalancer => "load_balancer",
-            Kind::TargetGroup => "target_group",
-            Kind::Listener => "listener",
-            Kind::ListenerRule => "listener_rule",
-            Kind::EcsCluster => "ecs_cluster",
-            Kind::TaskDefinition => "task_definition",
-            Kind::EcsService => "ecs_service",
-        }
-    }
-
-    /// The attributes that can change in place; a change to any other
-    /// attribute replaces the resource.
-    pub fn updatable(self) -> &'static [&'static str] {
-        match self {
-            Kind::Vpc => &["enable_dns_hostnames", "enable_dns_support", "tags"],
-            Kind::Subnet => &["map_public_ip_on_launch", "tags"],
-            Kind::InternetGateway | Kind::RouteTable => &["tags"],
-            Kind::Route => &["gateway_id"],
-            Kind::RouteTableAssociation | Kind::Image => &[],
-            Kind::SecurityGroup => &["ingress", "tags"],
-            Kind::Instance => &["tags"],
-            Kind::EcrRepository => &["scan_on_push", "tag_mutability", "keep_images", "tags"],
-            // Everything AWS changes in place: a replace deletes the data.
-            Kind::DynamodbTable => &[
-                "point_in_time_recovery",
-                "ttl_attribute",
-                "deletion_protection",
-                "tags",
-            ],
-            Kind::S3Bucket => &[
-                "versioning",
-                "encryption",
-                "block_public_access",
-                "tls_only",
-                "archive_after_days",
-                "archive_storage_class",
-                "expire_after_days",
-                "tags",
-            ],
-            Kind::IamRole => &[
-                "trust_account",
-                "inline_policy",
-                "managed_policies",
-                "instance_profile",
-                "tags",
-            ],
-            // A new value would need the secret again; the parameter is only retagged.
-            Kind::SsmParameter => &["tags"],
-            Kind::LogGroup => &["retention_days", "tags"],
-            Kind::LoadBalancer => &["security_group_ids", "tags"],
-            Kind::TargetGroup => &["health_check_path", "deregistration_delay_seconds", "tags"],
-            Kind::Listener => &[
-                "default_target_group_arn",
-                "redirect_to_https",
-                "ssl_policy",
-                "tags",
-            ],
-            Kind::ListenerRule => &["path_patterns", "fixed_status", "target_group_arn", "tags"],
-            Kind::EcsCluster => &["container_insights", "tags"],
-            Kind::TaskDefinition => &[],
-            Kind::EcsService => &["desired_count", "task_definition_arn", "tags"],
-        }
-    }
-
-    /// Whether deleting a resource of this kind deletes data users wrote
-    /// that nothing can make again: events and rollups, archives, and the
-    /// broker's events the processor has not consumed yet.
-    pub fn holds_data(self) -> bool {
-        matches!(self, Kind::DynamodbTable | Kind::S3Bucket | Kind::Instance)
-    }
-
-    /// Whether a resource of this kind carries the stack's tags (the others
-    /// are found again by their parent and a deterministic key).
-    pub fn tagged(self) -> bool {
-        !matches!(
-            self,
-            Kind::Route | Kind::RouteTableAssociation | Kind::Image
-        )
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.prefix())
-    }
-}
 
 /// One resource the blueprint asks for.
 #[derive(Debug, Clone, PartialEq)]

@@ -112,13 +112,14 @@ impl Plan {
     pub fn data_loss(&self) -> Vec<String> {
         self.changes
             .iter()
-            .filter(|c| c.kind.holds_data())
             .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
-            // A broker whose setup failed never served the stack: nothing on it to lose.
             .filter(|c| {
-                !c.attrs
+                let before: Props = c
+                    .attrs
                     .iter()
-                    .any(|a| a.name == "setup_failed" && a.before == Value::Bool(true))
+                    .map(|a| (a.name.clone(), a.before.clone()))
+                    .collect();
+                c.kind.implementation().holds_data(&before)
             })
             .map(|c| format!("{} ({})", c.address, c.action.word()))
             .collect()
@@ -372,7 +373,7 @@ pub fn diff(kind: Kind, observed: &Props, desired: &Props) -> Vec<AttrChange> {
                 name: name.clone(),
                 before: have,
                 after: want.clone(),
-                forces_replacement: !kind.updatable().contains(&name.as_str()),
+                forces_replacement: !kind.implementation().updatable().contains(&name.as_str()),
             })
         })
         .collect()

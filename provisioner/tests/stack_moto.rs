@@ -673,7 +673,7 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
         .await?;
 
     let before = stack.cloud.list_tagged().await?;
-    assert!(before.len() >= stack.desired.iter().filter(|r| r.kind.tagged()).count());
+    assert!(before.len() >= stack.desired.iter().filter(|r| r.kind.implementation().tagged()).count());
     let report = env
         .stack()
         .await?

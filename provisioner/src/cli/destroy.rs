@@ -34,7 +34,7 @@ impl DestroyArgs {
                 let data: Vec<String> = state
                     .resources
                     .iter()
-                    .filter(|(_, r)| r.kind.holds_data())
+                    .filter(|(_, r)| r.kind.implementation().holds_data(&r.props))
                     .map(|(address, r)| format!("{address} ({})", r.id))
                     .collect();
                 if !data.is_empty() {

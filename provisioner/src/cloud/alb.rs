@@ -12,10 +12,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use serde_json::Value;
 
-use super::{
-    prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError,
-    Observed, Result,
-};
+use super::support::{prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// Target group attribute holding the deregistration delay.
@@ -850,3 +848,5 @@ mod tests {
         );
     }
 }
+
+super::legacy::legacy_family!();

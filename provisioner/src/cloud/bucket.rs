@@ -14,9 +14,8 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{
-    prop_bool, prop_i64, prop_str, prop_tags, tags_value, Cloud, CloudError, Observed, Result,
-};
+use super::support::{prop_bool, prop_i64, prop_str, prop_tags, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// The id of the bucket's one lifecycle rule.
@@ -638,3 +637,5 @@ async fn put_lifecycle(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
         .map_err(|e| CloudError::from_sdk("PutBucketLifecycleConfiguration", e))?;
     Ok(())
 }
+
+super::legacy::legacy_family!();

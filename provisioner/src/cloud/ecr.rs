@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Repository, Tag};
 use serde_json::{json, Value};
 
-use super::{
-    prop_bool, prop_i64, prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError,
-    Observed, Result,
-};
+use super::support::{prop_bool, prop_i64, prop_str, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// See the module contract in [`super`].
@@ -328,3 +326,5 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     }
     Ok(())
 }
+
+super::legacy::legacy_family!();

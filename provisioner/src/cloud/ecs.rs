@@ -15,10 +15,8 @@ use aws_sdk_ecs::types::{
 };
 use serde_json::{Map, Value};
 
-use super::{
-    prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud,
-    CloudError, Observed, Result,
-};
+use super::support::{prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// How long `delete` waits for a service to become inactive.
@@ -1007,3 +1005,5 @@ mod tests {
         assert_eq!(cluster_of_service("arn:aws:ecs:r:1:service/api"), "default");
     }
 }
+
+super::legacy::legacy_family!();

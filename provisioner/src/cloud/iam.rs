@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use aws_sdk_iam::types::Tag;
 use serde_json::{json, Value};
 
-use super::{
-    prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed,
-    Result,
-};
+use super::support::{prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// Name of the role's one inline policy.
@@ -664,3 +662,5 @@ mod tests {
         Ok(())
     }
 }
+
+super::legacy::legacy_family!();

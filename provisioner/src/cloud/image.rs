@@ -14,7 +14,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::{prop_str, Cloud, CloudError, Observed, Result};
+use super::support::{prop_str};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::engine::Progress;
 use crate::image::registry::Registry;
 use crate::image::{self, Image};
@@ -175,3 +176,5 @@ pub async fn delete(_cloud: &Cloud, _kind: Kind, _id: &str) -> Result<()> {
 pub async fn list_tagged(_cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
     Ok(Vec::new())
 }
+
+super::legacy::legacy_family!();

@@ -3,125 +3,126 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_cloudwatchlogs::types::LogGroup;
+use aws_sdk_cloudwatchlogs::types;
+use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{
-    prop_i64, prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed, Result,
+use super::resource::ResourceKind;
+use super::support::{
+    gone_ok, in_stack, ours, prop_i64, prop_str, prop_tags, replace_tags, tags_value,
 };
-use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+use super::{Cloud, CloudError, Observed, Result};
+use crate::model::Props;
 
-/// See the module contract in [`super`].
-pub async fn find(
-    cloud: &Cloud,
-    _kind: Kind,
-    address: &str,
-    props: &Props,
-) -> Result<Option<String>> {
-    let name = prop_str(props, "name")?;
-    let Some(group) = describe(cloud, name).await? else {
-        return Ok(None);
-    };
-    let tags = tags_of(cloud, &arn_of(&group)?).await?;
-    let ours = tags.get(STACK_TAG) == Some(&cloud.stack)
-        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address);
-    Ok(ours.then(|| name.to_string()))
-}
+/// A CloudWatch Logs log group.
+pub struct LogGroup;
 
-/// See the module contract in [`super`].
-pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
-    let Some(group) = describe(cloud, id).await? else {
-        return Ok(None);
-    };
-    let arn = arn_of(&group)?;
-    let tags = tags_of(cloud, &arn).await?;
-    let props = Props::from([
-        ("name".to_string(), json!(id)),
-        (
-            "retention_days".to_string(),
-            group.retention_in_days().map_or(Value::Null, |d| json!(d)),
-        ),
-        ("tags".to_string(), tags_value(tags)),
-    ]);
-    let outputs = Props::from([
-        ("name".to_string(), json!(id)),
-        ("arn".to_string(), json!(arn)),
-    ]);
-    Ok(Some(Observed { props, outputs }))
-}
+#[async_trait]
+impl ResourceKind for LogGroup {
+    fn updatable(&self) -> &'static [&'static str] {
+        &["retention_days", "tags"]
+    }
 
-/// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<String> {
-    let name = prop_str(props, "name")?;
-    let tags: HashMap<String, String> = prop_tags(props)?.into_iter().collect();
-    cloud
-        .logs
-        .create_log_group()
-        .log_group_name(name)
-        .set_tags(Some(tags).filter(|t| !t.is_empty()))
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("CreateLogGroup", e))?;
-    put_retention(cloud, name, props).await?;
-    Ok(name.to_string())
-}
+    // Last: the services log until they are gone.
+    fn destroy_rank(&self) -> u8 {
+        10
+    }
 
-/// See the module contract in [`super`].
-pub async fn update(
-    cloud: &Cloud,
-    _kind: Kind,
-    id: &str,
-    props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    for attribute in changed {
-        match attribute.as_str() {
-            "retention_days" => put_retention(cloud, id, props).await?,
-            "tags" => retag(cloud, id, props).await?,
-            other => {
-                return Err(CloudError::invalid(
-                    "UpdateLogGroup",
-                    format!("`{other}` cannot change in place"),
-                ))
+    async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
+        let name = prop_str(props, "name")?;
+        let Some(group) = describe(cloud, name).await? else {
+            return Ok(None);
+        };
+        let tags = tags_of(cloud, &arn_of(&group)?).await?;
+        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+    }
+
+    async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
+        let Some(group) = describe(cloud, id).await? else {
+            return Ok(None);
+        };
+        let arn = arn_of(&group)?;
+        let tags = tags_of(cloud, &arn).await?;
+        let props = Props::from([
+            ("name".to_string(), json!(id)),
+            (
+                "retention_days".to_string(),
+                group.retention_in_days().map_or(Value::Null, |d| json!(d)),
+            ),
+            ("tags".to_string(), tags_value(tags)),
+        ]);
+        let outputs = Props::from([
+            ("name".to_string(), json!(id)),
+            ("arn".to_string(), json!(arn)),
+        ]);
+        Ok(Some(Observed { props, outputs }))
+    }
+
+    async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
+        let name = prop_str(props, "name")?;
+        let tags: HashMap<String, String> = prop_tags(props)?.into_iter().collect();
+        cloud
+            .logs
+            .create_log_group()
+            .log_group_name(name)
+            .set_tags(Some(tags).filter(|t| !t.is_empty()))
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("CreateLogGroup", e))?;
+        put_retention(cloud, name, props).await?;
+        Ok(name.to_string())
+    }
+
+    async fn update(
+        &self,
+        cloud: &Cloud,
+        id: &str,
+        props: &Props,
+        changed: &[String],
+    ) -> Result<()> {
+        for attribute in changed {
+            match attribute.as_str() {
+                "retention_days" => put_retention(cloud, id, props).await?,
+                "tags" => retag(cloud, id, props).await?,
+                other => {
+                    return Err(CloudError::invalid(
+                        "UpdateLogGroup",
+                        format!("`{other}` cannot change in place"),
+                    ))
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// See the module contract in [`super`].
-pub async fn delete(cloud: &Cloud, _kind: Kind, id: &str) -> Result<()> {
-    match cloud
-        .logs
-        .delete_log_group()
-        .log_group_name(id)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => match CloudError::from_sdk("DeleteLogGroup", e) {
-            e if e.code == "ResourceNotFoundException" => Ok(()),
-            e => Err(e),
-        },
+    async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
+        let deleted = cloud
+            .logs
+            .delete_log_group()
+            .log_group_name(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("DeleteLogGroup", e));
+        gone_ok(deleted, &["ResourceNotFoundException"])
     }
-}
 
-/// See the module contract in [`super`].
-pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
-    let mut found = Vec::new();
-    for group in groups(cloud, None).await? {
-        let Some(name) = group.log_group_name() else {
-            continue;
-        };
-        if tags_of(cloud, &arn_of(&group)?).await?.get(STACK_TAG) == Some(&cloud.stack) {
-            found.push((Kind::LogGroup, name.to_string()));
+    async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for group in groups(cloud, None).await? {
+            let Some(name) = group.log_group_name() else {
+                continue;
+            };
+            if in_stack(cloud, &tags_of(cloud, &arn_of(&group)?).await?) {
+                found.push(name.to_string());
+            }
         }
+        Ok(found)
     }
-    Ok(found)
 }
 
 /// Every log group whose name starts with `prefix` (all without one).
-async fn groups(cloud: &Cloud, prefix: Option<&str>) -> Result<Vec<LogGroup>> {
+async fn groups(cloud: &Cloud, prefix: Option<&str>) -> Result<Vec<types::LogGroup>> {
     let mut all = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -142,7 +143,7 @@ async fn groups(cloud: &Cloud, prefix: Option<&str>) -> Result<Vec<LogGroup>> {
 }
 
 /// The group named exactly `name` (the API only matches by prefix).
-async fn describe(cloud: &Cloud, name: &str) -> Result<Option<LogGroup>> {
+async fn describe(cloud: &Cloud, name: &str) -> Result<Option<types::LogGroup>> {
     Ok(groups(cloud, Some(name))
         .await?
         .into_iter()
@@ -150,7 +151,7 @@ async fn describe(cloud: &Cloud, name: &str) -> Result<Option<LogGroup>> {
 }
 
 /// The ARN the tagging calls take: without the `:*` of `arn`.
-fn arn_of(group: &LogGroup) -> Result<String> {
+fn arn_of(group: &types::LogGroup) -> Result<String> {
     group
         .log_group_arn()
         .map(str::to_string)
@@ -190,7 +191,7 @@ async fn put_retention(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     Ok(())
 }
 
-/// Sets exactly the desired tags: overwrites and adds, then removes the rest.
+/// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let Some(group) = describe(cloud, name).await? else {
         return Err(CloudError::invalid(
@@ -199,19 +200,19 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
         ));
     };
     let arn = arn_of(&group)?;
-    let desired: HashMap<String, String> = prop_tags(props)?.into_iter().collect();
-    let stale = stale_tag_keys(tags_of(cloud, &arn).await?.into_keys(), props)?;
-    if !desired.is_empty() {
+    let current = tags_of(cloud, &arn).await?.into_keys();
+    let tag = |desired: Vec<(String, String)>| async {
         cloud
             .logs
             .tag_resource()
             .resource_arn(&arn)
-            .set_tags(Some(desired))
+            .set_tags(Some(desired.into_iter().collect()))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("TagResource", e))?;
-    }
-    if !stale.is_empty() {
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("TagResource", e))
+    };
+    let untag = |stale: Vec<String>| async {
         cloud
             .logs
             .untag_resource()
@@ -219,7 +220,8 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
             .set_tag_keys(Some(stale))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("UntagResource", e))?;
-    }
-    Ok(())
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("UntagResource", e))
+    };
+    replace_tags(props, current, tag, untag).await
 }

@@ -1,24 +1,7 @@
-//! The executor's side of a resource: one module per AWS resource family,
-//! each with the same five operations, called through [`Cloud`].
-//!
-//! Every operation is one idempotent attempt; retries, waits and ordering
-//! belong to the apply and destroy walks. Contract for each family module:
-//! - `find(cloud, kind, address, props) -> Option<id>`: the resource this
-//!   stack created at `address` (by its tags `event-platform:stack` and
-//!   `event-platform:address`, or for untagged kinds by its deterministic
-//!   key), so a crashed run's creations are adopted instead of duplicated.
-//! - `read(cloud, kind, id) -> Option<Observed>`: the resource as the cloud
-//!   has it, with exactly the property names the planner produces
-//!   ([`crate::graph`]), `None` when it is gone.
-//! - `create(cloud, kind, address, props) -> id`: creates it with `props`
-//!   (references already resolved) and its tags.
-//! - `update(cloud, kind, id, props, changed)`: changes the `changed`
-//!   attributes in place: those in [`Kind::updatable`], and every attribute
-//!   `create` sets after its first call, so that a create that failed half
-//!   way and is found again by its retry can be completed.
-//! - `delete(cloud, kind, id)`: deletes it; `Ok` when it is already gone.
-//! - `list_tagged(cloud) -> Vec<(Kind, id)>`: everything carrying this
-//!   stack's tag, for destroy's final check and the tests.
+//! The executor's side of a resource: what each kind of resource is
+//! ([`resource::ResourceKind`], one file per kind, listed in [`registry`]),
+//! the SDK clients they call through ([`Cloud`]), and how the walks treat
+//! AWS's errors ([`CloudError`]).
 
 pub mod alb;
 pub mod bucket;
@@ -26,18 +9,22 @@ pub mod ecr;
 pub mod ecs;
 pub mod iam;
 pub mod image;
+mod legacy;
 pub mod logs;
 pub mod network;
+pub mod registry;
+pub mod resource;
 pub mod secret;
+pub mod support;
 pub mod table;
 
 use std::fmt;
 
 use aws_config::SdkConfig;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use serde_json::Value;
 
-use crate::model::{Kind, Props, BROKER_SETUP_TAG};
+use crate::model::{Kind, Props};
+use support::Poll;
 
 /// The SDK clients for one stack, and the stack's name.
 #[derive(Debug, Clone)]
@@ -66,6 +53,8 @@ pub struct Cloud {
     pub ssm: aws_sdk_ssm::Client,
     /// The images this run built and the registry they go to.
     pub images: image::Images,
+    /// How waits inside an operation poll (the walk sets its own).
+    pub poll: Poll,
 }
 
 impl Cloud {
@@ -91,6 +80,7 @@ impl Cloud {
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
             images: image::Images::default(),
+            poll: Poll::default(),
         }
     }
 
@@ -100,19 +90,25 @@ impl Cloud {
         self
     }
 
+    /// The same clients, polling waits inside operations by `poll`.
+    pub fn polling(mut self, poll: Poll) -> Self {
+        self.poll = poll;
+        self
+    }
+
     /// The resource this stack created at `address`, if any.
     pub async fn find(&self, kind: Kind, address: &str, props: &Props) -> Result<Option<String>> {
-        by_family!(kind, find(self, kind, address, props))
+        kind.implementation().find(self, address, props).await
     }
 
     /// The resource as the cloud has it, `None` when it is gone.
     pub async fn read(&self, kind: Kind, id: &str) -> Result<Option<Observed>> {
-        by_family!(kind, read(self, kind, id))
+        kind.implementation().read(self, id).await
     }
 
     /// Creates the resource; returns its id.
     pub async fn create(&self, kind: Kind, address: &str, props: &Props) -> Result<String> {
-        by_family!(kind, create(self, kind, address, props))
+        kind.implementation().create(self, address, props).await
     }
 
     /// Changes `changed` attributes in place.
@@ -123,80 +119,22 @@ impl Cloud {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        by_family!(kind, update(self, kind, id, props, changed))
+        kind.implementation().update(self, id, props, changed).await
     }
 
     /// Deletes the resource; `Ok` when it is already gone.
     pub async fn delete(&self, kind: Kind, id: &str) -> Result<()> {
-        by_family!(kind, delete(self, kind, id))
+        kind.implementation().delete(self, id).await
     }
 
-    /// Everything carrying this stack's tag, in every family.
+    /// Everything carrying this stack's tag, of every kind.
     pub async fn list_tagged(&self) -> Result<Vec<(Kind, String)>> {
-        let mut found = network::list_tagged(self).await?;
-        found.extend(ecr::list_tagged(self).await?);
-        found.extend(table::list_tagged(self).await?);
-        found.extend(bucket::list_tagged(self).await?);
-        found.extend(iam::list_tagged(self).await?);
-        found.extend(secret::list_tagged(self).await?);
-        found.extend(logs::list_tagged(self).await?);
-        found.extend(alb::list_tagged(self).await?);
-        found.extend(ecs::list_tagged(self).await?);
-        Ok(found)
-    }
-}
-
-/// Calls the family module of `kind` with the same function and arguments.
-macro_rules! by_family {
-    ($kind:expr, $function:ident($($arg:expr),*)) => {
-        match family($kind) {
-            Family::Network => network::$function($($arg),*).await,
-            Family::Ecr => ecr::$function($($arg),*).await,
-            Family::Table => table::$function($($arg),*).await,
-            Family::Bucket => bucket::$function($($arg),*).await,
-            Family::Iam => iam::$function($($arg),*).await,
-            Family::Secret => secret::$function($($arg),*).await,
-            Family::Logs => logs::$function($($arg),*).await,
-            Family::Alb => alb::$function($($arg),*).await,
-            Family::Ecs => ecs::$function($($arg),*).await,
-            Family::Image => image::$function($($arg),*).await,
+        let mut found = Vec::new();
+        for &kind in Kind::ALL {
+            let ids = kind.implementation().list_tagged(self).await?;
+            found.extend(ids.into_iter().map(|id| (kind, id)));
         }
-    };
-}
-use by_family;
-
-enum Family {
-    Network,
-    Ecr,
-    Table,
-    Bucket,
-    Iam,
-    Secret,
-    Logs,
-    Alb,
-    Ecs,
-    Image,
-}
-
-fn family(kind: Kind) -> Family {
-    match kind {
-        Kind::Vpc
-        | Kind::Subnet
-        | Kind::InternetGateway
-        | Kind::RouteTable
-        | Kind::Route
-        | Kind::RouteTableAssociation
-        | Kind::SecurityGroup
-        | Kind::Instance => Family::Network,
-        Kind::EcrRepository => Family::Ecr,
-        Kind::DynamodbTable => Family::Table,
-        Kind::S3Bucket => Family::Bucket,
-        Kind::IamRole => Family::Iam,
-        Kind::SsmParameter => Family::Secret,
-        Kind::LogGroup => Family::Logs,
-        Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener | Kind::ListenerRule => Family::Alb,
-        Kind::EcsCluster | Kind::TaskDefinition | Kind::EcsService => Family::Ecs,
-        Kind::Image => Family::Image,
+        Ok(found)
     }
 }
 
@@ -349,96 +287,3 @@ impl fmt::Display for CloudError {
 }
 
 impl std::error::Error for CloudError {}
-
-/// `props[name]` as a string.
-pub fn prop_str<'a>(props: &'a Props, name: &str) -> Result<&'a str> {
-    props
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| CloudError::invalid(name, format!("property `{name}` must be a string")))
-}
-
-/// `props[name]` as an integer.
-pub fn prop_i64(props: &Props, name: &str) -> Result<i64> {
-    props
-        .get(name)
-        .and_then(Value::as_i64)
-        .ok_or_else(|| CloudError::invalid(name, format!("property `{name}` must be an integer")))
-}
-
-/// `props[name]` as a bool.
-pub fn prop_bool(props: &Props, name: &str) -> Result<bool> {
-    props.get(name).and_then(Value::as_bool).ok_or_else(|| {
-        CloudError::invalid(name, format!("property `{name}` must be true or false"))
-    })
-}
-
-/// `props[name]` as a list of strings (absent = empty).
-pub fn prop_strings(props: &Props, name: &str) -> Result<Vec<String>> {
-    match props.get(name) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    CloudError::invalid(name, format!("property `{name}` must list strings"))
-                })
-            })
-            .collect(),
-        Some(_) => Err(CloudError::invalid(
-            name,
-            format!("property `{name}` must be a list"),
-        )),
-    }
-}
-
-/// `props["tags"]` as key/value pairs, sorted by key.
-pub fn prop_tags(props: &Props) -> Result<Vec<(String, String)>> {
-    match props.get("tags") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| {
-                v.as_str()
-                    .map(|v| (k.clone(), v.to_string()))
-                    .ok_or_else(|| {
-                        CloudError::invalid("tags", format!("tag `{k}` must be a string"))
-                    })
-            })
-            .collect(),
-        Some(_) => Err(CloudError::invalid(
-            "tags",
-            "property `tags` must be a table",
-        )),
-    }
-}
-
-/// The tag keys a resource has that its desired `tags` do not, to remove.
-/// AWS's own `aws:` tags cannot be removed and are left alone.
-pub fn stale_tag_keys<K: AsRef<str>>(
-    current: impl IntoIterator<Item = K>,
-    props: &Props,
-) -> Result<Vec<String>> {
-    let desired = prop_tags(props)?;
-    Ok(current
-        .into_iter()
-        .map(|k| k.as_ref().to_string())
-        .filter(|k| {
-            !k.starts_with("aws:") && k != BROKER_SETUP_TAG && !desired.iter().any(|(d, _)| d == k)
-        })
-        .collect())
-}
-
-/// Tags as the `tags` property value.
-pub fn tags_value<I, K, V>(tags: I) -> Value
-where
-    I: IntoIterator<Item = (K, V)>,
-    K: Into<String>,
-    V: Into<String>,
-{
-    Value::Object(
-        tags.into_iter()
-            .map(|(k, v)| (k.into(), Value::String(v.into())))
-            .collect(),
-    )
-}

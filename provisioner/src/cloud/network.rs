@@ -16,10 +16,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value, Cloud,
-    CloudError, Observed, Result,
-};
+use super::support::{prop_bool, prop_i64, prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::blueprint::instance_architecture;
 use crate::image::Architecture;
 use crate::model::{Kind, Props, ADDRESS_TAG, BROKER_SETUP_TAG, STACK_TAG};
@@ -1306,3 +1304,5 @@ fn absent<T>(result: Result<T>) -> Result<Option<T>> {
 fn not_ours(operation: &str, kind: Kind) -> CloudError {
     CloudError::invalid(operation, format!("{kind} is not a network kind"))
 }
+
+super::legacy::legacy_family!();

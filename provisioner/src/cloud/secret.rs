@@ -10,7 +10,8 @@ use aws_sdk_ssm::types::{
 use base64::Engine;
 use serde_json::json;
 
-use super::{prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed, Result};
+use super::support::{prop_str, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// See the module contract in [`super`].
@@ -259,3 +260,5 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     }
     Ok(())
 }
+
+super::legacy::legacy_family!();

@@ -13,9 +13,8 @@ use aws_sdk_dynamodb::types::{
 use event_store::hot::dynamodb::DynamoHotStore;
 use serde_json::{json, Value};
 
-use super::{
-    prop_bool, prop_str, prop_tags, stale_tag_keys, tags_value, Cloud, CloudError, Observed, Result,
-};
+use super::support::{prop_bool, prop_str, prop_tags, stale_tag_keys, tags_value};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
 
 /// How often and how long to wait for the table to become active or gone.
@@ -389,3 +388,5 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     }
     Ok(())
 }
+
+super::legacy::legacy_family!();

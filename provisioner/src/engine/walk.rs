@@ -4,13 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio::task::JoinSet;
 
 use super::{retry, OperationError, Options, WalkError};
-use crate::cloud::{alb, ecs, network, Cloud, CloudError, Observed};
+use crate::cloud::resource::Readiness;
+use crate::cloud::support::Poll;
+use crate::cloud::{Cloud, CloudError, Observed};
 use crate::model::{Kind, Props, Resource};
 use crate::plan::{diff, resolve_props, Action, Change, Current, Plan, UNKNOWN};
 use crate::state::{Recorded, StateFile};
@@ -64,7 +66,7 @@ pub async fn apply_plan(
     let by_address: BTreeMap<&str, &Resource> =
         desired.iter().map(|r| (r.address.as_str(), r)).collect();
     let ctx = Arc::new(Ctx {
-        cloud: cloud.clone(),
+        cloud: walk_cloud(cloud, options),
         state: Mutex::new(state),
         options: options.clone(),
     });
@@ -124,11 +126,17 @@ pub(crate) async fn delete_all(
     options: &Options,
 ) -> Result<(), WalkError> {
     let ctx = Arc::new(Ctx {
-        cloud: cloud.clone(),
+        cloud: walk_cloud(cloud, options),
         state: Mutex::new(state),
         options: options.clone(),
     });
     delete_walk(&ctx, items).await
+}
+
+/// The clients a walk calls through: waits inside operations poll within
+/// the walk's timeout.
+fn walk_cloud(cloud: &Cloud, options: &Options) -> Cloud {
+    cloud.clone().polling(Poll::within(options.wait_timeout))
 }
 
 /// One step of a walk.
@@ -159,7 +167,7 @@ async fn delete_walk(ctx: &Arc<Ctx>, doomed: Vec<Doomed>) -> Result<(), WalkErro
             .iter()
             .filter(|(other, other_kind, _)| {
                 deps.get(other).is_some_and(|d| d.contains(address))
-                    || destroy_rank(*other_kind) < destroy_rank(*kind)
+                    || other_kind.implementation().destroy_rank() < kind.implementation().destroy_rank()
             })
             .map(|(other, _, _)| other.clone())
             .collect();
@@ -398,9 +406,11 @@ async fn delete(ctx: &Ctx, address: &str, kind: Kind, id: &str) -> Result<(), Op
     let holders: Mutex<Vec<String>> = Mutex::default();
     let result = retry(&ctx.options.retry, address, "delete", || async {
         let result = ctx.cloud.delete(kind, id).await;
-        if let (Err(e), Kind::SecurityGroup) = (&result, kind) {
+        if let Err(e) = &result {
             if e.code == "DependencyViolation" {
-                let found = network::blocking_interfaces(&ctx.cloud, id)
+                let found = kind
+                    .implementation()
+                    .users(&ctx.cloud, id)
                     .await
                     .unwrap_or_default();
                 if !found.is_empty() {
@@ -429,8 +439,8 @@ async fn delete(ctx: &Ctx, address: &str, kind: Kind, id: &str) -> Result<(), Op
     })
 }
 
-/// Waits until a resource serves: an instance running, a load balancer
-/// active, an ECS service stable with healthy targets.
+/// Waits until a resource serves (an instance running, a load balancer
+/// active, an ECS service stable with healthy targets), by its kind's probe.
 async fn wait_ready(
     ctx: &Ctx,
     resource: &Resource,
@@ -438,80 +448,18 @@ async fn wait_ready(
     observed: &Observed,
 ) -> Result<(), OperationError> {
     let address = resource.address.as_str();
-    let timeout = ctx.options.wait_timeout;
-    let interval = (timeout / 20).clamp(Duration::from_millis(10), Duration::from_secs(5));
-    let deadline = Instant::now() + timeout;
-    let (what, advice) = match resource.kind {
-        Kind::Instance => ("broker ready (Redpanda running, topics created)", format!(
-            "Read the broker's setup log: `aws ec2 get-console-output --instance-id {id} --latest --output text` (or /var/log/event-platform-broker.log on the instance); fix the cause (`broker.repository_setup_url`, `broker.redpanda_version`, the route out), then run apply again, which replaces a broker whose setup failed"
-        )),
-        Kind::LoadBalancer => ("active", "Look at the load balancer's state in the EC2 console".to_string()),
-        Kind::EcsService => ("stable with healthy targets", "Look at the service's events and stopped tasks in the ECS console (image pull, health check, secrets)".to_string()),
-        _ => return Ok(()),
+    let kind = resource.kind.implementation();
+    let Some(Readiness { what, advice }) = kind.readiness(id) else {
+        return Ok(());
     };
+    let poll = ctx.cloud.poll;
+    let deadline = Instant::now() + poll.timeout;
     ctx.options
         .progress
         .line(&format!("{address}: waiting until {what}"));
     loop {
-        let probe = retry(&ctx.options.retry, address, "wait", || async {
-            Ok::<_, CloudError>(match resource.kind {
-                Kind::Instance => match network::instance_status(&ctx.cloud, id).await? {
-                    None => Probe::waiting("instance not found"),
-                    Some((state, None)) => {
-                        Probe::waiting(format!("state {state}, setup not reported yet"))
-                    }
-                    Some((_, Some(report))) if report.starts_with("failed") => {
-                        Probe::failed(format!("its setup reported `{report}`"))
-                    }
-                    Some((state, Some(report))) => Probe {
-                        ready: state == "running" && report == "ready",
-                        failed: false,
-                        status: format!("state {state}, setup `{report}`"),
-                    },
-                },
-                Kind::LoadBalancer => {
-                    let state = alb::load_balancer_state(&ctx.cloud, id).await?;
-                    Probe {
-                        ready: state.as_deref() == Some("active"),
-                        failed: false,
-                        status: format!("state {}", state.unwrap_or_else(|| "unknown".into())),
-                    }
-                }
-                _ => {
-                    let task_definition = observed
-                        .props
-                        .get("task_definition_arn")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if let Some(failure) =
-                        ecs::deployment_failure(&ctx.cloud, id, task_definition).await?
-                    {
-                        return Ok(Probe::failed(failure));
-                    }
-                    let stable = ecs::service_stable(&ctx.cloud, id).await?;
-                    let target_group = observed
-                        .props
-                        .get("target_group_arn")
-                        .and_then(Value::as_str);
-                    let want = observed
-                        .props
-                        .get("desired_count")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0) as usize;
-                    let (healthy, total) = match target_group {
-                        Some(tg) => alb::target_health(&ctx.cloud, tg).await?,
-                        None => (want, want),
-                    };
-                    Probe {
-                        ready: stable && healthy >= want,
-                        failed: false,
-                        status: format!(
-                            "deployment {}, {healthy} of {total} targets healthy (want {want})",
-                            if stable { "stable" } else { "in progress" }
-                        ),
-                    }
-                }
-            })
+        let probe = retry(&ctx.options.retry, address, "wait", || {
+            kind.probe(&ctx.cloud, id, observed)
         })
         .await?;
         if probe.ready {
@@ -525,9 +473,9 @@ async fn wait_ready(
         let message = if probe.failed {
             format!("not {what}: {}", probe.status)
         } else if Instant::now() >= deadline {
-            format!("not {what} after {}s: {}", timeout.as_secs(), probe.status)
+            format!("not {what} after {}s: {}", poll.timeout.as_secs(), probe.status)
         } else {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(poll.interval).await;
             continue;
         };
         return Err(OperationError {
@@ -540,56 +488,6 @@ async fn wait_ready(
     }
 }
 
-/// One look at a resource being waited for.
-struct Probe {
-    ready: bool,
-    /// It will not become ready: stop waiting.
-    failed: bool,
-    /// What it is doing, for the error.
-    status: String,
-}
-
-impl Probe {
-    fn waiting(status: impl Into<String>) -> Self {
-        Self {
-            ready: false,
-            failed: false,
-            status: status.into(),
-        }
-    }
-
-    fn failed(status: impl Into<String>) -> Self {
-        Self {
-            ready: false,
-            failed: true,
-            status: status.into(),
-        }
-    }
-}
-
 fn elapsed(started: Instant) -> String {
     format!("{:.1}s", started.elapsed().as_secs_f64())
-}
-
-/// Destroy order of kinds, from the DESIGN choreography: services first, log
-/// groups last; lower ranks go first.
-fn destroy_rank(kind: Kind) -> u8 {
-    match kind {
-        Kind::EcsService => 0,
-        Kind::ListenerRule | Kind::TaskDefinition | Kind::Image => 1,
-        Kind::Listener | Kind::EcsCluster => 2,
-        Kind::TargetGroup | Kind::LoadBalancer => 3,
-        Kind::Instance
-        | Kind::EcrRepository
-        | Kind::S3Bucket
-        | Kind::DynamodbTable
-        | Kind::SsmParameter
-        | Kind::IamRole => 4,
-        Kind::SecurityGroup => 5,
-        Kind::Route | Kind::RouteTableAssociation => 6,
-        Kind::RouteTable | Kind::InternetGateway => 7,
-        Kind::Subnet => 8,
-        Kind::Vpc => 9,
-        Kind::LogGroup => 10,
-    }
 }
