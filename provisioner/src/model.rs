@@ -2,8 +2,9 @@
 //! resources a stack has, their stable addresses, and their properties as
 //! plain JSON so that planning is a pure comparison of maps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A resource's properties (desired, recorded or observed), by attribute name.
 /// Desired properties may hold references `${ADDRESS.OUTPUT}` to another
@@ -21,7 +22,7 @@ pub const ADDRESS_TAG: &str = "event-platform:address";
 pub const BROKER_SETUP_TAG: &str = "event-platform:broker-setup";
 
 /// One resource the blueprint asks for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     /// Stable address, `KIND.NAME`.
     pub address: String,

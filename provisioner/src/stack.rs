@@ -157,30 +157,53 @@ impl Stack {
         approve: impl FnOnce(&Plan) -> bool,
     ) -> anyhow::Result<(Plan, bool)> {
         self.ensure_pinned()?;
-        let mut state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
+        let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
         let desired = self.desired(&state.state);
         let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
         let plan = plan(&desired, &state.state, &current);
         if !plan.has_changes() && plan.adopted.is_empty() {
             return Ok((plan, false));
         }
-        let losing = plan.data_loss();
-        anyhow::ensure!(
-            losing.is_empty() || options.allow_data_loss,
-            "{}\nrefused: {} would delete all of its data (every item, object version, or event on the broker not consumed yet). Change the blueprint back, or run apply with --allow-data-loss if losing it is intended; nothing was changed",
-            plan.render(),
-            losing.join(", ")
-        );
+        refuse_data_loss(&plan, options)?;
         if plan.has_changes() && !approve(&plan) {
             return Ok((plan, false));
         }
+        self.execute(&plan, state, options).await?;
+        Ok((plan, true))
+    }
+
+    /// Applies a plan saved by `plan --out`, refusing it when anything it
+    /// was made from has changed: the state, the cloud as the refresh reads
+    /// it, the blueprint or the built images.
+    pub async fn apply_saved(&self, saved: &Plan, options: &Options) -> anyhow::Result<()> {
+        self.ensure_pinned()?;
+        let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
+        let desired = self.desired(&state.state);
+        let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
+        let fresh = plan(&desired, &state.state, &current);
+        if let Some(why) = saved.stale_against(&fresh) {
+            anyhow::bail!(
+                "refused: the saved plan is stale: {why}. Make a new one with `provision plan --out FILE`; nothing was changed"
+            );
+        }
+        refuse_data_loss(saved, options)?;
+        self.execute(saved, state, options).await
+    }
+
+    /// Runs `plan` over the locked `state`.
+    async fn execute(
+        &self,
+        plan: &Plan,
+        mut state: StateFile,
+        options: &Options,
+    ) -> anyhow::Result<()> {
         if !state.existed {
             // Before the first create: from now on a crash leaves a state
             // file, and the next run looks for what it did not record.
             state.write()?;
         }
-        engine::apply_plan(&self.cloud, &desired, &plan, &current, state, options).await?;
-        Ok((plan, true))
+        engine::apply_plan(&self.cloud, plan, state, options).await?;
+        Ok(())
     }
 
     /// Deletes everything of the stack (after `approve` sees what is recorded).
@@ -205,6 +228,18 @@ impl Stack {
             .state
             .clone())
     }
+}
+
+/// Apply refuses to delete data unless told to.
+fn refuse_data_loss(plan: &Plan, options: &Options) -> anyhow::Result<()> {
+    let losing = plan.data_loss();
+    anyhow::ensure!(
+        losing.is_empty() || options.allow_data_loss,
+        "{}\nrefused: {} would delete all of its data (every item, object version, or event on the broker not consumed yet). Change the blueprint back, or run apply with --allow-data-loss if losing it is intended; nothing was changed",
+        plan.render(),
+        losing.join(", ")
+    );
+    Ok(())
 }
 
 /// What users need after an apply.

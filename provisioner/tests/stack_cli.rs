@@ -144,3 +144,74 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
     assert_eq!(out.status.code(), Some(2));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_applies_as_reviewed_and_is_refused_once_the_stack_changed(
+) -> anyhow::Result<()> {
+    let env = Env::start(&[]).await?;
+    let path = |name: &str| env.dir.path().join(name).display().to_string();
+
+    let first = path("first.plan");
+    let out = provision(&env, &["plan", "--out", &first])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Saved the plan to"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Applied without asking: it was reviewed when it was made.
+    let out = provision(&env, &["apply", &first])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Apply complete in") && text(&out.stdout).contains("40 created"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = provision(&env, &["plan", "--detailed-exitcode"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // Another apply runs between the plan and its apply.
+    env.write_blueprint(&[("desired_count = 1", "desired_count = 2")])?;
+    let second = path("second.plan");
+    let out = provision(&env, &["plan", "--out", &second])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = provision(&env, &["apply", "--auto-approve"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = provision(&env, &["apply", &second])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "refused: the saved plan is stale: the state changed since the plan was made"
+        ) && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+
+    // The cloud changes by hand between the plan and its apply.
+    env.write_blueprint(&[])?;
+    let third = path("third.plan");
+    let out = provision(&env, &["plan", "--out", &third])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    aws_sdk_cloudwatchlogs::Client::new(&env.direct)
+        .put_retention_policy()
+        .log_group_name("/ecs/ep-local/graphql")
+        .retention_in_days(1)
+        .send()
+        .await?;
+    let out = provision(&env, &["apply", &third])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the cloud changed since the plan was made: log_group.graphql"),
+        "{stderr}"
+    );
+    // Nothing was applied: ingest still runs two tasks.
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        env.state_dir().join("ep-local.json"),
+    )?)?;
+    assert_eq!(
+        state["resources"]["ecs_service.ingest"]["props"]["desired_count"],
+        2
+    );
+    Ok(())
+}

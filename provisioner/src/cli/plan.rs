@@ -1,5 +1,6 @@
 //! `provision plan`: refreshes from the cloud and shows what apply would do.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -19,6 +20,10 @@ pub struct PlanArgs {
     /// Exit 0 with no changes, 2 with changes, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+    /// Also save the plan to FILE, for `provision apply FILE` to apply
+    /// exactly it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     /// Cloud reads in flight at once.
     #[arg(long, default_value_t = 8)]
     parallelism: usize,
@@ -33,6 +38,14 @@ impl PlanArgs {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
             print!("{}", plan.render());
+        }
+        if let Some(path) = &self.out {
+            plan.save(path)?;
+            eprintln!(
+                "Saved the plan to {}: `provision apply -b BLUEPRINT {}` applies exactly it, and refuses it if the stack changes first.",
+                path.display(),
+                path.display()
+            );
         }
         Ok(if self.detailed_exitcode && plan.has_changes() {
             ExitCode::from(2)

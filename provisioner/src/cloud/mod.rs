@@ -22,6 +22,7 @@ use std::fmt;
 
 use aws_config::SdkConfig;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Kind, Props};
 use support::Poll;
@@ -139,7 +140,7 @@ impl Cloud {
 }
 
 /// A resource as read from the cloud.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Observed {
     /// Its properties, named as the planner names them.
     pub props: Props,

@@ -14,7 +14,7 @@ use crate::cloud::resource::Readiness;
 use crate::cloud::support::Poll;
 use crate::cloud::{Cloud, CloudError, Observed};
 use crate::model::{Kind, Props, Resource};
-use crate::plan::{diff, resolve_props, Action, Change, Current, Plan, UNKNOWN};
+use crate::plan::{diff, resolve_props, Action, Change, Plan, UNKNOWN};
 use crate::state::{Recorded, StateFile};
 
 /// What every step shares.
@@ -52,19 +52,22 @@ pub(crate) fn local_error(address: &str, message: &str) -> OperationError {
     }
 }
 
-/// Applies `plan`: records adopted resources, then runs every change. The
-/// state file is written after each operation; its lock is released when
-/// this returns.
+/// Applies `plan`, which holds everything needed: records adopted
+/// resources, then runs every change. The state file is written after each
+/// operation; its lock is released when this returns.
 pub async fn apply_plan(
     cloud: &Cloud,
-    desired: &[Resource],
     plan: &Plan,
-    current: &BTreeMap<String, Current>,
     state: StateFile,
     options: &Options,
 ) -> Result<(), WalkError> {
-    let by_address: BTreeMap<&str, &Resource> =
-        desired.iter().map(|r| (r.address.as_str(), r)).collect();
+    let by_address: BTreeMap<&str, &Resource> = plan
+        .basis
+        .resources
+        .iter()
+        .map(|(address, r)| (address.as_str(), r))
+        .collect();
+    let current = &plan.basis.refreshed;
     let ctx = Arc::new(Ctx {
         cloud: walk_cloud(cloud, options),
         state: Mutex::new(state),
@@ -167,7 +170,8 @@ async fn delete_walk(ctx: &Arc<Ctx>, doomed: Vec<Doomed>) -> Result<(), WalkErro
             .iter()
             .filter(|(other, other_kind, _)| {
                 deps.get(other).is_some_and(|d| d.contains(address))
-                    || other_kind.implementation().destroy_rank() < kind.implementation().destroy_rank()
+                    || other_kind.implementation().destroy_rank()
+                        < kind.implementation().destroy_rank()
             })
             .map(|(other, _, _)| other.clone())
             .collect();
@@ -473,7 +477,11 @@ async fn wait_ready(
         let message = if probe.failed {
             format!("not {what}: {}", probe.status)
         } else if Instant::now() >= deadline {
-            format!("not {what} after {}s: {}", poll.timeout.as_secs(), probe.status)
+            format!(
+                "not {what} after {}s: {}",
+                poll.timeout.as_secs(),
+                probe.status
+            )
         } else {
             tokio::time::sleep(poll.interval).await;
             continue;

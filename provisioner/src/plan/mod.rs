@@ -8,13 +8,14 @@
 mod diff;
 mod order;
 mod render;
+mod saved;
 
 pub use diff::{diff, resolve_props};
 pub use order::topological;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cloud::Observed;
@@ -25,7 +26,7 @@ use crate::state::State;
 pub const UNKNOWN: &str = "(known after apply)";
 
 /// What happens to one resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Made from nothing.
@@ -51,7 +52,7 @@ impl Action {
 }
 
 /// One attribute's change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttrChange {
     /// Attribute name.
     pub name: String,
@@ -64,7 +65,7 @@ pub struct AttrChange {
 }
 
 /// One resource's change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// Its address.
     pub address: String,
@@ -79,7 +80,7 @@ pub struct Change {
 }
 
 /// A difference between the state and the cloud that provision did not make.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Drift {
     /// Its address.
     pub address: String,
@@ -90,7 +91,7 @@ pub struct Drift {
 }
 
 /// The whole plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The stack.
     pub stack: String,
@@ -103,6 +104,22 @@ pub struct Plan {
     pub adopted: Vec<String>,
     /// Resources that need nothing.
     pub unchanged: usize,
+    /// What apply needs besides the changes (not shown).
+    #[serde(skip)]
+    pub basis: Basis,
+}
+
+/// Everything apply needs besides the changes, so that it executes a plan
+/// alone: the choices were made when planning.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Basis {
+    /// The desired resource of every create, update, replacement and
+    /// adoption, with its references to other resources' outputs.
+    pub resources: BTreeMap<String, Resource>,
+    /// What the refresh read, by address.
+    pub refreshed: BTreeMap<String, Current>,
+    /// The serial of the state the plan was made from.
+    pub state_serial: u64,
 }
 
 impl Plan {
@@ -150,7 +167,7 @@ impl Plan {
 }
 
 /// What the refresh found for one address.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Current {
     /// The cloud's id.
     pub id: String,
@@ -239,16 +256,32 @@ pub fn plan(desired: &[Resource], state: &State, current: &BTreeMap<String, Curr
             }
         }
     }
+    let adopted: Vec<String> = current
+        .iter()
+        .filter(|(_, c)| c.adopted)
+        .map(|(a, _)| a.clone())
+        .collect();
+    let needed: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .map(|c| c.address.as_str())
+        .chain(adopted.iter().map(String::as_str))
+        .collect();
+    let basis = Basis {
+        resources: desired
+            .iter()
+            .filter(|r| needed.contains(r.address.as_str()))
+            .map(|r| (r.address.clone(), r.clone()))
+            .collect(),
+        refreshed: current.clone(),
+        state_serial: state.serial,
+    };
     Plan {
         stack: state.stack.clone(),
         changes,
         drift: diff::drift(state, current),
-        adopted: current
-            .iter()
-            .filter(|(_, c)| c.adopted)
-            .map(|(a, _)| a.clone())
-            .collect(),
+        adopted,
         unchanged,
+        basis,
     }
 }
-
