@@ -12,7 +12,7 @@ use crate::blueprint::Blueprint;
 use crate::cloud::image::Images;
 use crate::cloud::{Cloud, CloudError};
 use crate::engine::{self, DestroyReport, Options, Progress};
-use crate::graph::{self, ImagePin, ImagePins};
+use crate::desired::{self, ImagePin, ImagePins};
 use crate::image::Image;
 use crate::model::{Kind, Resource};
 use crate::plan::{plan, Plan, UNKNOWN};
@@ -56,7 +56,7 @@ impl Stack {
         let registry = blueprint.spec.images.registry.clone();
         let cloud = Cloud::new(config, blueprint.stack()).with_images(Images::new(registry));
         Ok(Self {
-            desired: graph::resources(&blueprint, &account, &ImagePins::new()),
+            desired: desired::resources(&blueprint, &account, &ImagePins::new()),
             account,
             blueprint,
             state_dir: state_dir.to_path_buf(),
@@ -79,7 +79,7 @@ impl Stack {
                 )
             })
             .collect();
-        self.desired = graph::resources(&self.blueprint, &self.account, &pins);
+        self.desired = desired::resources(&self.blueprint, &self.account, &pins);
         let built = self.cloud.images.clone().with_built(images, progress);
         self.cloud = self.cloud.with_images(built);
         self
@@ -136,7 +136,7 @@ impl Stack {
     /// What the blueprint asks for, given what `state` holds.
     fn desired(&self, state: &State) -> Vec<Resource> {
         let mut desired = self.desired.clone();
-        graph::keep_recorded_data_names(&self.blueprint, &mut desired, state);
+        desired::keep_recorded_data_names(&self.blueprint, &mut desired, state);
         desired
     }
 
@@ -281,7 +281,7 @@ impl Outputs {
             graphql_url: url("/graphql"),
             dashboard_url: url("/"),
             broker_address: output("instance.broker", "private_ip")
-                .map(|ip| format!("{ip}:{}", graph::KAFKA_PORT)),
+                .map(|ip| format!("{ip}:{}", desired::KAFKA_PORT)),
             alb_dns_name: dns,
         }
     }

@@ -392,7 +392,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
             "port": 443,
             "protocol": "HTTPS",
             "certificate_arn": acm_certificate(&emulator).await?,
-            "ssl_policy": provisioner::graph::TLS_POLICY,
+            "ssl_policy": provisioner::desired::TLS_POLICY,
             "redirect_to_https": false,
             "default_target_group_arn": tg_arn,
         }),
@@ -436,7 +436,7 @@ async fn load_balancer_chain_round_trip() -> anyhow::Result<()> {
         json!({
             "listener_arn": listener_arn,
             "priority": 1,
-            "path_patterns": provisioner::graph::INTERNAL_PATHS,
+            "path_patterns": provisioner::desired::INTERNAL_PATHS,
             "fixed_status": 404,
             "target_group_arn": null,
         }),

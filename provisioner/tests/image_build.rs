@@ -14,7 +14,7 @@ use anyhow::{ensure, Context};
 use integration_tests::free_port;
 use integration_tests::registry::binary;
 use provisioner::blueprint::Blueprint;
-use provisioner::graph::{self, ImagePin, ImagePins};
+use provisioner::desired::{self, ImagePin, ImagePins};
 use provisioner::image::{self, Architecture, Binaries, BuildInfo, NONROOT};
 use serde_json::Value;
 
@@ -70,7 +70,7 @@ fn health_check(service: &str) -> anyhow::Result<Vec<String>> {
             )
         })
         .collect();
-    let task = graph::resources(&blueprint, ACCOUNT, &pins)
+    let task = desired::resources(&blueprint, ACCOUNT, &pins)
         .into_iter()
         .find(|r| r.address == format!("task_definition.{service}"))
         .context("task definition")?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use provisioner::blueprint::Blueprint;
 use provisioner::cloud::Observed;
-use provisioner::graph;
+use provisioner::desired;
 use provisioner::image::Architecture;
 use provisioner::model::{Kind, Props, Resource};
 use provisioner::plan::{plan, resolve_props, topological, Action, Current, Plan};
@@ -41,7 +41,7 @@ fn edit(name: &str, from: &str, to: &str) -> anyhow::Result<Blueprint> {
 }
 
 /// A fixed digest per service, as a build would pin them.
-fn pins(changed: Option<&str>) -> graph::ImagePins {
+fn pins(changed: Option<&str>) -> desired::ImagePins {
     ["ingest", "processor", "graphql"]
         .iter()
         .enumerate()
@@ -53,7 +53,7 @@ fn pins(changed: Option<&str>) -> graph::ImagePins {
             };
             (
                 service.to_string(),
-                graph::ImagePin {
+                desired::ImagePin {
                     digest: format!("sha256:{}", fill.to_string().repeat(64)),
                     architecture: Architecture::Amd64,
                 },
@@ -64,7 +64,7 @@ fn pins(changed: Option<&str>) -> graph::ImagePins {
 
 /// The stack's resources with every image pinned.
 fn resources(blueprint: &Blueprint) -> Vec<Resource> {
-    graph::resources(blueprint, ACCOUNT, &pins(None))
+    desired::resources(blueprint, ACCOUNT, &pins(None))
 }
 
 /// Fake outputs for a resource, stable across runs.
@@ -204,7 +204,7 @@ fn a_changed_binary_replaces_its_image_and_task_definition_and_rolls_its_service
     let blueprint = load("local.toml")?;
     let (state, current) = applied(&resources(&blueprint));
     let plan = plan(
-        &graph::resources(&blueprint, ACCOUNT, &pins(Some("ingest"))),
+        &desired::resources(&blueprint, ACCOUNT, &pins(Some("ingest"))),
         &state,
         &current,
     );
@@ -677,7 +677,7 @@ fn a_stack_applied_under_the_old_default_names_keeps_its_table_and_bucket() -> a
     let mut desired = resources(&blueprint);
     let before = plan(&desired, &state, &current);
     assert!(before.count(Action::Replace) >= 2, "{}", before.render());
-    graph::keep_recorded_data_names(&blueprint, &mut desired, &state);
+    desired::keep_recorded_data_names(&blueprint, &mut desired, &state);
     let after = plan(&desired, &state, &current);
     assert!(!after.has_changes(), "{}", after.render());
 
@@ -687,7 +687,7 @@ fn a_stack_applied_under_the_old_default_names_keeps_its_table_and_bucket() -> a
         "[table]\nname = \"Renamed\"\n\n[logs]",
     )?;
     let mut desired = resources(&named);
-    graph::keep_recorded_data_names(&named, &mut desired, &state);
+    desired::keep_recorded_data_names(&named, &mut desired, &state);
     let renamed = plan(&desired, &state, &current);
     assert!(
         renamed

@@ -385,7 +385,7 @@ async fn on_localstack_the_applied_stack_serves_events_through_its_own_load_bala
         "set EVENT_PLATFORM_TEST_BACKEND=containers and LOCALSTACK_AUTH_TOKEN"
     );
     let broker = integration_tests::backend::Broker::start().await?;
-    for (topic, partitions) in provisioner::graph::TOPICS {
+    for (topic, partitions) in provisioner::desired::TOPICS {
         broker
             .create_topic(topic, i32::try_from(partitions)?)
             .await?;

@@ -20,7 +20,7 @@ use integration_tests::kafka::reset_group;
 use integration_tests::stores::{at, dynamodb_store_with, event, s3_store_with};
 use processor::{ProcessorConfig, Stores};
 use provisioner::blueprint::Blueprint;
-use provisioner::graph;
+use provisioner::desired;
 use serde_json::{json, Value};
 use support::iam_action;
 
@@ -48,7 +48,7 @@ fn needs(service: &str, operation: &str) -> Option<(String, String)> {
 /// on a resource of `kind`.
 fn allowed(name: &str, action: &str, kind: &str) -> anyhow::Result<bool> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/local.toml");
-    let desired = graph::resources(
+    let desired = desired::resources(
         &Blueprint::load(&path)?,
         "123456789012",
         &Default::default(),

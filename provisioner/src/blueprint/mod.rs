@@ -15,7 +15,7 @@ pub use check::{Finding, Severity};
 pub use cidr::parse_cidr;
 pub use schema::{
     instance_architecture, Broker, Bucket, Images, LoadBalancer, Logs, Network, Service,
-    ServiceOverrides, Services, Stack, StackFile, Subnet, Table, REDPANDA_REPOSITORY_SETUP,
+    ServiceOverrides, Services, Spec, StackSettings, Subnet, Table, REDPANDA_REPOSITORY_SETUP,
 };
 
 use crate::image::registry::parse_endpoint;
@@ -28,7 +28,7 @@ pub struct Blueprint {
     /// Its content, for locating keys in messages.
     source: String,
     /// The stack it describes.
-    pub spec: StackFile,
+    pub spec: Spec,
 }
 
 /// Why a blueprint could not be loaded.
@@ -69,7 +69,7 @@ impl Blueprint {
 
     /// Parses `source` as if read from `path`.
     pub fn parse(path: &Path, source: String) -> Result<Self, BlueprintError> {
-        let spec: StackFile = toml::from_str(&source).map_err(|e| {
+        let spec: Spec = toml::from_str(&source).map_err(|e| {
             let line = e
                 .span()
                 .map(|span| line_of(&source, span.start))

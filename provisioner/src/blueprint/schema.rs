@@ -8,9 +8,9 @@ use serde::Deserialize;
 /// The blueprint file's top level.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StackFile {
+pub struct Spec {
     /// Name, region, endpoint, tags.
-    pub stack: Stack,
+    pub stack: StackSettings,
     /// VPC and subnets.
     pub network: Network,
     /// The Redpanda broker instance.
@@ -49,7 +49,7 @@ pub struct Images {
 /// `[stack]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Stack {
+pub struct StackSettings {
     /// Stack name: prefix of every resource name, value of the stack tag.
     pub name: String,
     /// AWS region.

@@ -33,7 +33,7 @@ impl CheckArgs {
             "{}: stack `{}` is valid ({} resources, {} warning(s))",
             self.blueprint.display(),
             blueprint.stack(),
-            crate::graph::resources(&blueprint, "000000000000", &Default::default()).len(),
+            crate::desired::resources(&blueprint, "000000000000", &Default::default()).len(),
             findings.len()
         );
         Ok(())

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::stack::{BinariesArgs, StackArgs};
 use crate::cloud::image::registry;
-use crate::graph::repository_name;
+use crate::desired::repository_name;
 use crate::image::{reference, SERVICES};
 
 /// Arguments of `provision image`.

@@ -288,7 +288,7 @@ pub struct Pulled {
 
 /// `http(s)://HOST[:PORT]` as (plain HTTP, `HOST[:PORT]`); `None` for
 /// anything else (another scheme, a path). The blueprint's check and the
-/// graph read `images.registry` through this too.
+/// desired resources read `images.registry` through this too.
 pub fn parse_endpoint(url: &str) -> Option<(bool, &str)> {
     let (plain_http, rest) = match url.strip_prefix("http://") {
         Some(rest) => (true, rest),

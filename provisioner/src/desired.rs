@@ -1,6 +1,7 @@
-//! From a blueprint to the resources it asks for: a pure function, so the
-//! same blueprint always gives the same graph, and the planner can be tested
-//! without a network.
+//! The desired resources: what a blueprint asks for, expanded into every
+//! resource of the stack with its properties and dependencies. A pure
+//! function, so the same blueprint always gives the same resources, and the
+//! planner can be tested without a network.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,7 +37,7 @@ const ECS_TASKS: &str = "ecs-tasks.amazonaws.com";
 /// The topics the broker creates before it reports ready: partitions each.
 pub const TOPICS: [(&str, u32); 2] = [("events.raw", 12), ("events.dlq", 3)];
 
-/// The image built for a service, as the graph pins its task definition to it.
+/// The image built for a service, as the desired resources pin its task definition to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePin {
     /// `sha256:...` of the image's manifest.
