@@ -34,9 +34,6 @@ pub const KAFKA_PORT: u16 = 9092;
 /// The service principal of ECS tasks.
 const ECS_TASKS: &str = "ecs-tasks.amazonaws.com";
 
-/// The topics the broker creates before it reports ready: partitions each.
-pub const TOPICS: [(&str, u32); 2] = [("events.raw", 12), ("events.dlq", 3)];
-
 /// The image built for a service, as the desired resources pin its task definition to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePin {
@@ -585,7 +582,7 @@ fn sorted(items: &[String]) -> Vec<String> {
 fn broker_user_data(broker: &Broker, region: &str) -> String {
     let version = &broker.redpanda_version;
     let setup_url = &broker.repository_setup_url;
-    let topics: String = TOPICS
+    let topics: String = event_common::platform::TOPICS
         .iter()
         .map(|(topic, partitions)| {
             format!(

@@ -1,15 +1,18 @@
-//! `provision`: runs the Event Platform on this machine (`provision dev`) and
-//! mints development tokens (`provision token`).
+//! `provision`: provisions the Event Platform on AWS from a blueprint
+//! (`check`, `plan`, `apply`, `destroy`), runs a deployed stack on this
+//! machine (`run-local`), and starts the platform in one process (`dev`,
+//! from the `devstack` crate).
 //!
 //! - [`cli`]: one clap module per subcommand.
-//! - [`dev`]: the whole platform in one process: an embedded Kafka-protocol
-//!   broker on loopback and the services behind one port with the load
-//!   balancer's path rules.
+//! - [`blueprint`] -> [`desired`] resources -> [`plan`] (pure) ->
+//!   [`engine`] (refresh and walks) -> [`cloud`] (one file per resource
+//!   kind), with the [`state`] file; [`stack`] ties them together.
+//! - [`image`]: service images built from binaries and pushed to a registry.
+//! - [`local`]: `run-local`.
 
 pub mod blueprint;
 pub mod cli;
 pub mod cloud;
-pub mod dev;
 pub mod desired;
 pub mod engine;
 pub mod image;

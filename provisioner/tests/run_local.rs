@@ -152,9 +152,10 @@ async fn token(env: &Env) -> anyhow::Result<String> {
     )?)
 }
 
-/// The ingest path rules with `/openapi.json` added.
-const INGEST_WITH_OPENAPI: &str =
-    "[services.ingest]\npath_patterns = [\"/events*\", \"/v1/events*\", \"/openapi.json\"]\n";
+/// Ingest's path rules without `/openapi.json`, so that the test can add it
+/// back as a new rule.
+const INGEST_WITHOUT_OPENAPI: &str =
+    "[services.ingest]\npath_patterns = [\"/events*\", \"/v1/events*\"]\n";
 
 /// The pid in a task's `started (pid N, ...)` line.
 fn pid_in(line: &str) -> Option<&str> {
@@ -172,7 +173,9 @@ async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_rol
         ("http://127.0.0.1:5001", registry.url()),
         (env.emulator.endpoint(), proxy.url()),
     ];
-    let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let with_openapi: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let mut edits = with_openapi.clone();
+    edits.push(("[services.ingest]\n", INGEST_WITHOUT_OPENAPI));
     // Without the setting, run-local names it and stops.
     let mut without = edits.clone();
     without.push(("allow_run_local = true", "allow_run_local = false"));
@@ -259,9 +262,7 @@ async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_rol
         !before.contains("\"openapi\""),
         "routed before the rule exists: {before}"
     );
-    let mut edits = edits.clone();
-    edits.push(("[services.ingest]\n", INGEST_WITH_OPENAPI));
-    env.write_blueprint(&edits)?;
+    env.write_blueprint(&with_openapi)?;
     run_ok(provision(&env, &["apply", "--auto-approve"])?)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

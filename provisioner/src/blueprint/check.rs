@@ -460,7 +460,7 @@ subnets = [
         assert_eq!(b.table_name(), "ep-test-events-hot");
         assert_eq!(
             b.services()[0].path_patterns,
-            vec!["/events*", "/v1/events*"]
+            vec!["/events*", "/v1/events*", "/openapi.json"]
         );
         Ok(())
     }

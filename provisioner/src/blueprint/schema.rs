@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use event_common::platform::{GRAPHQL_PATHS, INGEST_PATHS};
 use serde::Deserialize;
 
 /// The blueprint file's top level.
@@ -269,8 +270,8 @@ impl Service {
     /// The platform's defaults for `name`.
     fn defaults(name: &'static str) -> Self {
         let (port, patterns): (Option<u16>, &[&str]) = match name {
-            "ingest" => (Some(8000), &["/events*", "/v1/events*"]),
-            "graphql" => (Some(8001), &["/graphql*"]),
+            "ingest" => (Some(8000), &INGEST_PATHS),
+            "graphql" => (Some(8001), &GRAPHQL_PATHS),
             _ => (None, &[]),
         };
         Self {

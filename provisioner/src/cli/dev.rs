@@ -6,7 +6,7 @@ use clap::Args;
 use event_common::config::Env;
 use event_common::{lifecycle, telemetry};
 
-use crate::dev::{DevOptions, DevPlatform};
+use devstack::{DevOptions, DevPlatform};
 
 /// Options of `provision dev`.
 #[derive(Debug, Args)]

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_cloudwatchlogs::types;
 use async_trait::async_trait;
+use aws_sdk_cloudwatchlogs::types;
 use serde_json::{json, Value};
 
 use super::resource::ResourceKind;

@@ -48,8 +48,13 @@ pub trait ResourceKind: Send + Sync {
     /// Changes the `changed` attributes in place: those in `updatable`, and
     /// every attribute `create` sets after its first call, so that a create
     /// that failed half way and is found again by its retry can be completed.
-    async fn update(&self, cloud: &Cloud, id: &str, props: &Props, changed: &[String])
-        -> Result<()>;
+    async fn update(
+        &self,
+        cloud: &Cloud,
+        id: &str,
+        props: &Props,
+        changed: &[String],
+    ) -> Result<()>;
 
     /// Deletes it; `Ok` when it is already gone.
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()>;

@@ -227,7 +227,7 @@ fn ensure_root() -> anyhow::Result<()> {
 /// A Kafka-protocol broker in this process with the stack's topics.
 fn embedded_broker() -> anyhow::Result<MockCluster<'static, DefaultProducerContext>> {
     let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-    for (topic, partitions) in crate::desired::TOPICS {
+    for (topic, partitions) in event_common::platform::TOPICS {
         let partitions = i32::try_from(partitions).unwrap_or(1);
         cluster
             .create_topic(topic, partitions, 1)

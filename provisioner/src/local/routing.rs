@@ -1,8 +1,6 @@
 //! The local load balancer's decisions, apart from any I/O, with ALB's
 //! semantics:
-//! - a path pattern matches the URL's path (not its query), case
-//!   sensitively; `*` matches any run of characters (none included) and `?`
-//!   exactly one;
+//! - a path pattern matches as [`PathPattern`] says;
 //! - rules are tried in priority order (lowest first), a rule matches when
 //!   any of its patterns does, and the listener's default action answers
 //!   what no rule matched;
@@ -18,52 +16,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// An ALB path pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathPattern(Vec<char>);
-
-impl PathPattern {
-    /// A pattern as the listener rule states it; ALB allows 1 to 128 characters.
-    pub fn new(pattern: &str) -> Result<Self, String> {
-        let chars: Vec<char> = pattern.chars().collect();
-        if chars.is_empty() || chars.len() > 128 {
-            return Err(format!(
-                "path pattern {pattern:?}: expected 1 to 128 characters"
-            ));
-        }
-        Ok(Self(chars))
-    }
-
-    /// Whether `path` (without its query) matches.
-    pub fn matches(&self, path: &str) -> bool {
-        let path: Vec<char> = path.chars().collect();
-        let pattern = &self.0;
-        // Greedy glob match with one backtrack point: the last `*` seen.
-        let (mut p, mut s) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while s < path.len() {
-            match pattern.get(p) {
-                Some('*') => {
-                    star = Some((p, s));
-                    p += 1;
-                }
-                Some(&c) if c == '?' || c == path[s] => {
-                    p += 1;
-                    s += 1;
-                }
-                _ => match star {
-                    Some((star_p, star_s)) => {
-                        p = star_p + 1;
-                        s = star_s + 1;
-                        star = Some((star_p, star_s + 1));
-                    }
-                    None => return false,
-                },
-            }
-        }
-        pattern[p..].iter().all(|&c| c == '*')
-    }
-}
+pub use event_common::platform::PathPattern;
 
 /// What the balancer does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,41 +301,6 @@ mod tests {
 
     fn pattern(p: &str) -> PathPattern {
         PathPattern::new(p).expect("valid pattern")
-    }
-
-    #[test]
-    fn patterns_match_as_alb_does() {
-        let cases = [
-            ("/events", "/events", true),
-            ("/events", "/events/", false),
-            ("/events*", "/events", true),
-            ("/events*", "/eventsbatch", true),
-            ("/events/*", "/events", false),
-            ("/events/*", "/events/", true),
-            ("/events/*", "/events/a/b", true),
-            ("*", "/", true),
-            ("/*", "/anything/at/all", true),
-            ("/v?/events", "/v1/events", true),
-            ("/v?/events", "/v10/events", false),
-            ("/v?/events", "/v/events", false),
-            ("/a*b*c", "/aXXbYYc", true),
-            ("/a*b*c", "/aXXbYY", false),
-            ("/a*b", "/abab", true),
-            ("/**", "/x", true),
-            ("/Events", "/events", false),
-            ("/events", "/Events", false),
-            ("/é?", "/éx", true),
-        ];
-        for (p, path, want) in cases {
-            assert_eq!(pattern(p).matches(path), want, "{p} against {path}");
-        }
-    }
-
-    #[test]
-    fn patterns_out_of_alb_limits_are_refused() {
-        assert!(PathPattern::new("").is_err());
-        assert!(PathPattern::new(&"a".repeat(129)).is_err());
-        assert!(PathPattern::new(&"a".repeat(128)).is_ok());
     }
 
     fn forward(arn: &str) -> Action {

@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use event_common::auth::{self, JwtConfig};
 use event_common::lifecycle::{self, Health};
-use event_common::problem::Problem;
+use event_common::platform::{
+    PathPattern, CONSUMER_GROUP, DLQ_TOPIC, EVENTS_TOPIC, GRAPHQL_PATHS, INGEST_PATHS, TOPICS,
+};
 use event_common::telemetry;
 use event_store::cold::local::LocalColdStore;
 use event_store::hot::sqlite::SqliteHotStore;
@@ -33,13 +35,6 @@ use processor::{Processor, ProcessorConfig, Stores};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tower::ServiceExt;
-
-/// Topic names, as in the reference platform.
-pub const EVENTS_TOPIC: &str = "events.raw";
-/// Dead-letter topic.
-pub const DLQ_TOPIC: &str = "events.dlq";
-/// The processors' consumer group.
-pub const CONSUMER_GROUP: &str = "event-processors";
 
 /// Options of the local platform.
 #[derive(Debug, Clone)]
@@ -69,12 +64,17 @@ impl DevPlatform {
     /// returns, and serves once [`DevPlatform::serve`] is called.
     pub async fn start(options: DevOptions) -> anyhow::Result<Self> {
         let broker = MockCluster::new(1).context("starting the embedded broker")?;
-        broker
-            .create_topic(EVENTS_TOPIC, options.partitions, 1)
-            .context("creating events.raw")?;
-        broker
-            .create_topic(DLQ_TOPIC, 1, 1)
-            .context("creating events.dlq")?;
+        for (topic, partitions) in TOPICS {
+            // The events topic's partitions are the user's choice here.
+            let partitions = if topic == EVENTS_TOPIC {
+                options.partitions
+            } else {
+                i32::try_from(partitions).unwrap_or(1)
+            };
+            broker
+                .create_topic(topic, partitions, 1)
+                .with_context(|| format!("creating {topic}"))?;
+        }
         let bootstrap = broker.bootstrap_servers();
 
         let ingest = Ingest::new(&IngestConfig::for_dev(&bootstrap, EVENTS_TOPIC))
@@ -168,7 +168,7 @@ impl DevPlatform {
             self.ingest.router(),
             self.graphql.router(),
             platform_health.clone(),
-        );
+        )?;
         // One signal stops everything: the front door first, then the processor.
         let (stop_processor, processor_stopped) = tokio::sync::oneshot::channel::<()>();
         let processor = tokio::spawn(self.processor.run(async move {
@@ -229,58 +229,75 @@ fn platform_health(services: Vec<Health>) -> Health {
     )
 }
 
-/// The load balancer's path rules: `/events*` and `/v1/events*` to ingest,
-/// `/graphql*` and the dashboard at `/` to graphql, `/health*` to the
-/// platform's readiness, `/metrics` to the shared registry.
-fn front_door(ingest: Router, graphql: Router, health: Health) -> Router {
-    let rules: Arc<Vec<(&'static str, Router)>> = Arc::new(vec![
-        ("/events*", ingest.clone()),
-        ("/v1/events*", ingest.clone()),
-        ("/openapi.json", ingest),
-        ("/graphql*", graphql.clone()),
-        ("/", graphql),
-    ]);
-    Router::new()
+/// The load balancer's path rules, from the same definitions `provision`
+/// gives the load balancer: ingest's and graphql's paths, and graphql for
+/// everything else (the dashboard at `/`); `/health*` answers the whole
+/// platform's readiness and `/metrics` the shared registry.
+fn front_door(ingest: Router, graphql: Router, health: Health) -> anyhow::Result<Router> {
+    let mut rules: Vec<(PathPattern, Router)> = Vec::new();
+    for (patterns, router) in [(&INGEST_PATHS[..], &ingest), (&GRAPHQL_PATHS[..], &graphql)] {
+        for pattern in patterns {
+            let pattern = PathPattern::new(pattern).map_err(anyhow::Error::msg)?;
+            rules.push((pattern, router.clone()));
+        }
+    }
+    let rules = Arc::new(rules);
+    Ok(Router::new()
         .merge(health.router())
         .route("/metrics", get(telemetry::metrics_handler))
         .fallback(move |req: Request| {
-            let rules = rules.clone();
-            async move { route(&rules, req).await }
-        })
+            let (rules, graphql) = (rules.clone(), graphql.clone());
+            async move { route(&rules, graphql, req).await }
+        }))
 }
 
-async fn route(rules: &[(&'static str, Router)], req: Request) -> Response {
+async fn route(rules: &[(PathPattern, Router)], default: Router, req: Request) -> Response {
     let path = req.uri().path().to_owned();
-    match rules
+    let target = rules
         .iter()
-        .find(|(pattern, _)| matches_rule(pattern, &path))
-    {
-        Some((_, target)) => match target.clone().oneshot(req).await {
-            Ok(response) => response,
-            Err(infallible) => match infallible {},
-        },
-        None => Problem::not_found(&path).into_response(),
-    }
-}
-
-/// ALB path patterns: `*` at the end matches any suffix, otherwise exact.
-fn matches_rule(pattern: &str, path: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => path == pattern,
+        .find(|(pattern, _)| pattern.matches(&path))
+        .map_or(default, |(_, target)| target.clone());
+    match target.oneshot(req).await {
+        Ok(response) => response,
+        Err(infallible) => match infallible {},
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::matches_rule;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
 
-    #[test]
-    fn path_rules_match_like_the_load_balancer() {
-        assert!(matches_rule("/events*", "/events"));
-        assert!(matches_rule("/events*", "/events/batch"));
-        assert!(!matches_rule("/events*", "/v1/events"));
-        assert!(matches_rule("/openapi.json", "/openapi.json"));
-        assert!(!matches_rule("/openapi.json", "/openapi.json/x"));
+    use super::*;
+
+    /// A service that answers every path with its own name.
+    fn named(name: &'static str) -> Router {
+        Router::new().fallback(move || async move { name })
+    }
+
+    async fn answer(front: &Router, path: &str) -> anyhow::Result<String> {
+        let request = Request::builder().uri(path).body(Body::empty())?;
+        let response = front.clone().oneshot(request).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_front_door_routes_by_the_load_balancers_rules() -> anyhow::Result<()> {
+        let health = Health::new("platform", Arc::new(|| Box::pin(async { Ok(()) })));
+        let front = front_door(named("ingest"), named("graphql"), health)?;
+        for (path, service) in [
+            ("/events", "ingest"),
+            ("/events/batch", "ingest"),
+            ("/v1/events", "ingest"),
+            ("/openapi.json", "ingest"),
+            ("/graphql", "graphql"),
+            ("/", "graphql"),
+            ("/openapi.json/x", "graphql"),
+            ("/anything", "graphql"),
+        ] {
+            assert_eq!(answer(&front, path).await?, service, "{path}");
+        }
+        Ok(())
     }
 }
