@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-mod common;
+mod platform;
 
-use common::{graphql, render, start, stop};
+use platform::{graphql, render, start, stop};
 
 /// Mon 2026-03-02 to Wed 2026-03-04: alice and bob first seen on the 2nd,
 /// carol on the 3rd.

@@ -11,9 +11,9 @@ use event_store::hot::sqlite::SqliteHotStore;
 use event_store::hot::HotStore;
 use integration_tests::kafka::read_topic;
 
-mod common;
+mod platform;
 
-use common::{start, stop, Dev};
+use platform::{start, stop, Dev};
 
 async fn post_event(dev: &Dev) -> String {
     let response = reqwest::Client::new()

@@ -10,7 +10,7 @@
 //! faithful for S3 keys only, so it is switched on for a focused check of
 //! the bucket permissions. Needs root (chroot), as CI runs.
 
-mod common;
+mod platform;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -386,7 +386,7 @@ async fn on_localstack_the_applied_stack_serves_events_through_its_own_load_bala
         "set EVENT_PLATFORM_TEST_BACKEND=containers and LOCALSTACK_AUTH_TOKEN"
     );
     let broker = integration_tests::backend::Broker::start().await?;
-    for (topic, partitions) in provisioner::desired::TOPICS {
+    for (topic, partitions) in event_common::platform::TOPICS {
         broker
             .create_topic(topic, i32::try_from(partitions)?)
             .await?;
@@ -483,7 +483,7 @@ async fn events_through_the_load_balancer(
     );
 
     // The processor stored all 20 in DynamoDB; graphql reads them through the load balancer.
-    let graphql = |query| common::graphql(lb, token, query);
+    let graphql = |query| platform::graphql(lb, token, query);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let count = graphql(
@@ -548,7 +548,7 @@ async fn events_through_the_load_balancer(
     // The dashboard renders through the load balancer.
     let profile = tempfile::tempdir()?;
     let page = format!("{lb}/#token={token}&from=2026-03-01&to=2026-03-03");
-    let dom = common::render(&page, "--dump-dom", profile.path());
+    let dom = platform::render(&page, "--dump-dom", profile.path());
     ensure!(
         dom.contains(r#"data-state="ready""#),
         "dashboard did not load: {dom}"

@@ -1,4 +1,6 @@
-//! `provision dev` as a child process, for the tests that run it as a user does.
+//! A running platform for the tests that use it as a user does: `provision dev`
+//! as a child process, and its clients (GraphQL, the dashboard in headless
+//! chromium). The stack on moto is in `support`.
 
 // Each test binary includes this module and uses a different part of it.
 #![allow(dead_code)]
