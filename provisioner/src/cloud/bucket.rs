@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
     CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
@@ -14,39 +15,294 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::support::{prop_bool, prop_i64, prop_str, prop_tags, tags_value};
+use super::resource::ResourceKind;
+use super::support::{
+    absent, gone_ok, in_stack, ours, prop_bool, prop_i64, prop_str, prop_tags, tags_value,
+};
 use super::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+use crate::model::Props;
 
 /// The id of the bucket's one lifecycle rule.
 const LIFECYCLE_RULE: &str = "archive-then-expire";
 /// Most keys `DeleteObjects` takes at once.
 const DELETE_BATCH: usize = 1000;
+/// What S3 answers for a bucket that is not there.
+const GONE: &[&str] = &["NoSuchBucket"];
 
-/// See the module contract in [`super`].
-pub async fn find(
-    cloud: &Cloud,
-    _kind: Kind,
-    address: &str,
-    props: &Props,
-) -> Result<Option<String>> {
-    let name = prop_str(props, "name")?;
-    // Someone else's bucket of that name answers AccessDenied, one in another
-    // region a redirect: not ours either (create says so).
-    let Some(tags) = tags_of(
-        cloud,
-        name,
+/// An S3 bucket.
+pub struct S3Bucket;
+
+#[async_trait]
+impl ResourceKind for S3Bucket {
+    fn updatable(&self) -> &'static [&'static str] {
         &[
+            "versioning",
+            "encryption",
+            "block_public_access",
+            "tls_only",
+            "archive_after_days",
+            "archive_storage_class",
+            "expire_after_days",
+            "tags",
+        ]
+    }
+
+    fn holds_data(&self, _recorded: &Props) -> bool {
+        true
+    }
+
+    // After the services that write to it.
+    fn destroy_rank(&self) -> u8 {
+        4
+    }
+
+    async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
+        let name = prop_str(props, "name")?;
+        // Someone else's bucket of that name answers AccessDenied, one in another
+        // region a redirect: not ours either (create says so).
+        let not_ours = [
             &["NoSuchBucket", "NoSuchTagSet", "AccessDenied"][..],
             &IN_ANOTHER_REGION[..],
         ]
-        .concat(),
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    Ok(is_ours(cloud, &tags, address).then(|| name.to_string()))
+        .concat();
+        let Some(tags) = absent(tags_of(cloud, name).await, &not_ours)? else {
+            return Ok(None);
+        };
+        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+    }
+
+    async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
+        // Tags first: NoSuchBucket here means the bucket is gone.
+        let tags = match tags_of(cloud, id).await {
+            Err(e) if e.code == "NoSuchTagSet" => Ok(BTreeMap::new()),
+            other => other,
+        };
+        let Some(tags) = absent(tags, GONE)? else {
+            return Ok(None);
+        };
+        let Some(config) = read_config(cloud, id).await? else {
+            return Ok(None);
+        };
+        let mut props = config;
+        props.insert("name".into(), json!(id));
+        props.insert("tags".into(), tags_value(tags));
+        let outputs = Props::from([
+            ("name".to_string(), json!(id)),
+            ("arn".to_string(), json!(arn(id))),
+        ]);
+        Ok(Some(Observed { props, outputs }))
+    }
+
+    async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String> {
+        let name = prop_str(props, "name")?;
+        // Bucket names are global: one already taken (by another account, in
+        // another region, or in this account by something not this stack's)
+        // is an error now, before any call could change someone's bucket.
+        let taken = |what: &str| {
+            CloudError::name_taken(
+                "CreateBucket",
+                &format!("bucket `{name}` {what}"),
+                "bucket.name",
+            )
+        };
+        const NOT_OURS: &str = "exists in this account and is not this stack's";
+        const OTHER_ACCOUNT: &str = "belongs to another AWS account";
+        let ours = match absent(tags_of(cloud, name).await, GONE) {
+            Ok(None) => false,
+            Ok(Some(tags)) if ours(cloud, &tags, address) => true,
+            Ok(Some(_)) => return Err(taken(NOT_OURS)),
+            // Untagged: a create of ours that failed before its tags (then it
+            // is empty and is finished here), or someone's bucket with data.
+            Err(e) if e.code == "NoSuchTagSet" => {
+                if !is_empty(cloud, name).await? {
+                    return Err(taken("exists in this account, untagged and not empty"));
+                }
+                true
+            }
+            Err(e) if e.code == "AccessDenied" => return Err(taken(OTHER_ACCOUNT)),
+            Err(e) if IN_ANOTHER_REGION.contains(&e.code.as_str()) => {
+                return Err(taken(&format!(
+                    "exists in another region than {}",
+                    cloud.region
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let mut request = cloud.s3.create_bucket().bucket(name);
+        // us-east-1 is the default and must not be named.
+        if cloud.region != "us-east-1" {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(cloud.region.as_str()))
+                    .build(),
+            );
+        }
+        match request.send().await {
+            Ok(_) => {}
+            Err(e) => match CloudError::from_sdk("CreateBucket", e) {
+                e if e.code == "BucketAlreadyOwnedByYou" && ours => {}
+                e if e.code == "BucketAlreadyOwnedByYou" => return Err(taken(NOT_OURS)),
+                e if e.code == "BucketAlreadyExists" => return Err(taken(OTHER_ACCOUNT)),
+                e => return Err(e),
+            },
+        }
+        // Tagged first, so a crash after this point leaves a bucket `find` adopts.
+        put_tags(cloud, name, props).await?;
+        put_public_access_block(cloud, name, props).await?;
+        put_encryption(cloud, name, props).await?;
+        if prop_bool(props, "versioning")? {
+            put_versioning(cloud, name, true).await?;
+        }
+        put_tls_policy(cloud, name, props).await?;
+        put_lifecycle(cloud, name, props).await?;
+        Ok(name.to_string())
+    }
+
+    async fn update(
+        &self,
+        cloud: &Cloud,
+        id: &str,
+        props: &Props,
+        changed: &[String],
+    ) -> Result<()> {
+        let mut lifecycle = false;
+        for attribute in changed {
+            match attribute.as_str() {
+                "versioning" => put_versioning(cloud, id, prop_bool(props, "versioning")?).await?,
+                // One rule holds these; it is written once below.
+                "archive_after_days" | "expire_after_days" | "archive_storage_class" => {
+                    lifecycle = true
+                }
+                // Not in place for the planner (a change replaces the bucket), but
+                // a create found half-made is completed with them.
+                "block_public_access" => put_public_access_block(cloud, id, props).await?,
+                "encryption" => put_encryption(cloud, id, props).await?,
+                "tls_only" => put_tls_policy(cloud, id, props).await?,
+                "tags" => put_tags(cloud, id, props).await?,
+                other => {
+                    return Err(CloudError::invalid(
+                        "UpdateBucket",
+                        format!("`{other}` cannot change in place"),
+                    ))
+                }
+            }
+        }
+        if lifecycle {
+            put_lifecycle(cloud, id, props).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
+        // A bucket must be empty of every version and delete marker first.
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let listed = cloud
+                .s3
+                .list_object_versions()
+                .bucket(id)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ListObjectVersions", e));
+            let Some(out) = absent(listed, GONE)? else {
+                return Ok(());
+            };
+            let mut objects = Vec::new();
+            let versions = out.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = out
+                .delete_markers()
+                .iter()
+                .map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                let Some(key) = key else { continue };
+                objects.push(
+                    ObjectIdentifier::builder()
+                        .key(key)
+                        .set_version_id(version.map(str::to_string))
+                        .build()
+                        .map_err(|e| CloudError::invalid("DeleteObjects", e.to_string()))?,
+                );
+            }
+            for batch in objects.chunks(DELETE_BATCH) {
+                let deleted = cloud
+                    .s3
+                    .delete_objects()
+                    .bucket(id)
+                    .delete(
+                        Delete::builder()
+                            .set_objects(Some(batch.to_vec()))
+                            .quiet(true)
+                            .build()
+                            .map_err(|e| CloudError::invalid("DeleteObjects", e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("DeleteObjects", e))?;
+                if let Some(error) = deleted.errors().first() {
+                    return Err(CloudError {
+                        operation: "DeleteObjects".into(),
+                        code: error.code().unwrap_or_default().to_string(),
+                        message: format!(
+                            "{}: {}",
+                            error.key().unwrap_or_default(),
+                            error.message().unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+        }
+        let deleted = cloud
+            .s3
+            .delete_bucket()
+            .bucket(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("DeleteBucket", e));
+        gone_ok(deleted, GONE)
+    }
+
+    async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = cloud
+                .s3
+                .list_buckets()
+                // Buckets elsewhere answer their tags only in their own region.
+                .bucket_region(&cloud.region)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ListBuckets", e))?;
+            for bucket in out.buckets() {
+                let Some(name) = bucket.name() else { continue };
+                let skip = [
+                    "NoSuchBucket",
+                    "NoSuchTagSet",
+                    "AccessDenied",
+                    "PermanentRedirect",
+                ];
+                if let Some(tags) = absent(tags_of(cloud, name).await, &skip)? {
+                    if in_stack(cloud, &tags) {
+                        found.push(name.to_string());
+                    }
+                }
+            }
+            match out.continuation_token() {
+                Some(next) => token = Some(next.to_string()),
+                None => return Ok(found),
+            }
+        }
+    }
 }
 
 /// What S3 answers for a bucket that lives in another region.
@@ -66,141 +322,6 @@ async fn is_empty(cloud: &Cloud, name: &str) -> Result<bool> {
         .await
         .map_err(|e| CloudError::from_sdk("ListObjectVersions", e))?;
     Ok(out.versions().is_empty() && out.delete_markers().is_empty())
-}
-
-fn is_ours(cloud: &Cloud, tags: &BTreeMap<String, String>, address: &str) -> bool {
-    tags.get(STACK_TAG) == Some(&cloud.stack)
-        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address)
-}
-
-/// See the module contract in [`super`].
-pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
-    // Tags first: NoSuchBucket here means the bucket is gone.
-    let tags = match cloud.s3.get_bucket_tagging().bucket(id).send().await {
-        Ok(out) => out
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect(),
-        Err(e) => match CloudError::from_sdk("GetBucketTagging", e) {
-            e if e.code == "NoSuchBucket" => return Ok(None),
-            e if e.code == "NoSuchTagSet" => BTreeMap::new(),
-            e => return Err(e),
-        },
-    };
-    let Some(config) = read_config(cloud, id).await? else {
-        return Ok(None);
-    };
-    let mut props = config;
-    props.insert("name".into(), json!(id));
-    props.insert("tags".into(), tags_value(tags));
-    let outputs = Props::from([
-        ("name".to_string(), json!(id)),
-        ("arn".to_string(), json!(arn(id))),
-    ]);
-    Ok(Some(Observed { props, outputs }))
-}
-
-/// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) -> Result<String> {
-    let name = prop_str(props, "name")?;
-    // Bucket names are global: one already taken (by another account, in
-    // another region, or in this account by something not this stack's)
-    // is an error now, before any call could change someone's bucket.
-    let taken = |what: &str| {
-        CloudError::name_taken(
-            "CreateBucket",
-            &format!("bucket `{name}` {what}"),
-            "bucket.name",
-        )
-    };
-    const NOT_OURS: &str = "exists in this account and is not this stack's";
-    const OTHER_ACCOUNT: &str = "belongs to another AWS account";
-    let ours = match tags_of(cloud, name, &["NoSuchBucket"]).await {
-        Ok(None) => false,
-        Ok(Some(tags)) if is_ours(cloud, &tags, address) => true,
-        Ok(Some(_)) => return Err(taken(NOT_OURS)),
-        // Untagged: a create of ours that failed before its tags (then it
-        // is empty and is finished here), or someone's bucket with data.
-        Err(e) if e.code == "NoSuchTagSet" => {
-            if !is_empty(cloud, name).await? {
-                return Err(taken("exists in this account, untagged and not empty"));
-            }
-            true
-        }
-        Err(e) if e.code == "AccessDenied" => return Err(taken(OTHER_ACCOUNT)),
-        Err(e) if IN_ANOTHER_REGION.contains(&e.code.as_str()) => {
-            return Err(taken(&format!(
-                "exists in another region than {}",
-                cloud.region
-            )))
-        }
-        Err(e) => return Err(e),
-    };
-    let mut request = cloud.s3.create_bucket().bucket(name);
-    // us-east-1 is the default and must not be named.
-    if cloud.region != "us-east-1" {
-        request = request.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(cloud.region.as_str()))
-                .build(),
-        );
-    }
-    match request.send().await {
-        Ok(_) => {}
-        Err(e) => match CloudError::from_sdk("CreateBucket", e) {
-            e if e.code == "BucketAlreadyOwnedByYou" && ours => {}
-            e if e.code == "BucketAlreadyOwnedByYou" => return Err(taken(NOT_OURS)),
-            e if e.code == "BucketAlreadyExists" => return Err(taken(OTHER_ACCOUNT)),
-            e => return Err(e),
-        },
-    }
-    // Tagged first, so a crash after this point leaves a bucket `find` adopts.
-    put_tags(cloud, name, props).await?;
-    put_public_access_block(cloud, name, props).await?;
-    put_encryption(cloud, name, props).await?;
-    if prop_bool(props, "versioning")? {
-        put_versioning(cloud, name, true).await?;
-    }
-    put_tls_policy(cloud, name, props).await?;
-    put_lifecycle(cloud, name, props).await?;
-    Ok(name.to_string())
-}
-
-/// See the module contract in [`super`].
-pub async fn update(
-    cloud: &Cloud,
-    _kind: Kind,
-    id: &str,
-    props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    let mut lifecycle = false;
-    for attribute in changed {
-        match attribute.as_str() {
-            "versioning" => put_versioning(cloud, id, prop_bool(props, "versioning")?).await?,
-            // One rule holds these; it is written once below.
-            "archive_after_days" | "expire_after_days" | "archive_storage_class" => {
-                lifecycle = true
-            }
-            // Not in place for the planner (a change replaces the bucket), but
-            // a create found half-made is completed with them.
-            "block_public_access" => put_public_access_block(cloud, id, props).await?,
-            "encryption" => put_encryption(cloud, id, props).await?,
-            "tls_only" => put_tls_policy(cloud, id, props).await?,
-            "tags" => put_tags(cloud, id, props).await?,
-            other => {
-                return Err(CloudError::invalid(
-                    "UpdateBucket",
-                    format!("`{other}` cannot change in place"),
-                ))
-            }
-        }
-    }
-    if lifecycle {
-        put_lifecycle(cloud, id, props).await?;
-    }
-    Ok(())
 }
 
 async fn put_public_access_block(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
@@ -271,176 +392,85 @@ async fn put_tls_policy(cloud: &Cloud, name: &str, props: &Props) -> Result<()> 
     Ok(())
 }
 
-/// See the module contract in [`super`].
-pub async fn delete(cloud: &Cloud, _kind: Kind, id: &str) -> Result<()> {
-    // A bucket must be empty of every version and delete marker first.
-    let mut key_marker: Option<String> = None;
-    let mut version_marker: Option<String> = None;
-    loop {
-        let out = match cloud
-            .s3
-            .list_object_versions()
-            .bucket(id)
-            .set_key_marker(key_marker.take())
-            .set_version_id_marker(version_marker.take())
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => match CloudError::from_sdk("ListObjectVersions", e) {
-                e if e.code == "NoSuchBucket" => return Ok(()),
-                e => return Err(e),
-            },
-        };
-        let mut objects = Vec::new();
-        let versions = out.versions().iter().map(|v| (v.key(), v.version_id()));
-        let markers = out
-            .delete_markers()
-            .iter()
-            .map(|m| (m.key(), m.version_id()));
-        for (key, version) in versions.chain(markers) {
-            let Some(key) = key else { continue };
-            objects.push(
-                ObjectIdentifier::builder()
-                    .key(key)
-                    .set_version_id(version.map(str::to_string))
-                    .build()
-                    .map_err(|e| CloudError::invalid("DeleteObjects", e.to_string()))?,
-            );
-        }
-        for batch in objects.chunks(DELETE_BATCH) {
-            let deleted = cloud
-                .s3
-                .delete_objects()
-                .bucket(id)
-                .delete(
-                    Delete::builder()
-                        .set_objects(Some(batch.to_vec()))
-                        .quiet(true)
-                        .build()
-                        .map_err(|e| CloudError::invalid("DeleteObjects", e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("DeleteObjects", e))?;
-            if let Some(error) = deleted.errors().first() {
-                return Err(CloudError {
-                    operation: "DeleteObjects".into(),
-                    code: error.code().unwrap_or_default().to_string(),
-                    message: format!(
-                        "{}: {}",
-                        error.key().unwrap_or_default(),
-                        error.message().unwrap_or_default()
-                    ),
-                });
-            }
-        }
-        if out.is_truncated() != Some(true) {
-            break;
-        }
-        key_marker = out.next_key_marker().map(str::to_string);
-        version_marker = out.next_version_id_marker().map(str::to_string);
-    }
-    match cloud.s3.delete_bucket().bucket(id).send().await {
-        Ok(_) => Ok(()),
-        Err(e) => match CloudError::from_sdk("DeleteBucket", e) {
-            e if e.code == "NoSuchBucket" => Ok(()),
-            e => Err(e),
-        },
-    }
-}
-
-/// See the module contract in [`super`].
-pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
-    let mut found = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = cloud
-            .s3
-            .list_buckets()
-            // Buckets elsewhere answer their tags only in their own region.
-            .bucket_region(&cloud.region)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("ListBuckets", e))?;
-        for bucket in out.buckets() {
-            let Some(name) = bucket.name() else { continue };
-            let skip = [
-                "NoSuchBucket",
-                "NoSuchTagSet",
-                "AccessDenied",
-                "PermanentRedirect",
-            ];
-            if let Some(tags) = tags_of(cloud, name, &skip).await? {
-                if tags.get(STACK_TAG) == Some(&cloud.stack) {
-                    found.push((Kind::S3Bucket, name.to_string()));
-                }
-            }
-        }
-        match out.continuation_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => return Ok(found),
-        }
-    }
-}
-
 /// The bucket's ARN.
 fn arn(name: &str) -> String {
     format!("arn:aws:s3:::{name}")
 }
 
-/// The bucket's tags; `None` when GetBucketTagging answers one of `absent`.
-async fn tags_of(
-    cloud: &Cloud,
-    name: &str,
-    absent: &[&str],
-) -> Result<Option<BTreeMap<String, String>>> {
-    match cloud.s3.get_bucket_tagging().bucket(name).send().await {
-        Ok(out) => Ok(Some(
-            out.tag_set()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect(),
-        )),
-        Err(e) => match CloudError::from_sdk("GetBucketTagging", e) {
-            e if absent.contains(&e.code.as_str()) => Ok(None),
-            e => Err(e),
-        },
-    }
+/// The bucket's tags (GetBucketTagging answers NoSuchTagSet for none).
+async fn tags_of(cloud: &Cloud, name: &str) -> Result<BTreeMap<String, String>> {
+    let out = cloud
+        .s3
+        .get_bucket_tagging()
+        .bucket(name)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("GetBucketTagging", e))?;
+    Ok(out
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
+}
+
+/// What a Get* call of one part of the configuration answered: `None` when
+/// the bucket is gone, `Some(None)` when it answered `unset` (that part is
+/// not configured).
+fn configured<T>(answer: Result<T>, unset: &str) -> Result<Option<Option<T>>> {
+    absent(absent(answer, &[unset]), GONE)
 }
 
 /// Every property but `name` and `tags`, from the Get* calls; `None` when
 /// the bucket vanished meanwhile.
 async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<Props>> {
-    let gone = |e: &CloudError| e.code == "NoSuchBucket";
     let versioning = match cloud.s3.get_bucket_versioning().bucket(id).send().await {
-        Ok(out) => out.status() == Some(&BucketVersioningStatus::Enabled),
+        Ok(out) => Some(out.status() == Some(&BucketVersioningStatus::Enabled)),
         // moto names the answer's root element differently, which the SDK
         // rejects; the status in a successful answer is still plain to see.
-        Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => e
-            .raw_response()
-            .and_then(|r| r.body().bytes())
-            .is_some_and(|body| String::from_utf8_lossy(body).contains("<Status>Enabled</Status>")),
-        Err(e) => match CloudError::from_sdk("GetBucketVersioning", e) {
-            e if gone(&e) => return Ok(None),
-            e => return Err(e),
-        },
+        Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => Some(
+            e.raw_response()
+                .and_then(|r| r.body().bytes())
+                .is_some_and(|body| {
+                    String::from_utf8_lossy(body).contains("<Status>Enabled</Status>")
+                }),
+        ),
+        Err(e) => absent(Err(CloudError::from_sdk("GetBucketVersioning", e)), GONE)?,
     };
-    let encryption = match cloud.s3.get_bucket_encryption().bucket(id).send().await {
-        Ok(out) => out
-            .server_side_encryption_configuration()
-            .and_then(|c| c.rules().first())
-            .and_then(|r| r.apply_server_side_encryption_by_default())
-            .map_or(Value::Null, |d| json!(d.sse_algorithm().as_str())),
-        Err(e) => match CloudError::from_sdk("GetBucketEncryption", e) {
-            e if gone(&e) => return Ok(None),
-            e if e.code == "ServerSideEncryptionConfigurationNotFoundError" => Value::Null,
-            e => return Err(e),
-        },
+    let Some(versioning) = versioning else {
+        return Ok(None);
     };
-    let block_public_access = match cloud.s3.get_public_access_block().bucket(id).send().await {
-        Ok(out) => out.public_access_block_configuration().is_some_and(|c| {
+    let encryption = cloud
+        .s3
+        .get_bucket_encryption()
+        .bucket(id)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("GetBucketEncryption", e));
+    let Some(encryption) =
+        configured(encryption, "ServerSideEncryptionConfigurationNotFoundError")?
+    else {
+        return Ok(None);
+    };
+    let encryption = encryption
+        .as_ref()
+        .and_then(|out| out.server_side_encryption_configuration())
+        .and_then(|c| c.rules().first())
+        .and_then(|r| r.apply_server_side_encryption_by_default())
+        .map_or(Value::Null, |d| json!(d.sse_algorithm().as_str()));
+    let block = cloud
+        .s3
+        .get_public_access_block()
+        .bucket(id)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("GetPublicAccessBlock", e));
+    let Some(block) = configured(block, "NoSuchPublicAccessBlockConfiguration")? else {
+        return Ok(None);
+    };
+    let block_public_access = block
+        .as_ref()
+        .and_then(|out| out.public_access_block_configuration())
+        .is_some_and(|c| {
             [
                 c.block_public_acls(),
                 c.ignore_public_acls(),
@@ -449,53 +479,47 @@ async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<Props>> {
             ]
             .iter()
             .all(|flag| *flag == Some(true))
-        }),
-        Err(e) => match CloudError::from_sdk("GetPublicAccessBlock", e) {
-            e if gone(&e) => return Ok(None),
-            e if e.code == "NoSuchPublicAccessBlockConfiguration" => false,
-            e => return Err(e),
-        },
+        });
+    let policy = cloud
+        .s3
+        .get_bucket_policy()
+        .bucket(id)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("GetBucketPolicy", e));
+    let Some(policy) = configured(policy, "NoSuchBucketPolicy")? else {
+        return Ok(None);
     };
-    let tls_only = match cloud.s3.get_bucket_policy().bucket(id).send().await {
-        Ok(out) => denies_insecure_transport(out.policy().unwrap_or_default()),
-        Err(e) => match CloudError::from_sdk("GetBucketPolicy", e) {
-            e if gone(&e) => return Ok(None),
-            e if e.code == "NoSuchBucketPolicy" => false,
-            e => return Err(e),
-        },
-    };
-    let (mut archive_after_days, mut archive_storage_class, mut expire_after_days) =
-        (Value::Null, Value::Null, Value::Null);
-    match cloud
+    let tls_only =
+        policy.is_some_and(|out| denies_insecure_transport(out.policy().unwrap_or_default()));
+    let lifecycle = cloud
         .s3
         .get_bucket_lifecycle_configuration()
         .bucket(id)
         .send()
         .await
-    {
-        Ok(out) => {
-            let rule = out
-                .rules()
-                .iter()
-                .find(|r| r.status() == &ExpirationStatus::Enabled);
-            if let Some(rule) = rule {
-                if let Some(transition) = rule.transitions().first() {
-                    archive_after_days = transition.days().map_or(Value::Null, |d| json!(d));
-                    archive_storage_class = transition
-                        .storage_class()
-                        .map_or(Value::Null, |c| json!(c.as_str()));
-                }
-                expire_after_days = rule
-                    .expiration()
-                    .and_then(|e| e.days())
-                    .map_or(Value::Null, |d| json!(d));
-            }
+        .map_err(|e| CloudError::from_sdk("GetBucketLifecycleConfiguration", e));
+    let Some(lifecycle) = configured(lifecycle, "NoSuchLifecycleConfiguration")? else {
+        return Ok(None);
+    };
+    let (mut archive_after_days, mut archive_storage_class, mut expire_after_days) =
+        (Value::Null, Value::Null, Value::Null);
+    let rule = lifecycle.as_ref().and_then(|out| {
+        out.rules()
+            .iter()
+            .find(|r| r.status() == &ExpirationStatus::Enabled)
+    });
+    if let Some(rule) = rule {
+        if let Some(transition) = rule.transitions().first() {
+            archive_after_days = transition.days().map_or(Value::Null, |d| json!(d));
+            archive_storage_class = transition
+                .storage_class()
+                .map_or(Value::Null, |c| json!(c.as_str()));
         }
-        Err(e) => match CloudError::from_sdk("GetBucketLifecycleConfiguration", e) {
-            e if gone(&e) => return Ok(None),
-            e if e.code == "NoSuchLifecycleConfiguration" => {}
-            e => return Err(e),
-        },
+        expire_after_days = rule
+            .expiration()
+            .and_then(|e| e.days())
+            .map_or(Value::Null, |d| json!(d));
     }
     Ok(Some(Props::from([
         ("versioning".to_string(), json!(versioning)),
@@ -637,5 +661,3 @@ async fn put_lifecycle(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
         .map_err(|e| CloudError::from_sdk("PutBucketLifecycleConfiguration", e))?;
     Ok(())
 }
-
-super::legacy::legacy_family!();

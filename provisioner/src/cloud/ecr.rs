@@ -5,223 +5,213 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Repository, Tag};
 use serde_json::{json, Value};
 
-use super::support::{prop_bool, prop_i64, prop_str, prop_tags, stale_tag_keys, tags_value};
+use super::resource::ResourceKind;
+use super::support::{
+    absent, gone_ok, in_stack, ours, prop_bool, prop_i64, prop_str, prop_tags, replace_tags,
+    tags_value,
+};
 use super::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+use crate::model::Props;
 
-/// See the module contract in [`super`].
-pub async fn find(
-    cloud: &Cloud,
-    _kind: Kind,
-    address: &str,
-    props: &Props,
-) -> Result<Option<String>> {
-    let name = prop_str(props, "name")?;
-    let Some(repository) = describe(cloud, name).await? else {
-        return Ok(None);
-    };
-    let tags = tags_of(cloud, arn_of(&repository)?).await?;
-    let ours = tags.get(STACK_TAG) == Some(&cloud.stack)
-        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address);
-    Ok(ours.then(|| name.to_string()))
-}
+/// What ECR answers for a repository that is not there.
+const GONE: &[&str] = &["RepositoryNotFoundException"];
 
-/// See the module contract in [`super`].
-pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
-    let Some(repository) = describe(cloud, id).await? else {
-        return Ok(None);
-    };
-    let arn = arn_of(&repository)?;
-    let scan_on_push = repository
-        .image_scanning_configuration()
-        .is_some_and(|c| c.scan_on_push());
-    let keep_images = match cloud
-        .ecr
-        .get_lifecycle_policy()
-        .repository_name(id)
-        .send()
-        .await
-    {
-        Ok(out) => keep_images_of(out.lifecycle_policy_text().unwrap_or_default()),
-        Err(e) => {
-            let e = CloudError::from_sdk("GetLifecyclePolicy", e);
-            match e.code.as_str() {
-                "LifecyclePolicyNotFoundException" => Value::Null,
-                "RepositoryNotFoundException" => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-    };
-    let tags = tags_of(cloud, arn).await?;
-    let tag_mutability = repository
-        .image_tag_mutability()
-        .map_or(Value::Null, |m| json!(m.as_str()));
-    let url = repository.repository_uri().unwrap_or_default();
-    let props = Props::from([
-        ("name".to_string(), json!(id)),
-        ("scan_on_push".to_string(), json!(scan_on_push)),
-        ("tag_mutability".to_string(), tag_mutability),
-        ("keep_images".to_string(), keep_images),
-        ("tags".to_string(), tags_value(tags)),
-    ]);
-    let outputs = Props::from([
-        ("name".to_string(), json!(id)),
-        ("arn".to_string(), json!(arn)),
-        ("url".to_string(), json!(url)),
-        (
-            "registry".to_string(),
-            json!(url.split('/').next().unwrap_or_default()),
-        ),
-    ]);
-    Ok(Some(Observed { props, outputs }))
-}
+/// An ECR repository.
+pub struct EcrRepository;
 
-/// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<String> {
-    let name = prop_str(props, "name")?;
-    let mut request = cloud
-        .ecr
-        .create_repository()
-        .repository_name(name)
-        .image_tag_mutability(ImageTagMutability::from(prop_str(props, "tag_mutability")?))
-        .image_scanning_configuration(
-            ImageScanningConfiguration::builder()
-                .scan_on_push(prop_bool(props, "scan_on_push")?)
-                .build(),
-        );
-    for (key, value) in prop_tags(props)? {
-        request = request.tags(tag(key, value)?);
+#[async_trait]
+impl ResourceKind for EcrRepository {
+    fn updatable(&self) -> &'static [&'static str] {
+        &["scan_on_push", "tag_mutability", "keep_images", "tags"]
     }
-    request
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("CreateRepository", e))?;
-    put_lifecycle(cloud, name, prop_i64(props, "keep_images")?).await?;
-    Ok(name.to_string())
-}
 
-/// See the module contract in [`super`].
-pub async fn update(
-    cloud: &Cloud,
-    _kind: Kind,
-    id: &str,
-    props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    for attribute in changed {
-        match attribute.as_str() {
-            "scan_on_push" => {
-                cloud
-                    .ecr
-                    .put_image_scanning_configuration()
-                    .repository_name(id)
-                    .image_scanning_configuration(
-                        ImageScanningConfiguration::builder()
-                            .scan_on_push(prop_bool(props, "scan_on_push")?)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("PutImageScanningConfiguration", e))?;
-            }
-            "keep_images" => put_lifecycle(cloud, id, prop_i64(props, "keep_images")?).await?,
-            "tag_mutability" => {
-                cloud
-                    .ecr
-                    .put_image_tag_mutability()
-                    .repository_name(id)
-                    .image_tag_mutability(ImageTagMutability::from(prop_str(
-                        props,
-                        "tag_mutability",
-                    )?))
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("PutImageTagMutability", e))?;
-            }
-            "tags" => retag(cloud, id, props).await?,
-            other => {
-                return Err(CloudError::invalid(
-                    "UpdateRepository",
-                    format!("`{other}` cannot change in place"),
-                ))
-            }
-        }
+    // After the images in it and the services and task definitions pulling them.
+    fn destroy_rank(&self) -> u8 {
+        4
     }
-    Ok(())
-}
 
-/// See the module contract in [`super`].
-pub async fn delete(cloud: &Cloud, _kind: Kind, id: &str) -> Result<()> {
-    // force: the repository goes with its images.
-    match cloud
-        .ecr
-        .delete_repository()
-        .repository_name(id)
-        .force(true)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let e = CloudError::from_sdk("DeleteRepository", e);
-            if e.code == "RepositoryNotFoundException" {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }
+    async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
+        let name = prop_str(props, "name")?;
+        let Some(repository) = describe(cloud, name).await? else {
+            return Ok(None);
+        };
+        let tags = tags_of(cloud, arn_of(&repository)?).await?;
+        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
     }
-}
 
-/// See the module contract in [`super`].
-pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
-    let mut found = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = cloud
+    async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
+        let Some(repository) = describe(cloud, id).await? else {
+            return Ok(None);
+        };
+        let arn = arn_of(&repository)?;
+        let scan_on_push = repository
+            .image_scanning_configuration()
+            .is_some_and(|c| c.scan_on_push());
+        let policy = cloud
             .ecr
-            .describe_repositories()
-            .set_next_token(token.take())
+            .get_lifecycle_policy()
+            .repository_name(id)
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("DescribeRepositories", e))?;
-        for repository in out.repositories() {
-            let tags = tags_of(cloud, arn_of(repository)?).await?;
-            if tags.get(STACK_TAG) == Some(&cloud.stack) {
-                if let Some(name) = repository.repository_name() {
-                    found.push((Kind::EcrRepository, name.to_string()));
+            .map_err(|e| CloudError::from_sdk("GetLifecyclePolicy", e));
+        let Some(policy) = absent(absent(policy, &["LifecyclePolicyNotFoundException"]), GONE)?
+        else {
+            return Ok(None);
+        };
+        let keep_images = policy.map_or(Value::Null, |out| {
+            keep_images_of(out.lifecycle_policy_text().unwrap_or_default())
+        });
+        let tags = tags_of(cloud, arn).await?;
+        let tag_mutability = repository
+            .image_tag_mutability()
+            .map_or(Value::Null, |m| json!(m.as_str()));
+        let url = repository.repository_uri().unwrap_or_default();
+        let props = Props::from([
+            ("name".to_string(), json!(id)),
+            ("scan_on_push".to_string(), json!(scan_on_push)),
+            ("tag_mutability".to_string(), tag_mutability),
+            ("keep_images".to_string(), keep_images),
+            ("tags".to_string(), tags_value(tags)),
+        ]);
+        let outputs = Props::from([
+            ("name".to_string(), json!(id)),
+            ("arn".to_string(), json!(arn)),
+            ("url".to_string(), json!(url)),
+            (
+                "registry".to_string(),
+                json!(url.split('/').next().unwrap_or_default()),
+            ),
+        ]);
+        Ok(Some(Observed { props, outputs }))
+    }
+
+    async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
+        let name = prop_str(props, "name")?;
+        let mut request = cloud
+            .ecr
+            .create_repository()
+            .repository_name(name)
+            .image_tag_mutability(ImageTagMutability::from(prop_str(props, "tag_mutability")?))
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(prop_bool(props, "scan_on_push")?)
+                    .build(),
+            );
+        for (key, value) in prop_tags(props)? {
+            request = request.tags(tag(key, value)?);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("CreateRepository", e))?;
+        put_lifecycle(cloud, name, prop_i64(props, "keep_images")?).await?;
+        Ok(name.to_string())
+    }
+
+    async fn update(
+        &self,
+        cloud: &Cloud,
+        id: &str,
+        props: &Props,
+        changed: &[String],
+    ) -> Result<()> {
+        for attribute in changed {
+            match attribute.as_str() {
+                "scan_on_push" => {
+                    cloud
+                        .ecr
+                        .put_image_scanning_configuration()
+                        .repository_name(id)
+                        .image_scanning_configuration(
+                            ImageScanningConfiguration::builder()
+                                .scan_on_push(prop_bool(props, "scan_on_push")?)
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("PutImageScanningConfiguration", e))?;
+                }
+                "keep_images" => put_lifecycle(cloud, id, prop_i64(props, "keep_images")?).await?,
+                "tag_mutability" => {
+                    cloud
+                        .ecr
+                        .put_image_tag_mutability()
+                        .repository_name(id)
+                        .image_tag_mutability(ImageTagMutability::from(prop_str(
+                            props,
+                            "tag_mutability",
+                        )?))
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("PutImageTagMutability", e))?;
+                }
+                "tags" => retag(cloud, id, props).await?,
+                other => {
+                    return Err(CloudError::invalid(
+                        "UpdateRepository",
+                        format!("`{other}` cannot change in place"),
+                    ))
                 }
             }
         }
-        match out.next_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => return Ok(found),
+        Ok(())
+    }
+
+    async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
+        // force: the repository goes with its images.
+        let deleted = cloud
+            .ecr
+            .delete_repository()
+            .repository_name(id)
+            .force(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("DeleteRepository", e));
+        gone_ok(deleted, GONE)
+    }
+
+    async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = cloud
+                .ecr
+                .describe_repositories()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("DescribeRepositories", e))?;
+            for repository in out.repositories() {
+                let tags = tags_of(cloud, arn_of(repository)?).await?;
+                if in_stack(cloud, &tags) {
+                    if let Some(name) = repository.repository_name() {
+                        found.push(name.to_string());
+                    }
+                }
+            }
+            match out.next_token() {
+                Some(next) => token = Some(next.to_string()),
+                None => return Ok(found),
+            }
         }
     }
 }
 
 /// The repository named `name`, `None` when there is none.
 async fn describe(cloud: &Cloud, name: &str) -> Result<Option<Repository>> {
-    match cloud
+    let out = cloud
         .ecr
         .describe_repositories()
         .repository_names(name)
         .send()
         .await
-    {
-        Ok(out) => Ok(out.repositories().first().cloned()),
-        Err(e) => {
-            let e = CloudError::from_sdk("DescribeRepositories", e);
-            if e.code == "RepositoryNotFoundException" {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
-    }
+        .map_err(|e| CloudError::from_sdk("DescribeRepositories", e));
+    Ok(absent(out, GONE)?.and_then(|out| out.repositories().first().cloned()))
 }
 
 fn arn_of(repository: &Repository) -> Result<&str> {
@@ -289,7 +279,7 @@ async fn put_lifecycle(cloud: &Cloud, name: &str, keep: i64) -> Result<()> {
     Ok(())
 }
 
-/// Sets exactly the desired tags: overwrites and adds, then removes the rest.
+/// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let Some(repository) = describe(cloud, name).await? else {
         return Err(CloudError::invalid(
@@ -298,9 +288,8 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
         ));
     };
     let arn = arn_of(&repository)?;
-    let desired = prop_tags(props)?;
-    let stale = stale_tag_keys(tags_of(cloud, arn).await?.into_keys(), props)?;
-    if !desired.is_empty() {
+    let current = tags_of(cloud, arn).await?.into_keys();
+    let add = |desired: Vec<(String, String)>| async {
         let tags = desired
             .into_iter()
             .map(|(k, v)| tag(k, v))
@@ -312,9 +301,10 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("TagResource", e))?;
-    }
-    if !stale.is_empty() {
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("TagResource", e))
+    };
+    let remove = |stale: Vec<String>| async {
         cloud
             .ecr
             .untag_resource()
@@ -322,9 +312,8 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
             .set_tag_keys(Some(stale))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("UntagResource", e))?;
-    }
-    Ok(())
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("UntagResource", e))
+    };
+    replace_tags(props, current, add, remove).await
 }
-
-super::legacy::legacy_family!();

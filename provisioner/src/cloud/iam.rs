@@ -5,294 +5,295 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
+use aws_sdk_iam::operation::get_role::GetRoleOutput;
 use aws_sdk_iam::types::Tag;
 use serde_json::{json, Value};
 
-use super::support::{prop_str, prop_strings, prop_tags, stale_tag_keys, tags_value};
+use super::resource::ResourceKind;
+use super::support::{
+    absent, gone_ok, in_stack, ours, prop_str, prop_strings, prop_tags, replace_tags, tags_value,
+};
 use super::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+use crate::model::Props;
 
 /// Name of the role's one inline policy.
 pub const INLINE_POLICY: &str = "event-platform";
 
-/// See the module contract in [`super`].
-pub async fn find(
-    cloud: &Cloud,
-    kind: Kind,
-    address: &str,
-    props: &Props,
-) -> Result<Option<String>> {
-    ensure_role(kind)?;
-    let name = prop_str(props, "name")?;
-    if !role_exists(cloud, name).await? {
-        return Ok(None);
-    }
-    let tags = role_tags(cloud, name).await?;
-    let ours = tags.get(STACK_TAG) == Some(&cloud.stack)
-        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address);
-    Ok(ours.then(|| name.to_string()))
-}
+/// What IAM answers for a role, profile or policy that is not there.
+const GONE: &[&str] = &["NoSuchEntity"];
 
-/// See the module contract in [`super`].
-pub async fn read(cloud: &Cloud, kind: Kind, id: &str) -> Result<Option<Observed>> {
-    ensure_role(kind)?;
-    let role = match cloud.iam.get_role().role_name(id).send().await {
-        Ok(out) => match out.role {
-            Some(role) => role,
-            None => return Ok(None),
-        },
-        Err(e) => {
-            let e = CloudError::from_sdk("GetRole", e);
-            return if e.code == "NoSuchEntity" {
-                Ok(None)
-            } else {
-                Err(e)
-            };
+/// An IAM role, with its instance profile when it has one.
+pub struct IamRole;
+
+#[async_trait]
+impl ResourceKind for IamRole {
+    fn updatable(&self) -> &'static [&'static str] {
+        &[
+            "trust_account",
+            "inline_policy",
+            "managed_policies",
+            "instance_profile",
+            "tags",
+        ]
+    }
+
+    // After the services, tasks and broker that run as it.
+    fn destroy_rank(&self) -> u8 {
+        4
+    }
+
+    async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
+        let name = prop_str(props, "name")?;
+        if get_role(cloud, name).await?.is_none() {
+            return Ok(None);
         }
-    };
-    let trust = role
-        .assume_role_policy_document()
-        .map(parse_policy)
-        .transpose()?
-        .unwrap_or(Value::Null);
-    // A trust policy we did not write reads as null, so the plan replaces it.
-    let trust_service = trust_service(&trust).map_or(Value::Null, Value::String);
-    let trust_account = trust_statements(&trust)
-        .iter()
-        .find(|s| s["Sid"] == RUN_LOCAL_SID)
-        .map_or(Value::Null, |s| s["Principal"]["AWS"].clone());
+        let tags = role_tags(cloud, name).await?;
+        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+    }
 
-    let mut managed = attached(cloud, id).await?;
-    managed.sort();
+    async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
+        let Some(role) = get_role(cloud, id).await?.and_then(|out| out.role) else {
+            return Ok(None);
+        };
+        let trust = role
+            .assume_role_policy_document()
+            .map(parse_policy)
+            .transpose()?
+            .unwrap_or(Value::Null);
+        // A trust policy we did not write reads as null, so the plan replaces it.
+        let trust_service = trust_service(&trust).map_or(Value::Null, Value::String);
+        let trust_account = trust_statements(&trust)
+            .iter()
+            .find(|s| s["Sid"] == RUN_LOCAL_SID)
+            .map_or(Value::Null, |s| s["Principal"]["AWS"].clone());
 
-    let inline = match cloud
-        .iam
-        .get_role_policy()
-        .role_name(id)
-        .policy_name(INLINE_POLICY)
-        .send()
-        .await
-    {
-        Ok(out) => parse_policy(out.policy_document())?,
-        Err(e) => {
-            let e = CloudError::from_sdk("GetRolePolicy", e);
-            if e.code != "NoSuchEntity" {
-                return Err(e);
-            }
-            Value::Null
+        let mut managed = attached(cloud, id).await?;
+        managed.sort();
+
+        let inline = cloud
+            .iam
+            .get_role_policy()
+            .role_name(id)
+            .policy_name(INLINE_POLICY)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("GetRolePolicy", e));
+        let inline = match absent(inline, GONE)? {
+            Some(out) => parse_policy(out.policy_document())?,
+            None => Value::Null,
+        };
+        let tags = role_tags(cloud, id).await?;
+        let profile = profile_holds_role(cloud, id).await?;
+
+        let mut props = Props::from([
+            (
+                "name".to_string(),
+                Value::String(role.role_name().to_string()),
+            ),
+            ("trust_service".to_string(), trust_service),
+            ("trust_account".to_string(), trust_account),
+            ("managed_policies".to_string(), Value::from(managed)),
+            ("inline_policy".to_string(), inline),
+            ("tags".to_string(), tags_value(tags)),
+        ]);
+        let mut outputs = Props::from([
+            (
+                "name".to_string(),
+                Value::String(role.role_name().to_string()),
+            ),
+            ("arn".to_string(), Value::String(role.arn().to_string())),
+        ]);
+        if profile {
+            props.insert("instance_profile".into(), Value::Bool(true));
+            outputs.insert("instance_profile".into(), Value::String(id.to_string()));
         }
-    };
-    let tags = role_tags(cloud, id).await?;
-    let profile = profile_holds_role(cloud, id).await?;
+        Ok(Some(Observed { props, outputs }))
+    }
 
-    let mut props = Props::from([
-        (
-            "name".to_string(),
-            Value::String(role.role_name().to_string()),
-        ),
-        ("trust_service".to_string(), trust_service),
-        ("trust_account".to_string(), trust_account),
-        ("managed_policies".to_string(), Value::from(managed)),
-        ("inline_policy".to_string(), inline),
-        ("tags".to_string(), tags_value(tags)),
-    ]);
-    let mut outputs = Props::from([
-        (
-            "name".to_string(),
-            Value::String(role.role_name().to_string()),
-        ),
-        ("arn".to_string(), Value::String(role.arn().to_string())),
-    ]);
-    if profile {
-        props.insert("instance_profile".into(), Value::Bool(true));
-        outputs.insert("instance_profile".into(), Value::String(id.to_string()));
+    async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
+        let name = prop_str(props, "name")?;
+        let trust = trust_policy(props)?;
+        let mut request = cloud
+            .iam
+            .create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust.to_string());
+        for (key, value) in prop_tags(props)? {
+            request = request.tags(iam_tag(&key, &value)?);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("CreateRole", e))?;
+        for arn in prop_strings(props, "managed_policies")? {
+            attach(cloud, name, &arn).await?;
+        }
+        put_inline(cloud, name, props).await?;
+        if wants_profile(props) {
+            put_profile(cloud, name, props).await?;
+        }
+        Ok(name.to_string())
     }
-    Ok(Some(Observed { props, outputs }))
-}
 
-/// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, kind: Kind, _address: &str, props: &Props) -> Result<String> {
-    ensure_role(kind)?;
-    let name = prop_str(props, "name")?;
-    let trust = trust_policy(props)?;
-    let mut request = cloud
-        .iam
-        .create_role()
-        .role_name(name)
-        .assume_role_policy_document(trust.to_string());
-    for (key, value) in prop_tags(props)? {
-        request = request.tags(iam_tag(&key, &value)?);
-    }
-    request
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("CreateRole", e))?;
-    for arn in prop_strings(props, "managed_policies")? {
-        attach(cloud, name, &arn).await?;
-    }
-    put_inline(cloud, name, props).await?;
-    if wants_profile(props) {
-        put_profile(cloud, name, props).await?;
-    }
-    Ok(name.to_string())
-}
-
-/// See the module contract in [`super`].
-pub async fn update(
-    cloud: &Cloud,
-    kind: Kind,
-    id: &str,
-    props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    ensure_role(kind)?;
-    for attribute in changed {
-        match attribute.as_str() {
-            "managed_policies" => {
-                let desired = prop_strings(props, "managed_policies")?;
-                let current = attached(cloud, id).await?;
-                for arn in desired.iter().filter(|a| !current.contains(a)) {
-                    attach(cloud, id, arn).await?;
+    async fn update(
+        &self,
+        cloud: &Cloud,
+        id: &str,
+        props: &Props,
+        changed: &[String],
+    ) -> Result<()> {
+        for attribute in changed {
+            match attribute.as_str() {
+                "managed_policies" => {
+                    let desired = prop_strings(props, "managed_policies")?;
+                    let current = attached(cloud, id).await?;
+                    for arn in desired.iter().filter(|a| !current.contains(a)) {
+                        attach(cloud, id, arn).await?;
+                    }
+                    for arn in current.iter().filter(|a| !desired.contains(a)) {
+                        detach(cloud, id, arn).await?;
+                    }
                 }
-                for arn in current.iter().filter(|a| !desired.contains(a)) {
-                    detach(cloud, id, arn).await?;
+                "inline_policy" => put_inline(cloud, id, props).await?,
+                "trust_account" => {
+                    let trust = trust_policy(props)?;
+                    cloud
+                        .iam
+                        .update_assume_role_policy()
+                        .role_name(id)
+                        .policy_document(trust.to_string())
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("UpdateAssumeRolePolicy", e))?;
+                }
+                "instance_profile" if wants_profile(props) => put_profile(cloud, id, props).await?,
+                "instance_profile" => delete_profile(cloud, id).await?,
+                "tags" => retag(cloud, id, props).await?,
+                other => {
+                    return Err(CloudError::invalid(
+                        "update",
+                        format!("iam_role cannot change `{other}` in place"),
+                    ))
                 }
             }
-            "inline_policy" => put_inline(cloud, id, props).await?,
-            "trust_account" => {
-                let trust = trust_policy(props)?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
+        let result: Result<()> = async {
+            // A role in an instance profile cannot be deleted.
+            delete_profile(cloud, id).await?;
+            for arn in attached(cloud, id).await? {
+                detach(cloud, id, &arn).await?;
+            }
+            let mut names = cloud
+                .iam
+                .list_role_policies()
+                .role_name(id)
+                .into_paginator()
+                .items()
+                .send();
+            let mut inline = Vec::new();
+            while let Some(name) = names.next().await {
+                inline.push(name.map_err(|e| CloudError::from_sdk("ListRolePolicies", e))?);
+            }
+            for name in inline {
                 cloud
                     .iam
-                    .update_assume_role_policy()
+                    .delete_role_policy()
                     .role_name(id)
-                    .policy_document(trust.to_string())
+                    .policy_name(name)
                     .send()
                     .await
-                    .map_err(|e| CloudError::from_sdk("UpdateAssumeRolePolicy", e))?;
+                    .map_err(|e| CloudError::from_sdk("DeleteRolePolicy", e))?;
             }
-            "instance_profile" if wants_profile(props) => put_profile(cloud, id, props).await?,
-            "instance_profile" => delete_profile(cloud, id).await?,
-            "tags" => update_tags(cloud, id, props).await?,
-            other => {
-                return Err(CloudError::invalid(
-                    "update",
-                    format!("{kind} cannot change `{other}` in place"),
-                ))
-            }
+            cloud
+                .iam
+                .delete_role()
+                .role_name(id)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("DeleteRole", e))?;
+            Ok(())
         }
+        .await;
+        gone_ok(result, GONE)
     }
-    Ok(())
-}
 
-/// See the module contract in [`super`].
-pub async fn delete(cloud: &Cloud, kind: Kind, id: &str) -> Result<()> {
-    ensure_role(kind)?;
-    let gone = |e: &CloudError| e.code == "NoSuchEntity";
-    let result: Result<()> = async {
-        // A role in an instance profile cannot be deleted.
-        delete_profile(cloud, id).await?;
-        for arn in attached(cloud, id).await? {
-            detach(cloud, id, &arn).await?;
+    async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut roles = cloud.iam.list_roles().into_paginator().items().send();
+        let mut names = Vec::new();
+        while let Some(role) = roles.next().await {
+            let role = role.map_err(|e| CloudError::from_sdk("ListRoles", e))?;
+            // Our role names all start with the stack's name.
+            if role.role_name().starts_with(&cloud.stack) {
+                names.push(role.role_name().to_string());
+            }
         }
-        let mut names = cloud
+        for name in names {
+            let Some(tags) = absent(role_tags(cloud, &name).await, GONE)? else {
+                continue;
+            };
+            if in_stack(cloud, &tags) {
+                found.push(name);
+            }
+        }
+        // An instance profile left without its role (a run stopped between the
+        // two deletes) is deleted by deleting the role of its name.
+        let mut profiles = cloud
             .iam
-            .list_role_policies()
-            .role_name(id)
+            .list_instance_profiles()
             .into_paginator()
             .items()
             .send();
-        let mut inline = Vec::new();
-        while let Some(name) = names.next().await {
-            inline.push(name.map_err(|e| CloudError::from_sdk("ListRolePolicies", e))?);
+        let mut orphans = Vec::new();
+        while let Some(profile) = profiles.next().await {
+            let profile = profile.map_err(|e| CloudError::from_sdk("ListInstanceProfiles", e))?;
+            let name = profile.instance_profile_name();
+            if name.starts_with(&cloud.stack) && !found.iter().any(|role| role == name) {
+                orphans.push(name.to_string());
+            }
         }
-        for name in inline {
-            cloud
+        for name in orphans {
+            // Listings leave tags out; GetInstanceProfile has them.
+            let profile = cloud
                 .iam
-                .delete_role_policy()
-                .role_name(id)
-                .policy_name(name)
+                .get_instance_profile()
+                .instance_profile_name(&name)
                 .send()
                 .await
-                .map_err(|e| CloudError::from_sdk("DeleteRolePolicy", e))?;
+                .map_err(|e| CloudError::from_sdk("GetInstanceProfile", e));
+            let Some(out) = absent(profile, GONE)? else {
+                continue;
+            };
+            let tags: BTreeMap<String, String> = out
+                .instance_profile()
+                .map(|p| p.tags())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            if in_stack(cloud, &tags) {
+                found.push(name);
+            }
         }
-        cloud
-            .iam
-            .delete_role()
-            .role_name(id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DeleteRole", e))?;
-        Ok(())
-    }
-    .await;
-    match result {
-        Err(e) if gone(&e) => Ok(()),
-        other => other,
+        Ok(found)
     }
 }
 
-/// See the module contract in [`super`].
-pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
-    let mut found = Vec::new();
-    let mut roles = cloud.iam.list_roles().into_paginator().items().send();
-    let mut names = Vec::new();
-    while let Some(role) = roles.next().await {
-        let role = role.map_err(|e| CloudError::from_sdk("ListRoles", e))?;
-        // Our role names all start with the stack's name.
-        if role.role_name().starts_with(&cloud.stack) {
-            names.push(role.role_name().to_string());
-        }
-    }
-    for name in names {
-        let tags = match role_tags(cloud, &name).await {
-            Ok(tags) => tags,
-            Err(e) if e.code == "NoSuchEntity" => continue,
-            Err(e) => return Err(e),
-        };
-        if tags.get(STACK_TAG) == Some(&cloud.stack) {
-            found.push((Kind::IamRole, name));
-        }
-    }
-    // An instance profile left without its role (a run stopped between the
-    // two deletes) is deleted by deleting the role of its name.
-    let mut profiles = cloud
+/// The role named `name`, `None` when there is none.
+async fn get_role(cloud: &Cloud, name: &str) -> Result<Option<GetRoleOutput>> {
+    let out = cloud
         .iam
-        .list_instance_profiles()
-        .into_paginator()
-        .items()
-        .send();
-    let mut orphans = Vec::new();
-    while let Some(profile) = profiles.next().await {
-        let profile = profile.map_err(|e| CloudError::from_sdk("ListInstanceProfiles", e))?;
-        let name = profile.instance_profile_name();
-        if name.starts_with(&cloud.stack) && !found.iter().any(|(_, role)| role == name) {
-            orphans.push(name.to_string());
-        }
-    }
-    for name in orphans {
-        // Listings leave tags out; GetInstanceProfile has them.
-        let profile = cloud
-            .iam
-            .get_instance_profile()
-            .instance_profile_name(&name)
-            .send()
-            .await;
-        let tags = match profile.map_err(|e| CloudError::from_sdk("GetInstanceProfile", e)) {
-            Ok(out) => out
-                .instance_profile()
-                .map(|p| p.tags().to_vec())
-                .unwrap_or_default(),
-            Err(e) if e.code == "NoSuchEntity" => continue,
-            Err(e) => return Err(e),
-        };
-        if tags
-            .iter()
-            .any(|t| t.key() == STACK_TAG && t.value() == cloud.stack)
-        {
-            found.push((Kind::IamRole, name));
-        }
-    }
-    Ok(found)
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("GetRole", e));
+    absent(out, GONE)
 }
 
 fn wants_profile(props: &Props) -> bool {
@@ -301,21 +302,17 @@ fn wants_profile(props: &Props) -> bool {
 
 /// Whether the instance profile named `name` exists and holds the role `name`.
 async fn profile_holds_role(cloud: &Cloud, name: &str) -> Result<bool> {
-    match cloud
+    let profile = cloud
         .iam
         .get_instance_profile()
         .instance_profile_name(name)
         .send()
         .await
-    {
-        Ok(out) => Ok(out
-            .instance_profile()
-            .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name))),
-        Err(e) => match CloudError::from_sdk("GetInstanceProfile", e) {
-            e if e.code == "NoSuchEntity" => Ok(false),
-            e => Err(e),
-        },
-    }
+        .map_err(|e| CloudError::from_sdk("GetInstanceProfile", e));
+    Ok(absent(profile, GONE)?.is_some_and(|out| {
+        out.instance_profile()
+            .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name))
+    }))
 }
 
 /// Creates the role's instance profile (tagged like the role) and puts the
@@ -352,7 +349,6 @@ async fn put_profile(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
 /// Takes the role out of its instance profile and deletes the profile;
 /// `Ok` when there is none.
 async fn delete_profile(cloud: &Cloud, name: &str) -> Result<()> {
-    let gone = |e: &CloudError| e.code == "NoSuchEntity";
     if profile_holds_role(cloud, name).await? {
         let removed = cloud
             .iam
@@ -361,11 +357,9 @@ async fn delete_profile(cloud: &Cloud, name: &str) -> Result<()> {
             .role_name(name)
             .send()
             .await
+            .map(|_| ())
             .map_err(|e| CloudError::from_sdk("RemoveRoleFromInstanceProfile", e));
-        match removed {
-            Err(e) if !gone(&e) => return Err(e),
-            _ => {}
-        }
+        gone_ok(removed, GONE)?;
     }
     let deleted = cloud
         .iam
@@ -373,22 +367,9 @@ async fn delete_profile(cloud: &Cloud, name: &str) -> Result<()> {
         .instance_profile_name(name)
         .send()
         .await
+        .map(|_| ())
         .map_err(|e| CloudError::from_sdk("DeleteInstanceProfile", e));
-    match deleted {
-        Err(e) if !gone(&e) => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn ensure_role(kind: Kind) -> Result<()> {
-    if kind == Kind::IamRole {
-        Ok(())
-    } else {
-        Err(CloudError::invalid(
-            "iam",
-            format!("{kind} is not an IAM kind"),
-        ))
-    }
+    gone_ok(deleted, GONE)
 }
 
 fn iam_tag(key: &str, value: &str) -> Result<Tag> {
@@ -397,20 +378,6 @@ fn iam_tag(key: &str, value: &str) -> Result<Tag> {
         .value(value)
         .build()
         .map_err(|e| CloudError::invalid("Tag", e.to_string()))
-}
-
-async fn role_exists(cloud: &Cloud, name: &str) -> Result<bool> {
-    match cloud.iam.get_role().role_name(name).send().await {
-        Ok(_) => Ok(true),
-        Err(e) => {
-            let e = CloudError::from_sdk("GetRole", e);
-            if e.code == "NoSuchEntity" {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-    }
 }
 
 async fn role_tags(cloud: &Cloud, name: &str) -> Result<BTreeMap<String, String>> {
@@ -481,24 +448,16 @@ async fn detach(cloud: &Cloud, name: &str, arn: &str) -> Result<()> {
 async fn put_inline(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     match props.get("inline_policy") {
         None | Some(Value::Null) => {
-            match cloud
+            let deleted = cloud
                 .iam
                 .delete_role_policy()
                 .role_name(name)
                 .policy_name(INLINE_POLICY)
                 .send()
                 .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let e = CloudError::from_sdk("DeleteRolePolicy", e);
-                    if e.code == "NoSuchEntity" {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                }
-            }
+                .map(|_| ())
+                .map_err(|e| CloudError::from_sdk("DeleteRolePolicy", e));
+            gone_ok(deleted, GONE)
         }
         Some(document @ Value::Object(_)) => {
             cloud
@@ -519,21 +478,10 @@ async fn put_inline(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     }
 }
 
-async fn update_tags(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let desired: BTreeMap<String, String> = prop_tags(props)?.into_iter().collect();
-    let current = role_tags(cloud, name).await?;
-    let stale = stale_tag_keys(current.keys(), props)?;
-    if !stale.is_empty() {
-        cloud
-            .iam
-            .untag_role()
-            .role_name(name)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("UntagRole", e))?;
-    }
-    if !desired.is_empty() {
+/// Sets exactly the desired tags.
+async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
+    let current = role_tags(cloud, name).await?.into_keys();
+    let tag = |desired: Vec<(String, String)>| async move {
         let tags = desired
             .iter()
             .map(|(k, v)| iam_tag(k, v))
@@ -545,9 +493,21 @@ async fn update_tags(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("TagRole", e))?;
-    }
-    Ok(())
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("TagRole", e))
+    };
+    let untag = |stale: Vec<String>| async move {
+        cloud
+            .iam
+            .untag_role()
+            .role_name(name)
+            .set_tag_keys(Some(stale))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("UntagRole", e))
+    };
+    replace_tags(props, current, tag, untag).await
 }
 
 /// A policy document as IAM returns it: URL-encoded on real IAM, sometimes
@@ -662,5 +622,3 @@ mod tests {
         Ok(())
     }
 }
-
-super::legacy::legacy_family!();

@@ -11,15 +11,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::support::{prop_str};
+use super::resource::ResourceKind;
+use super::support::prop_str;
 use super::{Cloud, CloudError, Observed, Result};
 use crate::engine::Progress;
+use crate::image;
 use crate::image::registry::Registry;
-use crate::image::{self, Image};
-use crate::model::{Kind, Props};
+use crate::model::Props;
 
 /// The images this run built, and where to push them.
 #[derive(Clone, Default)]
@@ -27,7 +29,7 @@ pub struct Images {
     /// The blueprint's `images.registry`; ECR's own endpoint when `None`.
     registry_url: Option<String>,
     /// Built images by digest.
-    built: Arc<BTreeMap<String, Image>>,
+    built: Arc<BTreeMap<String, image::Image>>,
     /// Where push progress goes (`ADDRESS: ...` lines).
     progress: Option<Progress>,
     registry: Arc<OnceCell<Registry>>,
@@ -54,7 +56,7 @@ impl Images {
     /// The same registry, with `built` to push and `progress` for the lines.
     pub fn with_built(
         self,
-        built: impl IntoIterator<Item = Image>,
+        built: impl IntoIterator<Item = image::Image>,
         progress: Option<Progress>,
     ) -> Self {
         let built = built
@@ -86,95 +88,101 @@ fn parse_id(id: &str) -> Result<(&str, &str, &str)> {
     Ok((host, repository, digest))
 }
 
-/// See the module contract in [`super`].
-pub async fn find(
-    cloud: &Cloud,
-    _kind: Kind,
-    _address: &str,
-    props: &Props,
-) -> Result<Option<String>> {
-    let id = image::reference(
-        prop_str(props, "registry")?,
-        prop_str(props, "repository")?,
-        prop_str(props, "digest")?,
-    );
-    Ok(read(cloud, Kind::Image, &id).await?.map(|_| id))
-}
+/// A service image in the registry, by digest.
+pub struct Image;
 
-/// See the module contract in [`super`].
-pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
-    let (host, repository, digest) = parse_id(id)?;
-    let registry = registry(cloud).await?;
-    // An image in another registry than the one we push to is not ours to serve from.
-    if registry.host() != host || !registry.has_manifest(repository, digest).await? {
-        return Ok(None);
+#[async_trait]
+impl ResourceKind for Image {
+    fn updatable(&self) -> &'static [&'static str] {
+        &[]
     }
-    let props = Props::from([
-        ("registry".to_string(), json!(host)),
-        ("repository".to_string(), json!(repository)),
-        ("digest".to_string(), json!(digest)),
-    ]);
-    let outputs = Props::from([
-        ("uri".to_string(), json!(id)),
-        ("digest".to_string(), json!(digest)),
-    ]);
-    Ok(Some(Observed { props, outputs }))
-}
 
-/// See the module contract in [`super`]: pushes the image built for `digest`.
-pub async fn create(cloud: &Cloud, _kind: Kind, address: &str, props: &Props) -> Result<String> {
-    let registry = registry(cloud).await?;
-    let (host, repository, digest) = (
-        prop_str(props, "registry")?,
-        prop_str(props, "repository")?,
-        prop_str(props, "digest")?,
-    );
-    if host != registry.host() {
-        return Err(CloudError::invalid(
-            "PushImage",
-            format!(
-                "{address} is for registry {host}, but this run pushes to {}",
-                registry.host()
-            ),
-        ));
+    // Found again by its reference, which is its content.
+    fn tagged(&self) -> bool {
+        false
     }
-    let image = cloud.images.built.get(digest).ok_or_else(|| {
-        CloudError::invalid(
-            "PushImage",
-            format!("{address}: no image {digest} was built in this run"),
-        )
-    })?;
-    let line = |text: &str| {
-        if let Some(progress) = &cloud.images.progress {
-            progress.line(&format!("{address}: {text}"));
+
+    // With the task definitions that pin it, before its repository.
+    fn destroy_rank(&self) -> u8 {
+        1
+    }
+
+    async fn find(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<Option<String>> {
+        let id = image::reference(
+            prop_str(props, "registry")?,
+            prop_str(props, "repository")?,
+            prop_str(props, "digest")?,
+        );
+        Ok(self.read(cloud, &id).await?.map(|_| id))
+    }
+
+    async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
+        let (host, repository, digest) = parse_id(id)?;
+        let registry = registry(cloud).await?;
+        // An image in another registry than the one we push to is not ours to serve from.
+        if registry.host() != host || !registry.has_manifest(repository, digest).await? {
+            return Ok(None);
         }
-    };
-    registry.push(repository, image, &line).await?;
-    Ok(image::reference(host, repository, digest))
-}
+        let props = Props::from([
+            ("registry".to_string(), json!(host)),
+            ("repository".to_string(), json!(repository)),
+            ("digest".to_string(), json!(digest)),
+        ]);
+        let outputs = Props::from([
+            ("uri".to_string(), json!(id)),
+            ("digest".to_string(), json!(digest)),
+        ]);
+        Ok(Some(Observed { props, outputs }))
+    }
 
-/// See the module contract in [`super`]: nothing changes in place.
-pub async fn update(
-    _cloud: &Cloud,
-    _kind: Kind,
-    _id: &str,
-    _props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    Err(CloudError::invalid(
-        "PushImage",
-        format!("an image cannot change in place ({})", changed.join(", ")),
-    ))
-}
+    /// Pushes the image built for `digest`.
+    async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String> {
+        let registry = registry(cloud).await?;
+        let (host, repository, digest) = (
+            prop_str(props, "registry")?,
+            prop_str(props, "repository")?,
+            prop_str(props, "digest")?,
+        );
+        if host != registry.host() {
+            return Err(CloudError::invalid(
+                "PushImage",
+                format!(
+                    "{address} is for registry {host}, but this run pushes to {}",
+                    registry.host()
+                ),
+            ));
+        }
+        let image = cloud.images.built.get(digest).ok_or_else(|| {
+            CloudError::invalid(
+                "PushImage",
+                format!("{address}: no image {digest} was built in this run"),
+            )
+        })?;
+        let line = |text: &str| {
+            if let Some(progress) = &cloud.images.progress {
+                progress.line(&format!("{address}: {text}"));
+            }
+        };
+        registry.push(repository, image, &line).await?;
+        Ok(image::reference(host, repository, digest))
+    }
 
-/// See the module contract in [`super`]: images stay (see the module docs).
-pub async fn delete(_cloud: &Cloud, _kind: Kind, _id: &str) -> Result<()> {
-    Ok(())
-}
+    /// Nothing changes in place.
+    async fn update(
+        &self,
+        _cloud: &Cloud,
+        _id: &str,
+        _props: &Props,
+        changed: &[String],
+    ) -> Result<()> {
+        Err(CloudError::invalid(
+            "PushImage",
+            format!("an image cannot change in place ({})", changed.join(", ")),
+        ))
+    }
 
-/// See the module contract in [`super`]: images carry no tags of ours.
-pub async fn list_tagged(_cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
-    Ok(Vec::new())
+    /// Images stay (see the module docs).
+    async fn delete(&self, _cloud: &Cloud, _id: &str) -> Result<()> {
+        Ok(())
+    }
 }
-
-super::legacy::legacy_family!();

@@ -9,7 +9,6 @@ pub mod ecr;
 pub mod ecs;
 pub mod iam;
 pub mod image;
-mod legacy;
 pub mod logs;
 pub mod network;
 pub mod registry;

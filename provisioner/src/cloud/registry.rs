@@ -41,49 +41,49 @@ macro_rules! registry {
 
 registry! {
     /// EC2 VPC.
-    Vpc = "vpc" => network::Legacy(Kind::Vpc),
+    Vpc = "vpc" => network::Vpc,
     /// EC2 subnet.
-    Subnet = "subnet" => network::Legacy(Kind::Subnet),
+    Subnet = "subnet" => network::Subnet,
     /// Internet gateway, attached to the VPC.
-    InternetGateway = "internet_gateway" => network::Legacy(Kind::InternetGateway),
+    InternetGateway = "internet_gateway" => network::InternetGateway,
     /// Route table.
-    RouteTable = "route_table" => network::Legacy(Kind::RouteTable),
+    RouteTable = "route_table" => network::RouteTable,
     /// One route in a route table (id `rtb-…|CIDR`).
-    Route = "route" => network::Legacy(Kind::Route),
+    Route = "route" => network::Route,
     /// A subnet's association with a route table.
-    RouteTableAssociation = "route_table_association" => network::Legacy(Kind::RouteTableAssociation),
+    RouteTableAssociation = "route_table_association" => network::RouteTableAssociation,
     /// Security group with its ingress rules.
-    SecurityGroup = "security_group" => network::Legacy(Kind::SecurityGroup),
+    SecurityGroup = "security_group" => network::SecurityGroup,
     /// EC2 instance (the broker).
-    Instance = "instance" => network::Legacy(Kind::Instance),
+    Instance = "instance" => network::Instance,
     /// ECR repository.
-    EcrRepository = "ecr_repository" => ecr::Legacy(Kind::EcrRepository),
+    EcrRepository = "ecr_repository" => ecr::EcrRepository,
     /// A service image in its registry, by digest.
-    Image = "image" => image::Legacy(Kind::Image),
+    Image = "image" => image::Image,
     /// DynamoDB table.
-    DynamodbTable = "dynamodb_table" => table::Legacy(Kind::DynamodbTable),
+    DynamodbTable = "dynamodb_table" => table::DynamodbTable,
     /// S3 bucket with its configuration.
-    S3Bucket = "s3_bucket" => bucket::Legacy(Kind::S3Bucket),
+    S3Bucket = "s3_bucket" => bucket::S3Bucket,
     /// IAM role with its policies.
-    IamRole = "iam_role" => iam::Legacy(Kind::IamRole),
+    IamRole = "iam_role" => iam::IamRole,
     /// SSM SecureString parameter with a generated value.
-    SsmParameter = "ssm_parameter" => secret::Legacy(Kind::SsmParameter),
+    SsmParameter = "ssm_parameter" => secret::SsmParameter,
     /// CloudWatch Logs log group.
     LogGroup = "log_group" => logs::LogGroup,
     /// Application load balancer.
-    LoadBalancer = "load_balancer" => alb::Legacy(Kind::LoadBalancer),
+    LoadBalancer = "load_balancer" => alb::LoadBalancer,
     /// ALB target group.
-    TargetGroup = "target_group" => alb::Legacy(Kind::TargetGroup),
+    TargetGroup = "target_group" => alb::TargetGroup,
     /// ALB listener.
-    Listener = "listener" => alb::Legacy(Kind::Listener),
+    Listener = "listener" => alb::Listener,
     /// ALB listener rule.
-    ListenerRule = "listener_rule" => alb::Legacy(Kind::ListenerRule),
+    ListenerRule = "listener_rule" => alb::ListenerRule,
     /// ECS cluster.
-    EcsCluster = "ecs_cluster" => ecs::Legacy(Kind::EcsCluster),
+    EcsCluster = "ecs_cluster" => ecs::EcsCluster,
     /// ECS task definition (one revision).
-    TaskDefinition = "task_definition" => ecs::Legacy(Kind::TaskDefinition),
+    TaskDefinition = "task_definition" => ecs::TaskDefinition,
     /// ECS service.
-    EcsService = "ecs_service" => ecs::Legacy(Kind::EcsService),
+    EcsService = "ecs_service" => ecs::EcsService,
 }
 
 impl fmt::Display for Kind {

@@ -4,136 +4,148 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use aws_sdk_ssm::types::{
     ParameterMetadata, ParameterStringFilter, ParameterType, ResourceTypeForTagging, Tag,
 };
 use base64::Engine;
 use serde_json::json;
 
-use super::support::{prop_str, prop_tags, stale_tag_keys, tags_value};
+use super::resource::ResourceKind;
+use super::support::{
+    absent, gone_ok, in_stack, ours, prop_str, prop_tags, replace_tags, tags_value,
+};
 use super::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props, ADDRESS_TAG, STACK_TAG};
+use crate::model::Props;
 
-/// See the module contract in [`super`].
-pub async fn find(
-    cloud: &Cloud,
-    _kind: Kind,
-    address: &str,
-    props: &Props,
-) -> Result<Option<String>> {
-    let name = prop_str(props, "name")?;
-    if describe(cloud, name).await?.is_none() {
-        return Ok(None);
+/// What SSM answers for a parameter that is not there.
+const GONE: &[&str] = &["ParameterNotFound"];
+
+/// An SSM SecureString parameter.
+pub struct SsmParameter;
+
+#[async_trait]
+impl ResourceKind for SsmParameter {
+    // A new value would need the secret again; the parameter is only retagged.
+    fn updatable(&self) -> &'static [&'static str] {
+        &["tags"]
     }
-    let tags = tags_of(cloud, name).await?;
-    let ours = tags.get(STACK_TAG) == Some(&cloud.stack)
-        && tags.get(ADDRESS_TAG).map(String::as_str) == Some(address);
-    Ok(ours.then(|| name.to_string()))
-}
 
-/// See the module contract in [`super`].
-pub async fn read(cloud: &Cloud, _kind: Kind, id: &str) -> Result<Option<Observed>> {
-    let Some(parameter) = describe(cloud, id).await? else {
-        return Ok(None);
-    };
-    let arn = match parameter.arn() {
-        Some(arn) => arn.to_string(),
-        None => fallback_arn(cloud, id).await?,
-    };
-    let tags = tags_of(cloud, id).await?;
-    let props = Props::from([
-        ("name".to_string(), json!(id)),
-        (
-            "description".to_string(),
-            json!(parameter.description().unwrap_or_default()),
-        ),
-        ("tags".to_string(), tags_value(tags)),
-    ]);
-    let outputs = Props::from([
-        ("name".to_string(), json!(id)),
-        ("arn".to_string(), json!(arn)),
-    ]);
-    Ok(Some(Observed { props, outputs }))
-}
-
-/// See the module contract in [`super`].
-pub async fn create(cloud: &Cloud, _kind: Kind, _address: &str, props: &Props) -> Result<String> {
-    let name = prop_str(props, "name")?;
-    let description = prop_str(props, "description")?;
-    let mut request = cloud
-        .ssm
-        .put_parameter()
-        .name(name)
-        .r#type(ParameterType::SecureString)
-        .value(generate_secret())
-        // The API rejects an empty description.
-        .set_description(Some(description.to_string()).filter(|d| !d.is_empty()));
-    for (key, value) in prop_tags(props)? {
-        request = request.tags(tag(key, value)?);
+    // After the services whose tasks read it.
+    fn destroy_rank(&self) -> u8 {
+        4
     }
-    request
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutParameter", e))?;
-    Ok(name.to_string())
-}
 
-/// See the module contract in [`super`].
-pub async fn update(
-    cloud: &Cloud,
-    _kind: Kind,
-    id: &str,
-    props: &Props,
-    changed: &[String],
-) -> Result<()> {
-    for attribute in changed {
-        match attribute.as_str() {
-            "tags" => retag(cloud, id, props).await?,
-            other => {
-                return Err(CloudError::invalid(
-                    "UpdateParameter",
-                    format!("`{other}` cannot change in place"),
-                ))
-            }
+    async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
+        let name = prop_str(props, "name")?;
+        if describe(cloud, name).await?.is_none() {
+            return Ok(None);
         }
+        let tags = tags_of(cloud, name).await?;
+        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
     }
-    Ok(())
-}
 
-/// See the module contract in [`super`].
-pub async fn delete(cloud: &Cloud, _kind: Kind, id: &str) -> Result<()> {
-    match cloud.ssm.delete_parameter().name(id).send().await {
-        Ok(_) => Ok(()),
-        Err(e) => match CloudError::from_sdk("DeleteParameter", e) {
-            e if e.code == "ParameterNotFound" => Ok(()),
-            e => Err(e),
-        },
+    async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
+        let Some(parameter) = describe(cloud, id).await? else {
+            return Ok(None);
+        };
+        let arn = match parameter.arn() {
+            Some(arn) => arn.to_string(),
+            None => fallback_arn(cloud, id).await?,
+        };
+        let tags = tags_of(cloud, id).await?;
+        let props = Props::from([
+            ("name".to_string(), json!(id)),
+            (
+                "description".to_string(),
+                json!(parameter.description().unwrap_or_default()),
+            ),
+            ("tags".to_string(), tags_value(tags)),
+        ]);
+        let outputs = Props::from([
+            ("name".to_string(), json!(id)),
+            ("arn".to_string(), json!(arn)),
+        ]);
+        Ok(Some(Observed { props, outputs }))
     }
-}
 
-/// See the module contract in [`super`].
-pub async fn list_tagged(cloud: &Cloud) -> Result<Vec<(Kind, String)>> {
-    let mut found = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = cloud
+    async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
+        let name = prop_str(props, "name")?;
+        let description = prop_str(props, "description")?;
+        let mut request = cloud
             .ssm
-            .describe_parameters()
-            .set_next_token(token.take())
+            .put_parameter()
+            .name(name)
+            .r#type(ParameterType::SecureString)
+            .value(generate_secret())
+            // The API rejects an empty description.
+            .set_description(Some(description.to_string()).filter(|d| !d.is_empty()));
+        for (key, value) in prop_tags(props)? {
+            request = request.tags(tag(key, value)?);
+        }
+        request
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("DescribeParameters", e))?;
-        for parameter in out.parameters() {
-            let Some(name) = parameter.name() else {
-                continue;
-            };
-            if tags_of(cloud, name).await?.get(STACK_TAG) == Some(&cloud.stack) {
-                found.push((Kind::SsmParameter, name.to_string()));
+            .map_err(|e| CloudError::from_sdk("PutParameter", e))?;
+        Ok(name.to_string())
+    }
+
+    async fn update(
+        &self,
+        cloud: &Cloud,
+        id: &str,
+        props: &Props,
+        changed: &[String],
+    ) -> Result<()> {
+        for attribute in changed {
+            match attribute.as_str() {
+                "tags" => retag(cloud, id, props).await?,
+                other => {
+                    return Err(CloudError::invalid(
+                        "UpdateParameter",
+                        format!("`{other}` cannot change in place"),
+                    ))
+                }
             }
         }
-        match out.next_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => return Ok(found),
+        Ok(())
+    }
+
+    async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
+        let deleted = cloud
+            .ssm
+            .delete_parameter()
+            .name(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("DeleteParameter", e));
+        gone_ok(deleted, GONE)
+    }
+
+    async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = cloud
+                .ssm
+                .describe_parameters()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("DescribeParameters", e))?;
+            for parameter in out.parameters() {
+                let Some(name) = parameter.name() else {
+                    continue;
+                };
+                if in_stack(cloud, &tags_of(cloud, name).await?) {
+                    found.push(name.to_string());
+                }
+            }
+            match out.next_token() {
+                Some(next) => token = Some(next.to_string()),
+                None => return Ok(found),
+            }
         }
     }
 }
@@ -156,19 +168,16 @@ async fn describe(cloud: &Cloud, name: &str) -> Result<Option<ParameterMetadata>
         .map_err(|e| CloudError::invalid("DescribeParameters", e.to_string()))?;
     let mut token: Option<String> = None;
     loop {
-        let out = match cloud
+        let listed = cloud
             .ssm
             .describe_parameters()
             .parameter_filters(filter.clone())
             .set_next_token(token.take())
             .send()
             .await
-        {
-            Ok(out) => out,
-            Err(e) => match CloudError::from_sdk("DescribeParameters", e) {
-                e if e.code == "ParameterNotFound" => return Ok(None),
-                e => return Err(e),
-            },
+            .map_err(|e| CloudError::from_sdk("DescribeParameters", e));
+        let Some(out) = absent(listed, GONE)? else {
+            return Ok(None);
         };
         if let Some(found) = out.parameters().iter().find(|p| p.name() == Some(name)) {
             return Ok(Some(found.clone()));
@@ -228,11 +237,10 @@ fn tag(key: String, value: String) -> Result<Tag> {
         .map_err(|e| CloudError::invalid("Tag", e.to_string()))
 }
 
-/// Sets exactly the desired tags: overwrites and adds, then removes the rest.
+/// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let desired = prop_tags(props)?;
-    let stale = stale_tag_keys(tags_of(cloud, name).await?.into_keys(), props)?;
-    if !desired.is_empty() {
+    let current = tags_of(cloud, name).await?.into_keys();
+    let add = |desired: Vec<(String, String)>| async {
         let tags = desired
             .into_iter()
             .map(|(k, v)| tag(k, v))
@@ -245,9 +253,10 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("AddTagsToResource", e))?;
-    }
-    if !stale.is_empty() {
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("AddTagsToResource", e))
+    };
+    let remove = |stale: Vec<String>| async {
         cloud
             .ssm
             .remove_tags_from_resource()
@@ -256,9 +265,8 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
             .set_tag_keys(Some(stale))
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("RemoveTagsFromResource", e))?;
-    }
-    Ok(())
+            .map(|_| ())
+            .map_err(|e| CloudError::from_sdk("RemoveTagsFromResource", e))
+    };
+    replace_tags(props, current, add, remove).await
 }
-
-super::legacy::legacy_family!();
