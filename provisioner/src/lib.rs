@@ -8,7 +8,7 @@
 //!   [`engine`] (refresh and walks) -> [`cloud`] (one file per resource
 //!   kind), with the [`state`] file; [`stack`] ties them together.
 //! - [`image`]: service images built from binaries and pushed to a registry.
-//! - [`local`]: `run-local`.
+//! - [`local`]: the deployed stack on this machine (`run-local`).
 
 pub mod blueprint;
 pub mod cli;

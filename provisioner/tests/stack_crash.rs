@@ -88,7 +88,11 @@ async fn sigkill_at_five_points_then_apply_converges_without_duplicates() -> any
 
     // No duplicates: per kind, exactly as many tagged resources as the blueprint asks for.
     let mut want: BTreeMap<Kind, usize> = BTreeMap::new();
-    for r in stack.desired.iter().filter(|r| r.kind.implementation().tagged()) {
+    for r in stack
+        .desired
+        .iter()
+        .filter(|r| r.kind.implementation().tagged())
+    {
         *want.entry(r.kind).or_default() += 1;
     }
     let mut have: BTreeMap<Kind, usize> = BTreeMap::new();

@@ -385,6 +385,7 @@ async fn verify_with_describe_calls(
             ("/health/*".to_string(), "404".to_string()),
             ("/metrics".to_string(), "404".to_string()),
             ("/metrics/*".to_string(), "404".to_string()),
+            ("/openapi.json".to_string(), ingest_tg.clone()),
             ("/v1/events*".to_string(), ingest_tg.clone()),
         ]
     );
@@ -673,7 +674,14 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
         .await?;
 
     let before = stack.cloud.list_tagged().await?;
-    assert!(before.len() >= stack.desired.iter().filter(|r| r.kind.implementation().tagged()).count());
+    assert!(
+        before.len()
+            >= stack
+                .desired
+                .iter()
+                .filter(|r| r.kind.implementation().tagged())
+                .count()
+    );
     let report = env
         .stack()
         .await?
