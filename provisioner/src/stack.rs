@@ -144,9 +144,14 @@ impl Stack {
     pub async fn plan(&self, options: &Options) -> anyhow::Result<Plan> {
         self.ensure_pinned()?;
         let state = StateFile::read(&self.state_dir, self.blueprint.stack())?;
-        let desired = self.desired(&state.state);
-        let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
-        Ok(plan(&desired, &state.state, &current))
+        self.refreshed_plan(&state.state, options).await
+    }
+
+    /// Refreshes what `state` records and plans against it.
+    async fn refreshed_plan(&self, state: &State, options: &Options) -> anyhow::Result<Plan> {
+        let desired = self.desired(state);
+        let current = engine::refresh(&self.cloud, &desired, state, options).await?;
+        Ok(plan(&desired, state, &current))
     }
 
     /// Refreshes, plans, asks `approve`, and applies. Returns the plan and
@@ -158,9 +163,7 @@ impl Stack {
     ) -> anyhow::Result<(Plan, bool)> {
         self.ensure_pinned()?;
         let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
-        let desired = self.desired(&state.state);
-        let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
-        let plan = plan(&desired, &state.state, &current);
+        let plan = self.refreshed_plan(&state.state, options).await?;
         if !plan.has_changes() && plan.adopted.is_empty() {
             return Ok((plan, false));
         }
@@ -178,9 +181,7 @@ impl Stack {
     pub async fn apply_saved(&self, saved: &Plan, options: &Options) -> anyhow::Result<()> {
         self.ensure_pinned()?;
         let state = StateFile::lock(&self.state_dir, self.blueprint.stack())?;
-        let desired = self.desired(&state.state);
-        let current = engine::refresh(&self.cloud, &desired, &state.state, options).await?;
-        let fresh = plan(&desired, &state.state, &current);
+        let fresh = self.refreshed_plan(&state.state, options).await?;
         if let Some(why) = saved.stale_against(&fresh) {
             anyhow::bail!(
                 "refused: the saved plan is stale: {why}. Make a new one with `provision plan --out FILE`; nothing was changed"

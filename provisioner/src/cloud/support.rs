@@ -106,6 +106,17 @@ where
     Ok(())
 }
 
+/// `props[name]` as an integer that fits AWS's 32-bit fields.
+pub fn prop_i32(props: &Props, name: &str) -> Result<i32> {
+    i32::try_from(prop_i64(props, name)?)
+        .map_err(|_| CloudError::invalid(name, format!("property `{name}` is out of range")))
+}
+
+/// An optional string from an answer as a property value (`null` when absent).
+pub fn opt_str(value: Option<&str>) -> Value {
+    value.map_or(Value::Null, |s| Value::String(s.to_string()))
+}
+
 /// `props[name]` as a string.
 pub fn prop_str<'a>(props: &'a Props, name: &str) -> Result<&'a str> {
     props

@@ -13,14 +13,13 @@ use std::collections::BTreeMap;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Rule, RuleCondition, Tag, TargetHealthStateEnum,
 };
-use serde_json::Value;
 
 pub use listener::Listener;
 pub use listener_rule::ListenerRule;
 pub use load_balancer::LoadBalancer;
 pub use target_group::TargetGroup;
 
-use super::support::{absent, in_stack, ours, prop_i64, prop_tags, replace_tags};
+use super::support::{absent, in_stack, opt_str, ours, prop_i32, prop_tags, replace_tags};
 use super::{Cloud, CloudError, Result};
 use crate::model::Props;
 
@@ -254,13 +253,4 @@ fn forward_target(actions: &[Action]) -> Option<&str> {
             .first()?
             .target_group_arn()
     })
-}
-
-fn prop_i32(props: &Props, name: &str) -> Result<i32> {
-    i32::try_from(prop_i64(props, name)?)
-        .map_err(|_| CloudError::invalid(name, format!("property `{name}` is out of range")))
-}
-
-fn opt_str(value: Option<&str>) -> Value {
-    value.map_or(Value::Null, |s| Value::String(s.to_string()))
 }

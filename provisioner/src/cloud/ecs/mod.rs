@@ -13,13 +13,12 @@ use aws_sdk_ecs::types::{
     self, ClusterField, DeploymentRolloutState, DesiredStatus, ServiceField, Tag,
     TaskDefinitionField, TaskDefinitionStatus,
 };
-use serde_json::Value;
 
 pub use ecs_cluster::EcsCluster;
 pub use ecs_service::{EcsService, HEALTH_CHECK_GRACE_SECONDS};
 pub use task_definition::TaskDefinition;
 
-use super::support::{absent, prop_i64, prop_tags, replace_tags};
+use super::support::{absent, opt_str, prop_i32, prop_tags, replace_tags};
 use super::{Cloud, CloudError, Result};
 use crate::model::Props;
 
@@ -274,15 +273,6 @@ fn cluster_of_service(arn: &str) -> String {
         Some((cluster, _)) => cluster.to_string(),
         None => "default".to_string(),
     }
-}
-
-fn prop_i32(props: &Props, name: &str) -> Result<i32> {
-    i32::try_from(prop_i64(props, name)?)
-        .map_err(|_| CloudError::invalid(name, format!("property `{name}` is out of range")))
-}
-
-fn opt_str(value: Option<&str>) -> Value {
-    value.map_or(Value::Null, |s| Value::String(s.to_string()))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::{json, Value};
 
-use super::support::{self, prop_tags, replace_tags, tags_value};
+use super::support::{self, opt_str, prop_tags, replace_tags, tags_value};
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::{Kind, Props, ADDRESS_TAG, BROKER_SETUP_TAG, STACK_TAG};
 
@@ -225,10 +225,6 @@ fn observed(props: Props, id: &str) -> Observed {
         props,
         outputs: Props::from([("id".into(), json!(id))]),
     }
-}
-
-fn opt_str(value: Option<&str>) -> Value {
-    value.map_or(Value::Null, |v| json!(v))
 }
 
 fn required(value: Option<&str>, operation: &str, field: &str) -> Result<String> {
