@@ -213,10 +213,11 @@ impl ProcessorServer {
         crate::kafka::committed_offsets(bootstrap, group, topic)
     }
 
-    /// Waits until its group has committed everything on its topic, then stops.
-    pub async fn drain(self, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until its group has committed everything on its topic, then
+    /// stops; fails when the group makes no progress for `stall_timeout`.
+    pub async fn drain(self, stall_timeout: Duration) -> anyhow::Result<()> {
         let (bootstrap, group, topic) = &self.source;
-        crate::kafka::wait_until_caught_up(bootstrap, group, topic, timeout).await?;
+        crate::kafka::wait_until_caught_up(bootstrap, group, topic, stall_timeout).await?;
         self.stop().await
     }
 

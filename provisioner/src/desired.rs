@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use crate::blueprint::{Blueprint, Broker, Service};
+use crate::cloud::support::to_props;
 use crate::image::{self, Architecture};
 use crate::model::{reference, stack_tags, Kind, Props, Resource, BROKER_SETUP_TAG, STACK_TAG};
 use crate::plan::UNKNOWN;
@@ -109,11 +110,15 @@ impl<'a> Graph<'a> {
     }
 
     /// Adds a resource; `props` gets the stack's tags when the kind is tagged.
-    fn add(&mut self, kind: Kind, name: &str, props: Value, extra_deps: &[String]) -> String {
-        let mut props: Props = match props {
-            Value::Object(map) => map.into_iter().collect(),
-            _ => Props::new(),
-        };
+    /// `props` is the kind's typed properties (see `cloud::support::to_props`).
+    fn add(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        props: impl serde::Serialize,
+        extra_deps: &[String],
+    ) -> String {
+        let mut props: Props = to_props(&props);
         let address = format!("{}.{name}", kind.prefix());
         if kind.implementation().tagged() {
             props.insert(

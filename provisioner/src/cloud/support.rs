@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{Cloud, CloudError, Result};
@@ -104,6 +106,28 @@ where
         untag(stale).await?;
     }
     Ok(())
+}
+
+/// A kind's typed properties as the generic map the planner diffs and
+/// shows. Each kind declares its attributes once, as a serde struct; the
+/// map exists only for comparison, display and the state file.
+pub fn to_props<T: Serialize>(typed: &T) -> Props {
+    match serde_json::to_value(typed) {
+        Ok(Value::Object(map)) => map.into_iter().collect(),
+        // A kind's properties are a struct: anything else is a defect of
+        // the kind, caught by its tests, not an input.
+        _ => Props::new(),
+    }
+}
+
+/// The typed properties of a kind out of the generic map (desired with
+/// references resolved, or recorded); a property of the wrong shape is an
+/// error naming it.
+pub fn from_props<T: DeserializeOwned>(props: &Props) -> Result<T> {
+    let map: serde_json::Map<String, Value> =
+        props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| CloudError::invalid("properties", format!("properties: {e}")))
 }
 
 /// `props[name]` as an integer that fits AWS's 32-bit fields.
