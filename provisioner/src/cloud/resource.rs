@@ -89,6 +89,9 @@ pub struct Readiness {
     pub what: &'static str,
     /// What the user can do when it does not come.
     pub advice: String,
+    /// The progress line once it is ready, as in `{address}: {ready}`
+    /// (`None`: the walk's own "created" line says enough).
+    pub ready: Option<&'static str>,
 }
 
 /// One look at a resource being waited for.

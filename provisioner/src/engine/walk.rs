@@ -453,7 +453,12 @@ async fn wait_ready(
 ) -> Result<(), OperationError> {
     let address = resource.address.as_str();
     let kind = resource.kind.implementation();
-    let Some(Readiness { what, advice }) = kind.readiness(id) else {
+    let Some(Readiness {
+        what,
+        advice,
+        ready,
+    }) = kind.readiness(id)
+    else {
         return Ok(());
     };
     let poll = ctx.cloud.poll;
@@ -467,10 +472,8 @@ async fn wait_ready(
         })
         .await?;
         if probe.ready {
-            if resource.kind == Kind::Instance {
-                ctx.options
-                    .progress
-                    .line(&format!("{address}: broker ready"));
+            if let Some(ready) = ready {
+                ctx.options.progress.line(&format!("{address}: {ready}"));
             }
             return Ok(());
         }

@@ -141,6 +141,7 @@ impl ResourceKind for LoadBalancer {
         Some(Readiness {
             what: "active",
             advice: "Look at the load balancer's state in the EC2 console".to_string(),
+            ready: None,
         })
     }
 

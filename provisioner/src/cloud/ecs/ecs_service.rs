@@ -265,6 +265,7 @@ impl ResourceKind for EcsService {
         Some(Readiness {
             what: "stable with healthy targets",
             advice: "Look at the service's events and stopped tasks in the ECS console (image pull, health check, secrets)".to_string(),
+            ready: None,
         })
     }
 

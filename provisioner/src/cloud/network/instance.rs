@@ -267,6 +267,7 @@ impl ResourceKind for Instance {
             advice: format!(
                 "Read the broker's setup log: `aws ec2 get-console-output --instance-id {id} --latest --output text` (or /var/log/event-platform-broker.log on the instance); fix the cause (`broker.repository_setup_url`, `broker.redpanda_version`, the route out), then run apply again, which replaces a broker whose setup failed"
             ),
+            ready: Some("broker ready"),
         })
     }
 
