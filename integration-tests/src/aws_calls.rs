@@ -397,7 +397,7 @@ pub fn call_needs(
         .unwrap_or_else(|| guess_service(path_and_query, headers, body));
     let json = || serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
     match (service.as_str(), target_op(headers)) {
-        ("s3", _) => vec![s3_needs(method, path_and_query, body)],
+        ("s3", _) => vec![s3_needs(method, path_and_query, Some(body))],
         ("dynamodb", Some(op)) => dynamodb_needs(&op, &json(), region, account),
         ("ssm", Some(op)) => vec![ssm_needs(&op, &json(), region, account)],
         (_, Some(op)) => vec![(Some(format!("{service}:{op}")), vec!["*".into()])],
@@ -542,7 +542,17 @@ fn is_plain_parameter(name: &str) -> bool {
     ) || name.to_ascii_lowercase().starts_with("x-amz-")
 }
 
-fn s3_needs(method: &str, path_and_query: &str, body: &[u8]) -> (Option<String>, Vec<String>) {
+/// What an S3 REST call needs from IAM: the action and the ARNs it acts on.
+/// The one table of S3 calls for every permission test: the proxy gives the
+/// request as sent; the fault layer, which records no bodies, gives `body`
+/// as `None` and `path_and_query` as `/{bucket}[/{key}][?{subresource}]`.
+/// Requests are taken as path-style (`/{bucket}/{key}`); a call this does not
+/// know comes out as `s3:?{METHOD} ...`, which no policy short of `*` allows.
+pub fn s3_needs(
+    method: &str,
+    path_and_query: &str,
+    body: Option<&[u8]>,
+) -> (Option<String>, Vec<String>) {
     let (path, _) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
@@ -584,7 +594,26 @@ fn s3_needs(method: &str, path_and_query: &str, body: &[u8]) -> (Option<String>,
         ("GET", Some("location")) => need("GetBucketLocation", bucket_arn),
         ("PUT", None) => need("CreateBucket", bucket_arn),
         ("DELETE", None) => need("DeleteBucket", bucket_arn),
+        // Deleting a bucket's tags is authorized as putting them.
+        ("PUT" | "DELETE", Some("tagging")) => need("PutBucketTagging", bucket_arn),
+        ("GET", Some("tagging")) => need("GetBucketTagging", bucket_arn),
+        ("PUT", Some("publicAccessBlock")) => need("PutBucketPublicAccessBlock", bucket_arn),
+        ("GET", Some("publicAccessBlock")) => need("GetBucketPublicAccessBlock", bucket_arn),
+        ("PUT", Some("encryption")) => need("PutEncryptionConfiguration", bucket_arn),
+        ("GET", Some("encryption")) => need("GetEncryptionConfiguration", bucket_arn),
+        ("PUT", Some("versioning")) => need("PutBucketVersioning", bucket_arn),
+        ("GET", Some("versioning")) => need("GetBucketVersioning", bucket_arn),
+        ("PUT", Some("policy")) => need("PutBucketPolicy", bucket_arn),
+        ("GET", Some("policy")) => need("GetBucketPolicy", bucket_arn),
+        ("DELETE", Some("policy")) => need("DeleteBucketPolicy", bucket_arn),
+        ("PUT", Some("lifecycle")) => need("PutLifecycleConfiguration", bucket_arn),
+        ("GET", Some("lifecycle")) => need("GetLifecycleConfiguration", bucket_arn),
         ("POST", Some("delete")) => {
+            let Some(body) = body else {
+                // Unrecorded keys: taken as the batch delete of versions that
+                // empties a versioned bucket (the provisioner's destroy).
+                return need("DeleteObjectVersion", format!("{bucket_arn}/*"));
+            };
             // DeleteObjects: IAM checks s3:DeleteObject on every key.
             let body = String::from_utf8_lossy(body);
             let mut resources = Vec::new();

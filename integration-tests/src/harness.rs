@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use event_common::auth::{self, JwtConfig};
 use event_common::event::Event;
-use event_store::hot::{HotStore, HotStoreKind};
+use event_store::hot::{HotReader, HotStoreKind};
 use graphql::{Graphql, GraphqlConfig};
 use ingest::IngestConfig;
 use serde_json::Value;
@@ -254,7 +254,7 @@ pub struct GraphqlServer {
 impl GraphqlServer {
     /// Starts graphql over `hot` with development settings changed by `tweak`.
     pub async fn start(
-        hot: Arc<dyn HotStore>,
+        hot: Arc<dyn HotReader>,
         tweak: impl FnOnce(&mut GraphqlConfig),
     ) -> anyhow::Result<Self> {
         let mut config = GraphqlConfig::for_dev(HotStoreKind::DynamoDb);

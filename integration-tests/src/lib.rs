@@ -1,5 +1,6 @@
-//! Test support for the Event Platform's end-to-end tests, and the `loadgen`
-//! benchmark driver (`src/bin/loadgen.rs`).
+//! Test support for the Event Platform: what the services' tests (in each
+//! crate's `tests/`), the provisioner's tests and the benchmarks (`bench/`)
+//! share.
 //!
 //! - [`aws_calls`]: a proxy in front of the AWS emulator that records each
 //!   call's IAM action and resources, and a small IAM policy evaluator, to
@@ -7,9 +8,14 @@
 //! - [`backend`]: a real Kafka-protocol broker and a real AWS API emulator for
 //!   each test: local processes by default, containers when asked, or
 //!   endpoints given in the environment.
+//! - [`fault`]: a fault-injecting layer for the AWS SDK, which also records
+//!   every call.
 //! - [`harness`]: starts a service on `127.0.0.1:0` against the backend.
 //! - [`kafka`]: reading back what landed on a topic.
 //! - [`registry`]: a real OCI registry (Debian's `docker-registry`) on loopback.
+//! - [`stores`]: hot and cold stores on the backend, events and batches to
+//!   fill them, and the analytics to compare them by.
+//! - free ports, unique names and commands on `PATH` (this module).
 
 pub mod aws_calls;
 pub mod backend;
@@ -19,9 +25,6 @@ pub mod kafka;
 pub mod registry;
 pub mod stores;
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-
-use anyhow::{bail, Context};
 use uuid::Uuid;
 
 /// A name no other test uses: `prefix-<random>`, for topics, tables and buckets.
@@ -44,27 +47,4 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// Resolves the `http://` URL `url` and refuses anything that is not a
-/// loopback address: the benchmark tools only target this machine. Gives
-/// the address and the URL's `host:port`.
-pub fn loopback_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url} must start with http://"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let addr = authority
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {authority}"))?
-        .next()
-        .with_context(|| format!("{authority} resolves to nothing"))?;
-    let loopback = match addr.ip() {
-        IpAddr::V4(ip) => ip.is_loopback(),
-        IpAddr::V6(ip) => ip.is_loopback(),
-    };
-    if !loopback {
-        bail!("{authority} is not a loopback address: the benchmarks only target this machine");
-    }
-    Ok((addr, authority.to_string()))
 }

@@ -11,7 +11,7 @@ use event_store::aws::{self, AwsSettings};
 use event_store::cold::s3::S3ColdStore;
 use event_store::hot::dynamodb::DynamoHotStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::{Batch, Delivered, HotStore, StoredEvent};
+use event_store::hot::{Batch, Delivered, HotReader, StoredEvent};
 use event_store::rollup::Window;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -181,7 +181,7 @@ impl Analytics {
 
     /// Reads the same analytics back from `store` over `[from, to]`.
     pub async fn read(
-        store: &dyn HotStore,
+        store: &dyn HotReader,
         from: NaiveDate,
         to: NaiveDate,
         types: &[&str],
@@ -237,7 +237,7 @@ impl Analytics {
 
 /// Every event of `store` matching nothing in particular, walked page by page.
 pub async fn all_pages(
-    store: &Arc<dyn HotStore>,
+    store: &Arc<impl HotReader + ?Sized>,
     filter: &event_store::hot::EventFilter,
     page_size: usize,
 ) -> anyhow::Result<Vec<StoredEvent>> {

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::kafka::read_topic;
-use integration_tests::unique_name;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use test_support::backend::{AwsEmulator, Broker};
+use test_support::kafka::read_topic;
+use test_support::unique_name;
 
 #[tokio::test]
 async fn broker_round_trips_a_message() {

@@ -12,10 +12,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use integration_tests::fault::{Fault, FaultLayer};
 use provisioner::model::Resource;
 use provisioner::plan::topological;
 use support::{is_mutating, Env};
+use test_support::fault::{Fault, FaultLayer};
 
 fn counts(faults: &FaultLayer) -> (usize, usize) {
     let calls = faults.calls();

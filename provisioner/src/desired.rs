@@ -8,6 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use crate::blueprint::{Blueprint, Broker, Service};
+use crate::cloud::{
+    bucket::BucketProps, ecr::EcrRepositoryProps, iam::IamRoleProps, image::ImageProps,
+    logs::LogGroupProps, secret::SecretProps, table::TableProps,
+};
 use crate::cloud::support::to_props;
 use crate::image::{self, Architecture};
 use crate::model::{reference, stack_tags, Kind, Props, Resource, BROKER_SETUP_TAG, STACK_TAG};
@@ -255,28 +259,36 @@ impl<'a> Graph<'a> {
         let table = self.add(
             Kind::DynamodbTable,
             "events_hot",
-            json!({"name": self.bp.table_name(), "point_in_time_recovery": spec.table.point_in_time_recovery, "ttl_attribute": "expires_at", "deletion_protection": true}),
+            TableProps {
+                name: self.bp.table_name(),
+                point_in_time_recovery: spec.table.point_in_time_recovery,
+                ttl_attribute: Some("expires_at".into()),
+                deletion_protection: true,
+            },
             &[],
         );
         let bucket = self.add(
             Kind::S3Bucket,
             "raw_events",
-            json!({
-                "name": self.bp.bucket_name(self.account),
-                "versioning": true,
-                "encryption": "AES256",
-                "block_public_access": true,
-                "tls_only": spec.bucket.tls_only,
-                "archive_after_days": spec.bucket.archive_after_days,
-                "archive_storage_class": "GLACIER_IR",
-                "expire_after_days": spec.bucket.expire_after_days,
-            }),
+            BucketProps {
+                name: self.bp.bucket_name(self.account),
+                versioning: true,
+                encryption: Some("AES256".into()),
+                block_public_access: true,
+                tls_only: spec.bucket.tls_only,
+                archive_after_days: Some(spec.bucket.archive_after_days.into()),
+                archive_storage_class: Some("GLACIER_IR".into()),
+                expire_after_days: Some(spec.bucket.expire_after_days.into()),
+            },
             &[],
         );
         let secret = self.add(
             Kind::SsmParameter,
             "jwt_secret",
-            json!({"name": format!("/{stack}/jwt-secret"), "description": "JWT signing secret of the Event Platform services"}),
+            SecretProps {
+                name: format!("/{stack}/jwt-secret"),
+                description: "JWT signing secret of the Event Platform services".into(),
+            },
             &[],
         );
 
@@ -409,13 +421,21 @@ impl<'a> Graph<'a> {
             let repo = self.add(
                 Kind::EcrRepository,
                 service.name,
-                json!({"name": repository_name(&stack, service.name), "scan_on_push": true, "tag_mutability": "MUTABLE", "keep_images": KEEP_IMAGES}),
+                EcrRepositoryProps {
+                    name: repository_name(&stack, service.name),
+                    scan_on_push: true,
+                    tag_mutability: Some("MUTABLE".into()),
+                    keep_images: Some(KEEP_IMAGES.into()),
+                },
                 &[],
             );
             let logs = self.add(
                 Kind::LogGroup,
                 service.name,
-                json!({"name": format!("/ecs/{stack}/{}", service.name), "retention_days": spec.logs.retention_days}),
+                LogGroupProps {
+                    name: format!("/ecs/{stack}/{}", service.name),
+                    retention_days: Some(spec.logs.retention_days.into()),
+                },
                 &[],
             );
             let task_role = self.role(service.name, ECS_TASKS, vec![], task_policy(service.name));
@@ -435,7 +455,11 @@ impl<'a> Graph<'a> {
                     task_after.push(self.add(
                         Kind::Image,
                         service.name,
-                        json!({"registry": registry, "repository": repository, "digest": digest}),
+                        ImageProps {
+                            registry: registry.clone(),
+                            repository: repository.clone(),
+                            digest: digest.to_string(),
+                        },
                         &[],
                     ));
                     (
@@ -523,17 +547,15 @@ impl<'a> Graph<'a> {
         managed: Vec<&str>,
         inline: Value,
     ) -> String {
-        let stack = self.stack.to_string();
-        let mut props = json!({"name": format!("{stack}-{name}"), "trust_service": trust_service, "managed_policies": managed, "inline_policy": inline});
-        if trust_service == "ec2.amazonaws.com" {
-            props["instance_profile"] = json!(true);
-        }
-        // `run-local` takes the ECS roles' credentials on a workstation.
-        props["trust_account"] = if self.bp.spec.stack.allow_run_local && trust_service == ECS_TASKS
-        {
-            json!(format!("arn:aws:iam::{}:root", self.account))
-        } else {
-            Value::Null
+        let run_local = self.bp.spec.stack.allow_run_local && trust_service == ECS_TASKS;
+        let props = IamRoleProps {
+            name: format!("{}-{name}", self.stack),
+            trust_service: Some(trust_service.to_string()),
+            // `run-local` takes the ECS roles' credentials on a workstation.
+            trust_account: run_local.then(|| format!("arn:aws:iam::{}:root", self.account)),
+            managed_policies: managed.into_iter().map(str::to_string).collect(),
+            inline_policy: (!inline.is_null()).then_some(inline),
+            instance_profile: trust_service == "ec2.amazonaws.com",
         };
         self.add(Kind::IamRole, name, props, &[])
     }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context};
 use event_store::aws::{sdk_config, AwsSettings};
-use integration_tests::backend::AwsEmulator;
 use provisioner::cloud::Cloud;
 use provisioner::model::{stack_tags, Kind, Props};
 use serde_json::{json, Value};
+use test_support::backend::AwsEmulator;
 
 const STACK: &str = "rt-stack";
 

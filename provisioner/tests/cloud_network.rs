@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use event_store::aws::{sdk_config, AwsSettings};
-use integration_tests::backend::AwsEmulator;
 use provisioner::cloud::{network, Cloud};
 use provisioner::model::{stack_tags, Kind, Props};
 use serde_json::{json, Value};
+use test_support::backend::AwsEmulator;
 
 const STACK: &str = "rt-stack";
 

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use anyhow::{ensure, Context};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use event_store::aws::{sdk_config, AwsSettings};
-use integration_tests::backend::AwsEmulator;
 use provisioner::cloud::{alb, ecs, Cloud};
 use provisioner::model::{stack_tags, Kind, Props};
 use serde_json::{json, Value};
+use test_support::backend::AwsEmulator;
 
 const STACK: &str = "rt-stack";
 const EXECUTION_POLICY: &str =

@@ -66,7 +66,7 @@ fn pairs(expected: &[(&str, i64)]) -> Vec<(String, i64)> {
 
 #[tokio::test]
 async fn dashboard_in_headless_chromium_shows_the_crafted_numbers() {
-    let port = integration_tests::free_port().expect("port").to_string();
+    let port = test_support::free_port().expect("port").to_string();
     let dev = start(&["--port", &port]);
     assert_eq!(
         dev.dashboard,

@@ -8,8 +8,8 @@ use event_common::event::Event;
 use event_store::cold::local::LocalColdStore;
 use event_store::cold::ColdStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::HotStore;
-use integration_tests::kafka::read_topic;
+use event_store::hot::HotReader;
+use test_support::kafka::read_topic;
 
 mod platform;
 
@@ -66,7 +66,7 @@ async fn dev_accepts_an_event_on_port_8080_stores_it_and_exits_0_on_sigint() {
 
 #[tokio::test]
 async fn dev_on_a_chosen_port_exits_0_on_sigterm() {
-    let port = integration_tests::free_port().expect("port").to_string();
+    let port = test_support::free_port().expect("port").to_string();
     let dev = start(&["--port", &port]);
     assert!(dev.url.ends_with(&port));
     post_event(&dev).await;

@@ -11,12 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use integration_tests::free_port;
-use integration_tests::registry::binary;
 use provisioner::blueprint::Blueprint;
 use provisioner::desired::{self, ImagePin, ImagePins};
 use provisioner::image::{self, Architecture, Binaries, BuildInfo, NONROOT};
 use serde_json::Value;
+use test_support::free_port;
+use test_support::registry::binary;
 
 fn info() -> BuildInfo {
     BuildInfo::of(Path::new(env!("CARGO_MANIFEST_DIR")), Some("1700000000"))

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context};
-use integration_tests::registry::{binary, LocalRegistry};
 use provisioner::engine::Progress;
 use provisioner::image::{self, Binaries, BuildInfo, Image};
 use provisioner::plan::Action;
 use serde_json::Value;
 use support::{apply, is_mutating, Env};
+use test_support::registry::{binary, LocalRegistry};
 
 const STACK: &str = "ep-local";
 const EPOCH: &str = "1700000000";

@@ -429,6 +429,37 @@ fn every_reference_points_at_a_resource_of_the_graph_and_there_is_no_cycle() -> 
     Ok(())
 }
 
+
+/// A kind's `updatable` list spells its attribute names a second time (its
+/// props struct is the first): a misspelt name would plan a replacement
+/// where an update was meant, so each must be an attribute some resource of
+/// the kind has (some are optional, as a role's `instance_profile`).
+#[test]
+fn every_updatable_attribute_is_one_its_kind_has() -> anyhow::Result<()> {
+    let mut attributes: std::collections::BTreeMap<Kind, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for name in ["local.toml", "dev.toml", "production.toml"] {
+        for resource in resources(&load(name)?) {
+            let seen = attributes.entry(resource.kind).or_default();
+            seen.extend(resource.props.keys().cloned());
+        }
+    }
+    for (kind, seen) in &attributes {
+        for attribute in kind.implementation().updatable() {
+            assert!(
+                seen.contains(*attribute),
+                "{kind} lists `{attribute}` as updatable but no {kind} has such an attribute"
+            );
+        }
+    }
+    let missing: Vec<&Kind> = Kind::ALL
+        .iter()
+        .filter(|k| !attributes.contains_key(k))
+        .collect();
+    assert!(missing.is_empty(), "no blueprint has {missing:?}");
+    Ok(())
+}
+
 /// Every (action, resource) the role named `name` allows.
 fn allowed(desired: &[Resource], name: &str) -> Vec<(String, String)> {
     let policy = desired

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use integration_tests::aws_calls::{policy_allows, RecordingProxy};
-use integration_tests::registry::LocalRegistry;
 use serde_json::{json, Value};
 use support::Env;
+use test_support::aws_calls::{policy_allows, RecordingProxy};
+use test_support::registry::LocalRegistry;
 
 const EPOCH: &str = "1700000000";
 
@@ -194,7 +194,7 @@ async fn the_applied_stack_serves_events_through_run_local_on_each_tasks_own_rol
     run_ok(provision(&env, &["apply", "--auto-approve"])?)?;
     let applied = started.elapsed();
 
-    let port = integration_tests::free_port()?;
+    let port = test_support::free_port()?;
     let mut run = Running::spawn({
         let mut command = support::provision(&env, &["run-local", "--port", &port.to_string()]);
         command.env("RUST_LOG", "warn");
@@ -385,7 +385,7 @@ async fn on_localstack_the_applied_stack_serves_events_through_its_own_load_bala
             && std::env::var("EVENT_PLATFORM_TEST_BACKEND").as_deref() == Ok("containers"),
         "set EVENT_PLATFORM_TEST_BACKEND=containers and LOCALSTACK_AUTH_TOKEN"
     );
-    let broker = integration_tests::backend::Broker::start().await?;
+    let broker = test_support::backend::Broker::start().await?;
     for (topic, partitions) in event_common::platform::TOPICS {
         broker
             .create_topic(topic, i32::try_from(partitions)?)

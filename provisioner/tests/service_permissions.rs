@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::aws::{self, AwsSettings};
-use event_store::hot::HotStore;
-use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::fault::FaultLayer;
-use integration_tests::harness::{GraphqlServer, ProcessorServer, ProcessorTopics};
-use integration_tests::kafka::reset_group;
-use integration_tests::stores::{at, dynamodb_store_with, event, s3_store_with};
+use event_store::hot::{HotReader, HotWriter};
 use processor::{ProcessorConfig, Stores};
 use provisioner::blueprint::Blueprint;
 use provisioner::desired;
 use serde_json::{json, Value};
 use support::iam_action;
+use test_support::backend::{AwsEmulator, Broker};
+use test_support::fault::FaultLayer;
+use test_support::harness::{GraphqlServer, ProcessorServer, ProcessorTopics};
+use test_support::kafka::reset_group;
+use test_support::stores::{at, dynamodb_store_with, event, s3_store_with};
 
 /// What a recorded call needs: (IAM action, resource kind), the kind being
 /// `table`, `index`, `bucket` or `object:<key>`.
@@ -110,7 +110,7 @@ async fn every_call_the_processor_makes_is_allowed_by_its_task_role() -> anyhow:
     let t = ProcessorTopics::create(&broker, 3).await?;
     let direct = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let (recorded, faults) = FaultLayer::wrap(&direct);
-    let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&recorded, 2).await?);
+    let hot: Arc<dyn HotWriter> = Arc::new(dynamodb_store_with(&recorded, 2).await?);
     let cold = Arc::new(s3_store_with(&recorded).await?);
     // Only what the service does from here on counts (not the setup).
     faults.clear_calls();
@@ -159,7 +159,7 @@ async fn every_call_graphql_makes_is_allowed_by_its_task_role() -> anyhow::Resul
     let emulator = AwsEmulator::start().await?;
     let direct = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let (recorded, faults) = FaultLayer::wrap(&direct);
-    let hot: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&recorded, 2).await?);
+    let hot: Arc<dyn HotReader> = Arc::new(dynamodb_store_with(&recorded, 2).await?);
     faults.clear_calls();
     hot.check().await?;
     let api = GraphqlServer::start(hot, |_| {}).await?;

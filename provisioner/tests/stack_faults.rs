@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use integration_tests::fault::Fault;
 use support::{apply, apply_error, Env};
+use test_support::fault::Fault;
 
 fn error(code: &str, message: &str) -> Fault {
     Fault::Error {

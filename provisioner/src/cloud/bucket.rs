@@ -2,7 +2,7 @@
 //! encryption, versioning, a TLS-only policy and one lifecycle rule. The id
 //! is the bucket name.
 
-use std::collections::BTreeMap;
+use std::future::Future;
 
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
@@ -13,11 +13,14 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, Transition,
     TransitionStorageClass, VersioningConfiguration,
 };
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::resource::ResourceKind;
 use super::support::{
-    absent, gone_ok, in_stack, ours, prop_bool, prop_i64, prop_str, prop_tags, tags_value,
+    absent, deleted, fit_i32, from_props, in_stack_ids, name_and_arn, not_in_place, ours, ours_id,
+    prop_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, unbuilt, Tags,
 };
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
@@ -28,6 +31,27 @@ const LIFECYCLE_RULE: &str = "archive-then-expire";
 const DELETE_BATCH: usize = 1000;
 /// What S3 answers for a bucket that is not there.
 const GONE: &[&str] = &["NoSuchBucket"];
+
+/// A bucket's attributes, in the order a plan lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BucketProps {
+    /// Days after which objects move to `archive_storage_class`.
+    pub archive_after_days: Option<i64>,
+    /// The storage class objects are archived in (`GLACIER_IR`).
+    pub archive_storage_class: Option<String>,
+    /// Whether all four public access blocks are on.
+    pub block_public_access: bool,
+    /// The default encryption's algorithm (`AES256`); `None` without one.
+    pub encryption: Option<String>,
+    /// Days after which objects (and noncurrent versions) expire.
+    pub expire_after_days: Option<i64>,
+    /// The bucket's name, its id.
+    pub name: String,
+    /// Whether the bucket policy denies requests without TLS.
+    pub tls_only: bool,
+    /// Whether versioning is on.
+    pub versioning: bool,
+}
 
 /// An S3 bucket.
 pub struct S3Bucket;
@@ -57,7 +81,7 @@ impl ResourceKind for S3Bucket {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
+        let p: BucketProps = from_props(props)?;
         // Someone else's bucket of that name answers AccessDenied, one in another
         // region a redirect: not ours either (create says so).
         let not_ours = [
@@ -65,16 +89,14 @@ impl ResourceKind for S3Bucket {
             &IN_ANOTHER_REGION[..],
         ]
         .concat();
-        let Some(tags) = absent(tags_of(cloud, name).await, &not_ours)? else {
-            return Ok(None);
-        };
-        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+        let tags = absent(tags_of(cloud, &p.name).await, &not_ours)?;
+        Ok(ours_id(cloud, address, tags, p.name))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         // Tags first: NoSuchBucket here means the bucket is gone.
         let tags = match tags_of(cloud, id).await {
-            Err(e) if e.code == "NoSuchTagSet" => Ok(BTreeMap::new()),
+            Err(e) if e.code == "NoSuchTagSet" => Ok(Tags::new()),
             other => other,
         };
         let Some(tags) = absent(tags, GONE)? else {
@@ -83,18 +105,15 @@ impl ResourceKind for S3Bucket {
         let Some(config) = read_config(cloud, id).await? else {
             return Ok(None);
         };
-        let mut props = config;
-        props.insert("name".into(), json!(id));
+        let mut props = to_props(&config);
         props.insert("tags".into(), tags_value(tags));
-        let outputs = Props::from([
-            ("name".to_string(), json!(id)),
-            ("arn".to_string(), json!(arn(id))),
-        ]);
+        let outputs = name_and_arn(id, &arn(id));
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String> {
-        let name = prop_str(props, "name")?;
+        let p: BucketProps = from_props(props)?;
+        let name = p.name.as_str();
         // Bucket names are global: one already taken (by another account, in
         // another region, or in this account by something not this stack's)
         // is an error now, before any call could change someone's bucket.
@@ -137,25 +156,23 @@ impl ResourceKind for S3Bucket {
                     .build(),
             );
         }
-        match request.send().await {
+        match sent("CreateBucket", request.send()).await {
             Ok(_) => {}
-            Err(e) => match CloudError::from_sdk("CreateBucket", e) {
-                e if e.code == "BucketAlreadyOwnedByYou" && ours => {}
-                e if e.code == "BucketAlreadyOwnedByYou" => return Err(taken(NOT_OURS)),
-                e if e.code == "BucketAlreadyExists" => return Err(taken(OTHER_ACCOUNT)),
-                e => return Err(e),
-            },
+            Err(e) if e.code == "BucketAlreadyOwnedByYou" && ours => {}
+            Err(e) if e.code == "BucketAlreadyOwnedByYou" => return Err(taken(NOT_OURS)),
+            Err(e) if e.code == "BucketAlreadyExists" => return Err(taken(OTHER_ACCOUNT)),
+            Err(e) => return Err(e),
         }
         // Tagged first, so a crash after this point leaves a bucket `find` adopts.
         put_tags(cloud, name, props).await?;
-        put_public_access_block(cloud, name, props).await?;
-        put_encryption(cloud, name, props).await?;
-        if prop_bool(props, "versioning")? {
+        put_public_access_block(cloud, name, p.block_public_access).await?;
+        put_encryption(cloud, name, &p).await?;
+        if p.versioning {
             put_versioning(cloud, name, true).await?;
         }
-        put_tls_policy(cloud, name, props).await?;
-        put_lifecycle(cloud, name, props).await?;
-        Ok(name.to_string())
+        put_tls_policy(cloud, name, p.tls_only).await?;
+        put_lifecycle(cloud, name, &p).await?;
+        Ok(p.name)
     }
 
     async fn update(
@@ -165,30 +182,28 @@ impl ResourceKind for S3Bucket {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: BucketProps = from_props(props)?;
         let mut lifecycle = false;
         for attribute in changed {
             match attribute.as_str() {
-                "versioning" => put_versioning(cloud, id, prop_bool(props, "versioning")?).await?,
+                "versioning" => put_versioning(cloud, id, p.versioning).await?,
                 // One rule holds these; it is written once below.
                 "archive_after_days" | "expire_after_days" | "archive_storage_class" => {
                     lifecycle = true
                 }
                 // Not in place for the planner (a change replaces the bucket), but
                 // a create found half-made is completed with them.
-                "block_public_access" => put_public_access_block(cloud, id, props).await?,
-                "encryption" => put_encryption(cloud, id, props).await?,
-                "tls_only" => put_tls_policy(cloud, id, props).await?,
-                "tags" => put_tags(cloud, id, props).await?,
-                other => {
-                    return Err(CloudError::invalid(
-                        "UpdateBucket",
-                        format!("`{other}` cannot change in place"),
-                    ))
+                "block_public_access" => {
+                    put_public_access_block(cloud, id, p.block_public_access).await?
                 }
+                "encryption" => put_encryption(cloud, id, &p).await?,
+                "tls_only" => put_tls_policy(cloud, id, p.tls_only).await?,
+                "tags" => put_tags(cloud, id, props).await?,
+                other => return Err(not_in_place("UpdateBucket", other)),
             }
         }
         if lifecycle {
-            put_lifecycle(cloud, id, props).await?;
+            put_lifecycle(cloud, id, &p).await?;
         }
         Ok(())
     }
@@ -198,15 +213,11 @@ impl ResourceKind for S3Bucket {
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         loop {
-            let listed = cloud
-                .s3
-                .list_object_versions()
-                .bucket(id)
+            let request = cloud.s3.list_object_versions().bucket(id);
+            let request = request
                 .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ListObjectVersions", e));
+                .set_version_id_marker(version_marker.take());
+            let listed = sent("ListObjectVersions", request.send()).await;
             let Some(out) = absent(listed, GONE)? else {
                 return Ok(());
             };
@@ -223,25 +234,18 @@ impl ResourceKind for S3Bucket {
                         .key(key)
                         .set_version_id(version.map(str::to_string))
                         .build()
-                        .map_err(|e| CloudError::invalid("DeleteObjects", e.to_string()))?,
+                        .map_err(unbuilt("DeleteObjects"))?,
                 );
             }
             for batch in objects.chunks(DELETE_BATCH) {
-                let deleted = cloud
-                    .s3
-                    .delete_objects()
-                    .bucket(id)
-                    .delete(
-                        Delete::builder()
-                            .set_objects(Some(batch.to_vec()))
-                            .quiet(true)
-                            .build()
-                            .map_err(|e| CloudError::invalid("DeleteObjects", e.to_string()))?,
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("DeleteObjects", e))?;
-                if let Some(error) = deleted.errors().first() {
+                let delete = Delete::builder()
+                    .set_objects(Some(batch.to_vec()))
+                    .quiet(true)
+                    .build()
+                    .map_err(unbuilt("DeleteObjects"))?;
+                let request = cloud.s3.delete_objects().bucket(id).delete(delete);
+                let answer = sent("DeleteObjects", request.send()).await?;
+                if let Some(error) = answer.errors().first() {
                     return Err(CloudError {
                         operation: "DeleteObjects".into(),
                         code: error.code().unwrap_or_default().to_string(),
@@ -259,49 +263,29 @@ impl ResourceKind for S3Bucket {
             key_marker = out.next_key_marker().map(str::to_string);
             version_marker = out.next_version_id_marker().map(str::to_string);
         }
-        let deleted = cloud
-            .s3
-            .delete_bucket()
-            .bucket(id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("DeleteBucket", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.s3.delete_bucket().bucket(id);
+        deleted("DeleteBucket", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = cloud
-                .s3
-                .list_buckets()
-                // Buckets elsewhere answer their tags only in their own region.
-                .bucket_region(&cloud.region)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ListBuckets", e))?;
-            for bucket in out.buckets() {
-                let Some(name) = bucket.name() else { continue };
-                let skip = [
-                    "NoSuchBucket",
-                    "NoSuchTagSet",
-                    "AccessDenied",
-                    "PermanentRedirect",
-                ];
-                if let Some(tags) = absent(tags_of(cloud, name).await, &skip)? {
-                    if in_stack(cloud, &tags) {
-                        found.push(name.to_string());
-                    }
-                }
-            }
-            match out.continuation_token() {
-                Some(next) => token = Some(next.to_string()),
-                None => return Ok(found),
-            }
-        }
+        // Buckets elsewhere answer their tags only in their own region.
+        let request = cloud.s3.list_buckets().bucket_region(&cloud.region);
+        let buckets = request.into_paginator().items().send().try_collect();
+        let buckets = sent("ListBuckets", buckets).await?;
+        let names = buckets
+            .iter()
+            .filter_map(|bucket| bucket.name())
+            .map(|name| (name.to_string(), name.to_string()));
+        let skip = &[
+            "NoSuchBucket",
+            "NoSuchTagSet",
+            "AccessDenied",
+            "PermanentRedirect",
+        ];
+        in_stack_ids(cloud, names.collect::<Vec<_>>(), |name| async move {
+            absent(tags_of(cloud, &name).await, skip)
+        })
+        .await
     }
 }
 
@@ -313,83 +297,51 @@ const IN_ANOTHER_REGION: [&str; 3] = [
 ];
 
 async fn is_empty(cloud: &Cloud, name: &str) -> Result<bool> {
-    let out = cloud
-        .s3
-        .list_object_versions()
-        .bucket(name)
-        .max_keys(1)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ListObjectVersions", e))?;
+    let request = cloud.s3.list_object_versions().bucket(name).max_keys(1);
+    let out = sent("ListObjectVersions", request.send()).await?;
     Ok(out.versions().is_empty() && out.delete_markers().is_empty())
 }
 
-async fn put_public_access_block(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let block = prop_bool(props, "block_public_access")?;
-    cloud
-        .s3
-        .put_public_access_block()
-        .bucket(name)
-        .public_access_block_configuration(
-            PublicAccessBlockConfiguration::builder()
-                .block_public_acls(block)
-                .ignore_public_acls(block)
-                .block_public_policy(block)
-                .restrict_public_buckets(block)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutPublicAccessBlock", e))?;
-    Ok(())
+async fn put_public_access_block(cloud: &Cloud, name: &str, block: bool) -> Result<()> {
+    let configuration = PublicAccessBlockConfiguration::builder()
+        .block_public_acls(block)
+        .ignore_public_acls(block)
+        .block_public_policy(block)
+        .restrict_public_buckets(block)
+        .build();
+    let request = cloud.s3.put_public_access_block().bucket(name);
+    let request = request.public_access_block_configuration(configuration);
+    sent_ok("PutPublicAccessBlock", request.send()).await
 }
 
-async fn put_encryption(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
+async fn put_encryption(cloud: &Cloud, name: &str, p: &BucketProps) -> Result<()> {
+    let algorithm = required(p.encryption.as_deref(), "encryption")?;
     let by_default = ServerSideEncryptionByDefault::builder()
-        .sse_algorithm(ServerSideEncryption::from(prop_str(props, "encryption")?))
+        .sse_algorithm(ServerSideEncryption::from(algorithm))
         .build()
-        .map_err(|e| CloudError::invalid("PutBucketEncryption", e.to_string()))?;
-    cloud
-        .s3
-        .put_bucket_encryption()
-        .bucket(name)
-        .server_side_encryption_configuration(
-            ServerSideEncryptionConfiguration::builder()
-                .rules(
-                    ServerSideEncryptionRule::builder()
-                        .apply_server_side_encryption_by_default(by_default)
-                        .build(),
-                )
-                .build()
-                .map_err(|e| CloudError::invalid("PutBucketEncryption", e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutBucketEncryption", e))?;
-    Ok(())
+        .map_err(unbuilt("PutBucketEncryption"))?;
+    let rule = ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(by_default)
+        .build();
+    let configuration = ServerSideEncryptionConfiguration::builder()
+        .rules(rule)
+        .build()
+        .map_err(unbuilt("PutBucketEncryption"))?;
+    let request = cloud.s3.put_bucket_encryption().bucket(name);
+    let request = request.server_side_encryption_configuration(configuration);
+    sent_ok("PutBucketEncryption", request.send()).await
 }
 
 /// The TLS-only bucket policy when `tls_only`, none otherwise.
-async fn put_tls_policy(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    if prop_bool(props, "tls_only")? {
-        cloud
-            .s3
-            .put_bucket_policy()
-            .bucket(name)
-            .policy(tls_only_policy(name))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("PutBucketPolicy", e))?;
+async fn put_tls_policy(cloud: &Cloud, name: &str, tls_only: bool) -> Result<()> {
+    if tls_only {
+        let request = cloud.s3.put_bucket_policy().bucket(name);
+        let request = request.policy(tls_only_policy(name));
+        sent_ok("PutBucketPolicy", request.send()).await
     } else {
-        cloud
-            .s3
-            .delete_bucket_policy()
-            .bucket(name)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DeleteBucketPolicy", e))?;
+        let request = cloud.s3.delete_bucket_policy().bucket(name);
+        sent_ok("DeleteBucketPolicy", request.send()).await
     }
-    Ok(())
 }
 
 /// The bucket's ARN.
@@ -398,31 +350,29 @@ fn arn(name: &str) -> String {
 }
 
 /// The bucket's tags (GetBucketTagging answers NoSuchTagSet for none).
-async fn tags_of(cloud: &Cloud, name: &str) -> Result<BTreeMap<String, String>> {
-    let out = cloud
-        .s3
-        .get_bucket_tagging()
-        .bucket(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetBucketTagging", e))?;
-    Ok(out
-        .tag_set()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect())
+async fn tags_of(cloud: &Cloud, name: &str) -> Result<Tags> {
+    let request = cloud.s3.get_bucket_tagging().bucket(name);
+    let out = sent("GetBucketTagging", request.send()).await?;
+    Ok(tag_map(out.tag_set().iter().map(|t| (t.key(), t.value()))))
 }
 
 /// What a Get* call of one part of the configuration answered: `None` when
 /// the bucket is gone, `Some(None)` when it answered `unset` (that part is
 /// not configured).
-fn configured<T>(answer: Result<T>, unset: &str) -> Result<Option<Option<T>>> {
-    absent(absent(answer, &[unset]), GONE)
+async fn configured<T, E>(
+    operation: &str,
+    unset: &str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<Option<Option<T>>>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    absent(absent(sent(operation, call).await, &[unset]), GONE)
 }
 
-/// Every property but `name` and `tags`, from the Get* calls; `None` when
-/// the bucket vanished meanwhile.
-async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<Props>> {
+/// Every property but `tags`, from the Get* calls; `None` when the bucket
+/// vanished meanwhile.
+async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<BucketProps>> {
     let versioning = match cloud.s3.get_bucket_versioning().bucket(id).send().await {
         Ok(out) => Some(out.status() == Some(&BucketVersioningStatus::Enabled)),
         // moto names the answer's root element differently, which the SDK
@@ -439,16 +389,10 @@ async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<Props>> {
     let Some(versioning) = versioning else {
         return Ok(None);
     };
-    let encryption = cloud
-        .s3
-        .get_bucket_encryption()
-        .bucket(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetBucketEncryption", e));
-    let Some(encryption) =
-        configured(encryption, "ServerSideEncryptionConfigurationNotFoundError")?
-    else {
+    let s3 = &cloud.s3;
+    let encryption = s3.get_bucket_encryption().bucket(id).send();
+    let unset = "ServerSideEncryptionConfigurationNotFoundError";
+    let Some(encryption) = configured("GetBucketEncryption", unset, encryption).await? else {
         return Ok(None);
     };
     let encryption = encryption
@@ -456,15 +400,10 @@ async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<Props>> {
         .and_then(|out| out.server_side_encryption_configuration())
         .and_then(|c| c.rules().first())
         .and_then(|r| r.apply_server_side_encryption_by_default())
-        .map_or(Value::Null, |d| json!(d.sse_algorithm().as_str()));
-    let block = cloud
-        .s3
-        .get_public_access_block()
-        .bucket(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetPublicAccessBlock", e));
-    let Some(block) = configured(block, "NoSuchPublicAccessBlockConfiguration")? else {
+        .map(|d| d.sse_algorithm().as_str().to_string());
+    let block = s3.get_public_access_block().bucket(id).send();
+    let unset = "NoSuchPublicAccessBlockConfiguration";
+    let Some(block) = configured("GetPublicAccessBlock", unset, block).await? else {
         return Ok(None);
     };
     let block_public_access = block
@@ -480,59 +419,41 @@ async fn read_config(cloud: &Cloud, id: &str) -> Result<Option<Props>> {
             .iter()
             .all(|flag| *flag == Some(true))
         });
-    let policy = cloud
-        .s3
-        .get_bucket_policy()
-        .bucket(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetBucketPolicy", e));
-    let Some(policy) = configured(policy, "NoSuchBucketPolicy")? else {
+    let policy = s3.get_bucket_policy().bucket(id).send();
+    let Some(policy) = configured("GetBucketPolicy", "NoSuchBucketPolicy", policy).await? else {
         return Ok(None);
     };
     let tls_only =
         policy.is_some_and(|out| denies_insecure_transport(out.policy().unwrap_or_default()));
-    let lifecycle = cloud
-        .s3
-        .get_bucket_lifecycle_configuration()
-        .bucket(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetBucketLifecycleConfiguration", e));
-    let Some(lifecycle) = configured(lifecycle, "NoSuchLifecycleConfiguration")? else {
+    let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(id).send();
+    let (operation, unset) = (
+        "GetBucketLifecycleConfiguration",
+        "NoSuchLifecycleConfiguration",
+    );
+    let Some(lifecycle) = configured(operation, unset, lifecycle).await? else {
         return Ok(None);
     };
-    let (mut archive_after_days, mut archive_storage_class, mut expire_after_days) =
-        (Value::Null, Value::Null, Value::Null);
     let rule = lifecycle.as_ref().and_then(|out| {
         out.rules()
             .iter()
             .find(|r| r.status() == &ExpirationStatus::Enabled)
     });
-    if let Some(rule) = rule {
-        if let Some(transition) = rule.transitions().first() {
-            archive_after_days = transition.days().map_or(Value::Null, |d| json!(d));
-            archive_storage_class = transition
-                .storage_class()
-                .map_or(Value::Null, |c| json!(c.as_str()));
-        }
-        expire_after_days = rule
-            .expiration()
+    let transition = rule.and_then(|r| r.transitions().first());
+    Ok(Some(BucketProps {
+        name: id.to_string(),
+        versioning,
+        encryption,
+        block_public_access,
+        tls_only,
+        archive_after_days: transition.and_then(|t| t.days()).map(i64::from),
+        archive_storage_class: transition
+            .and_then(|t| t.storage_class())
+            .map(|c| c.as_str().to_string()),
+        expire_after_days: rule
+            .and_then(|r| r.expiration())
             .and_then(|e| e.days())
-            .map_or(Value::Null, |d| json!(d));
-    }
-    Ok(Some(Props::from([
-        ("versioning".to_string(), json!(versioning)),
-        ("encryption".to_string(), encryption),
-        (
-            "block_public_access".to_string(),
-            json!(block_public_access),
-        ),
-        ("tls_only".to_string(), json!(tls_only)),
-        ("archive_after_days".to_string(), archive_after_days),
-        ("archive_storage_class".to_string(), archive_storage_class),
-        ("expire_after_days".to_string(), expire_after_days),
-    ])))
+            .map(i64::from),
+    }))
 }
 
 /// The policy denying every request not made over TLS.
@@ -572,30 +493,15 @@ fn denies_insecure_transport(policy: &str) -> bool {
 
 /// Replaces the bucket's tag set with the desired tags.
 async fn put_tags(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let tags = prop_tags(props)?
-        .into_iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| CloudError::invalid("Tag", e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    cloud
-        .s3
-        .put_bucket_tagging()
-        .bucket(name)
-        .tagging(
-            Tagging::builder()
-                .set_tag_set(Some(tags))
-                .build()
-                .map_err(|e| CloudError::invalid("PutBucketTagging", e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutBucketTagging", e))?;
-    Ok(())
+    let tags = sdk_tags(prop_tags(props)?, |k, v| {
+        Tag::builder().key(k).value(v).build()
+    })?;
+    let tagging = Tagging::builder()
+        .set_tag_set(Some(tags))
+        .build()
+        .map_err(unbuilt("PutBucketTagging"))?;
+    let request = cloud.s3.put_bucket_tagging().bucket(name).tagging(tagging);
+    sent_ok("PutBucketTagging", request.send()).await
 }
 
 async fn put_versioning(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> {
@@ -605,24 +511,18 @@ async fn put_versioning(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> 
     } else {
         BucketVersioningStatus::Suspended
     };
-    cloud
-        .s3
-        .put_bucket_versioning()
-        .bucket(name)
-        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutBucketVersioning", e))?;
-    Ok(())
+    let configuration = VersioningConfiguration::builder().status(status).build();
+    let request = cloud.s3.put_bucket_versioning().bucket(name);
+    let request = request.versioning_configuration(configuration);
+    sent_ok("PutBucketVersioning", request.send()).await
 }
 
 /// Writes the one rule: archive, then expire current and noncurrent versions.
-async fn put_lifecycle(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let days = |prop: &str| {
-        i32::try_from(prop_i64(props, prop)?)
-            .map_err(|_| CloudError::invalid(prop, format!("property `{prop}` is out of range")))
-    };
-    let (archive, expire) = (days("archive_after_days")?, days("expire_after_days")?);
+async fn put_lifecycle(cloud: &Cloud, name: &str, p: &BucketProps) -> Result<()> {
+    let days = |value: Option<i64>, name: &str| fit_i32(required(value, name)?, name);
+    let archive = days(p.archive_after_days, "archive_after_days")?;
+    let expire = days(p.expire_after_days, "expire_after_days")?;
+    let class = required(p.archive_storage_class.as_deref(), "archive_storage_class")?;
     let rule = LifecycleRule::builder()
         .id(LIFECYCLE_RULE)
         .status(ExpirationStatus::Enabled)
@@ -630,10 +530,7 @@ async fn put_lifecycle(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
         .transitions(
             Transition::builder()
                 .days(archive)
-                .storage_class(TransitionStorageClass::from(prop_str(
-                    props,
-                    "archive_storage_class",
-                )?))
+                .storage_class(TransitionStorageClass::from(class))
                 .build(),
         )
         .expiration(LifecycleExpiration::builder().days(expire).build())
@@ -643,21 +540,12 @@ async fn put_lifecycle(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
                 .build(),
         )
         .build()
-        .map_err(|e| CloudError::invalid("PutBucketLifecycleConfiguration", e.to_string()))?;
-    cloud
-        .s3
-        .put_bucket_lifecycle_configuration()
-        .bucket(name)
-        .lifecycle_configuration(
-            BucketLifecycleConfiguration::builder()
-                .rules(rule)
-                .build()
-                .map_err(|e| {
-                    CloudError::invalid("PutBucketLifecycleConfiguration", e.to_string())
-                })?,
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutBucketLifecycleConfiguration", e))?;
-    Ok(())
+        .map_err(unbuilt("PutBucketLifecycleConfiguration"))?;
+    let configuration = BucketLifecycleConfiguration::builder()
+        .rules(rule)
+        .build()
+        .map_err(unbuilt("PutBucketLifecycleConfiguration"))?;
+    let request = cloud.s3.put_bucket_lifecycle_configuration().bucket(name);
+    let request = request.lifecycle_configuration(configuration);
+    sent_ok("PutBucketLifecycleConfiguration", request.send()).await
 }

@@ -3,22 +3,35 @@
 //! repository name. Tags are mutable: task definitions pin digests, and the
 //! version and commit tags move to each new build of them.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Repository, Tag};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::resource::ResourceKind;
 use super::support::{
-    absent, gone_ok, in_stack, ours, prop_bool, prop_i64, prop_str, prop_tags, replace_tags,
-    tags_value,
+    absent, deleted, from_props, in_stack_ids, look_at, name_and_arn, not_in_place, ours_id,
+    prop_tags, replace_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props,
+    vanished, Tags,
 };
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
 
 /// What ECR answers for a repository that is not there.
 const GONE: &[&str] = &["RepositoryNotFoundException"];
+
+/// A repository's attributes, in the order a plan lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EcrRepositoryProps {
+    /// Images the lifecycle policy keeps; `None` without a policy of ours.
+    pub keep_images: Option<i64>,
+    /// The repository's name, its id.
+    pub name: String,
+    /// Whether pushed images are scanned.
+    pub scan_on_push: bool,
+    /// `MUTABLE` or `IMMUTABLE`; `None` when ECR does not say.
+    pub tag_mutability: Option<String>,
+}
 
 /// An ECR repository.
 pub struct EcrRepository;
@@ -35,12 +48,14 @@ impl ResourceKind for EcrRepository {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        let Some(repository) = describe(cloud, name).await? else {
-            return Ok(None);
-        };
-        let tags = tags_of(cloud, arn_of(&repository)?).await?;
-        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+        let p: EcrRepositoryProps = from_props(props)?;
+        let repository = describe(cloud, &p.name).await?;
+        let tags = look_at(
+            repository,
+            |r| async move { tags_of(cloud, arn_of(&r)?).await },
+        );
+        let tags = tags.await?;
+        Ok(ours_id(cloud, address, tags, p.name))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -48,68 +63,43 @@ impl ResourceKind for EcrRepository {
             return Ok(None);
         };
         let arn = arn_of(&repository)?;
-        let scan_on_push = repository
-            .image_scanning_configuration()
-            .is_some_and(|c| c.scan_on_push());
-        let policy = cloud
-            .ecr
-            .get_lifecycle_policy()
-            .repository_name(id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("GetLifecyclePolicy", e));
+        let policy = cloud.ecr.get_lifecycle_policy().repository_name(id);
+        let policy = sent("GetLifecyclePolicy", policy.send()).await;
         let Some(policy) = absent(absent(policy, &["LifecyclePolicyNotFoundException"]), GONE)?
         else {
             return Ok(None);
         };
-        let keep_images = policy.map_or(Value::Null, |out| {
-            keep_images_of(out.lifecycle_policy_text().unwrap_or_default())
+        let mut props = to_props(&EcrRepositoryProps {
+            name: id.to_string(),
+            scan_on_push: repository
+                .image_scanning_configuration()
+                .is_some_and(|c| c.scan_on_push()),
+            tag_mutability: repository
+                .image_tag_mutability()
+                .map(|m| m.as_str().to_string()),
+            keep_images: policy.and_then(|out| keep_images_of(out.lifecycle_policy_text()?)),
         });
-        let tags = tags_of(cloud, arn).await?;
-        let tag_mutability = repository
-            .image_tag_mutability()
-            .map_or(Value::Null, |m| json!(m.as_str()));
+        props.insert("tags".into(), tags_value(tags_of(cloud, arn).await?));
         let url = repository.repository_uri().unwrap_or_default();
-        let props = Props::from([
-            ("name".to_string(), json!(id)),
-            ("scan_on_push".to_string(), json!(scan_on_push)),
-            ("tag_mutability".to_string(), tag_mutability),
-            ("keep_images".to_string(), keep_images),
-            ("tags".to_string(), tags_value(tags)),
-        ]);
-        let outputs = Props::from([
-            ("name".to_string(), json!(id)),
-            ("arn".to_string(), json!(arn)),
-            ("url".to_string(), json!(url)),
-            (
-                "registry".to_string(),
-                json!(url.split('/').next().unwrap_or_default()),
-            ),
-        ]);
+        let mut outputs = name_and_arn(id, arn);
+        outputs.insert("url".into(), json!(url));
+        let registry = url.split('/').next().unwrap_or_default();
+        outputs.insert("registry".into(), json!(registry));
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let name = prop_str(props, "name")?;
-        let mut request = cloud
-            .ecr
-            .create_repository()
-            .repository_name(name)
-            .image_tag_mutability(ImageTagMutability::from(prop_str(props, "tag_mutability")?))
-            .image_scanning_configuration(
-                ImageScanningConfiguration::builder()
-                    .scan_on_push(prop_bool(props, "scan_on_push")?)
-                    .build(),
-            );
-        for (key, value) in prop_tags(props)? {
-            request = request.tags(tag(key, value)?);
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateRepository", e))?;
-        put_lifecycle(cloud, name, prop_i64(props, "keep_images")?).await?;
-        Ok(name.to_string())
+        let p: EcrRepositoryProps = from_props(props)?;
+        let tags = ecr_tags(prop_tags(props)?)?;
+        let ecr = &cloud.ecr;
+        let request = ecr.create_repository().repository_name(&p.name);
+        let request = request
+            .image_tag_mutability(tag_mutability(&p)?)
+            .image_scanning_configuration(scanning(&p))
+            .set_tags(Some(tags).filter(|t| !t.is_empty()));
+        sent_ok("CreateRepository", request.send()).await?;
+        put_lifecycle(cloud, &p.name, p.keep_images).await?;
+        Ok(p.name)
     }
 
     async fn update(
@@ -119,43 +109,23 @@ impl ResourceKind for EcrRepository {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: EcrRepositoryProps = from_props(props)?;
+        let ecr = &cloud.ecr;
         for attribute in changed {
             match attribute.as_str() {
                 "scan_on_push" => {
-                    cloud
-                        .ecr
-                        .put_image_scanning_configuration()
-                        .repository_name(id)
-                        .image_scanning_configuration(
-                            ImageScanningConfiguration::builder()
-                                .scan_on_push(prop_bool(props, "scan_on_push")?)
-                                .build(),
-                        )
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::from_sdk("PutImageScanningConfiguration", e))?;
+                    let request = ecr.put_image_scanning_configuration().repository_name(id);
+                    let request = request.image_scanning_configuration(scanning(&p));
+                    sent_ok("PutImageScanningConfiguration", request.send()).await?
                 }
-                "keep_images" => put_lifecycle(cloud, id, prop_i64(props, "keep_images")?).await?,
+                "keep_images" => put_lifecycle(cloud, id, p.keep_images).await?,
                 "tag_mutability" => {
-                    cloud
-                        .ecr
-                        .put_image_tag_mutability()
-                        .repository_name(id)
-                        .image_tag_mutability(ImageTagMutability::from(prop_str(
-                            props,
-                            "tag_mutability",
-                        )?))
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::from_sdk("PutImageTagMutability", e))?;
+                    let request = ecr.put_image_tag_mutability().repository_name(id);
+                    let request = request.image_tag_mutability(tag_mutability(&p)?);
+                    sent_ok("PutImageTagMutability", request.send()).await?
                 }
                 "tags" => retag(cloud, id, props).await?,
-                other => {
-                    return Err(CloudError::invalid(
-                        "UpdateRepository",
-                        format!("`{other}` cannot change in place"),
-                    ))
-                }
+                other => return Err(not_in_place("UpdateRepository", other)),
             }
         }
         Ok(())
@@ -163,54 +133,31 @@ impl ResourceKind for EcrRepository {
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
         // force: the repository goes with its images.
-        let deleted = cloud
-            .ecr
-            .delete_repository()
-            .repository_name(id)
-            .force(true)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("DeleteRepository", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.ecr.delete_repository().repository_name(id);
+        deleted("DeleteRepository", GONE, request.force(true).send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = cloud
-                .ecr
-                .describe_repositories()
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("DescribeRepositories", e))?;
-            for repository in out.repositories() {
-                let tags = tags_of(cloud, arn_of(repository)?).await?;
-                if in_stack(cloud, &tags) {
-                    if let Some(name) = repository.repository_name() {
-                        found.push(name.to_string());
-                    }
-                }
-            }
-            match out.next_token() {
-                Some(next) => token = Some(next.to_string()),
-                None => return Ok(found),
+        let items = cloud.ecr.describe_repositories().into_paginator().items();
+        let repositories = sent("DescribeRepositories", items.send().try_collect()).await?;
+        let mut candidates = Vec::new();
+        for repository in &repositories {
+            let arn = arn_of(repository)?;
+            if let Some(name) = repository.repository_name() {
+                candidates.push((name.to_string(), arn));
             }
         }
+        in_stack_ids(cloud, candidates, |arn| async move {
+            tags_of(cloud, arn).await.map(Some)
+        })
+        .await
     }
 }
 
 /// The repository named `name`, `None` when there is none.
 async fn describe(cloud: &Cloud, name: &str) -> Result<Option<Repository>> {
-    let out = cloud
-        .ecr
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeRepositories", e));
+    let request = cloud.ecr.describe_repositories().repository_names(name);
+    let out = sent("DescribeRepositories", request.send()).await;
     Ok(absent(out, GONE)?.and_then(|out| out.repositories().first().cloned()))
 }
 
@@ -220,27 +167,25 @@ fn arn_of(repository: &Repository) -> Result<&str> {
         .ok_or_else(|| CloudError::invalid("DescribeRepositories", "repository without an ARN"))
 }
 
-async fn tags_of(cloud: &Cloud, arn: &str) -> Result<BTreeMap<String, String>> {
-    let out = cloud
-        .ecr
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ListTagsForResource", e))?;
-    Ok(out
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect())
+async fn tags_of(cloud: &Cloud, arn: &str) -> Result<Tags> {
+    let request = cloud.ecr.list_tags_for_resource().resource_arn(arn);
+    let out = sent("ListTagsForResource", request.send()).await?;
+    Ok(tag_map(out.tags().iter().map(|t| (t.key(), t.value()))))
 }
 
-fn tag(key: String, value: String) -> Result<Tag> {
-    Tag::builder()
-        .key(key)
-        .value(value)
+fn ecr_tags(tags: Vec<(String, String)>) -> Result<Vec<Tag>> {
+    sdk_tags(tags, |k, v| Tag::builder().key(k).value(v).build())
+}
+
+fn scanning(p: &EcrRepositoryProps) -> ImageScanningConfiguration {
+    ImageScanningConfiguration::builder()
+        .scan_on_push(p.scan_on_push)
         .build()
-        .map_err(|e| CloudError::invalid("Tag", e.to_string()))
+}
+
+fn tag_mutability(p: &EcrRepositoryProps) -> Result<ImageTagMutability> {
+    let mutability = required(p.tag_mutability.as_deref(), "tag_mutability")?;
+    Ok(ImageTagMutability::from(mutability))
 }
 
 /// The lifecycle policy text keeping the last `keep` images.
@@ -254,66 +199,38 @@ fn lifecycle_text(keep: i64) -> String {
     .to_string()
 }
 
-/// `keep_images` from a policy written by [`lifecycle_text`]; `Null` for any other.
-fn keep_images_of(text: &str) -> Value {
-    let policy: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let rule = &policy["rules"][0];
-    match (
-        policy["rules"].as_array().map(Vec::len),
-        rule["selection"]["countType"].as_str(),
-    ) {
-        (Some(1), Some("imageCountMoreThan")) => rule["selection"]["countNumber"].clone(),
-        _ => Value::Null,
-    }
+/// `keep_images` from a policy written by [`lifecycle_text`]; `None` for any other.
+fn keep_images_of(text: &str) -> Option<i64> {
+    let policy: Value = serde_json::from_str(text).ok()?;
+    let rules = policy["rules"].as_array()?;
+    let selection = &rules.first()?["selection"];
+    (rules.len() == 1 && selection["countType"] == "imageCountMoreThan")
+        .then(|| selection["countNumber"].as_i64())
+        .flatten()
 }
 
-async fn put_lifecycle(cloud: &Cloud, name: &str, keep: i64) -> Result<()> {
-    cloud
-        .ecr
-        .put_lifecycle_policy()
-        .repository_name(name)
-        .lifecycle_policy_text(lifecycle_text(keep))
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutLifecyclePolicy", e))?;
-    Ok(())
+async fn put_lifecycle(cloud: &Cloud, name: &str, keep: Option<i64>) -> Result<()> {
+    let text = lifecycle_text(required(keep, "keep_images")?);
+    let request = cloud.ecr.put_lifecycle_policy().repository_name(name);
+    let request = request.lifecycle_policy_text(text);
+    sent_ok("PutLifecyclePolicy", request.send()).await
 }
 
 /// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let Some(repository) = describe(cloud, name).await? else {
-        return Err(CloudError::invalid(
-            "TagResource",
-            format!("repository {name} is gone"),
-        ));
-    };
+    let repository = describe(cloud, name).await?;
+    let repository = repository.ok_or_else(|| vanished("TagResource", "repository", name))?;
     let arn = arn_of(&repository)?;
     let current = tags_of(cloud, arn).await?.into_keys();
-    let add = |desired: Vec<(String, String)>| async {
-        let tags = desired
-            .into_iter()
-            .map(|(k, v)| tag(k, v))
-            .collect::<Result<Vec<_>>>()?;
-        cloud
-            .ecr
-            .tag_resource()
-            .resource_arn(arn)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("TagResource", e))
+    let ecr = &cloud.ecr;
+    let add = |desired: Vec<(String, String)>| async move {
+        let request = ecr.tag_resource().resource_arn(arn);
+        let request = request.set_tags(Some(ecr_tags(desired)?));
+        sent_ok("TagResource", request.send()).await
     };
-    let remove = |stale: Vec<String>| async {
-        cloud
-            .ecr
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("UntagResource", e))
+    let remove = |stale: Vec<String>| {
+        let request = ecr.untag_resource().resource_arn(arn);
+        sent_ok("UntagResource", request.set_tag_keys(Some(stale)).send())
     };
     replace_tags(props, current, add, remove).await
 }

@@ -3,16 +3,16 @@
 //! instance profile of the same name holding the role (for EC2). The id is
 //! the role name.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use aws_sdk_iam::operation::get_role::GetRoleOutput;
 use aws_sdk_iam::types::Tag;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::resource::ResourceKind;
 use super::support::{
-    absent, gone_ok, in_stack, ours, prop_str, prop_strings, prop_tags, replace_tags, tags_value,
+    absent, deleted, from_props, gone_ok, in_stack_ids, look_at, not_in_place, ours_id, prop_tags,
+    replace_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, Tags,
 };
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
@@ -22,6 +22,26 @@ pub const INLINE_POLICY: &str = "event-platform";
 
 /// What IAM answers for a role, profile or policy that is not there.
 const GONE: &[&str] = &["NoSuchEntity"];
+
+/// A role's attributes, in the order a plan lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IamRoleProps {
+    /// The policy document of its inline policy [`INLINE_POLICY`], if any.
+    pub inline_policy: Option<Value>,
+    /// Whether an instance profile of its name holds it (absent, not
+    /// `false`, for a role without one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instance_profile: bool,
+    /// ARNs of its attached managed policies.
+    pub managed_policies: Vec<String>,
+    /// The role's name, its id (and its instance profile's).
+    pub name: String,
+    /// The account principal `run-local` assumes it as, if any.
+    pub trust_account: Option<String>,
+    /// The service principal that assumes it; `None` when its trust policy
+    /// is not one this kind writes (the plan replaces it).
+    pub trust_service: Option<String>,
+}
 
 /// An IAM role, with its instance profile when it has one.
 pub struct IamRole;
@@ -44,12 +64,10 @@ impl ResourceKind for IamRole {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        if get_role(cloud, name).await?.is_none() {
-            return Ok(None);
-        }
-        let tags = role_tags(cloud, name).await?;
-        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+        let p: IamRoleProps = from_props(props)?;
+        let role = get_role(cloud, &p.name).await?;
+        let tags = look_at(role, |_| role_tags(cloud, &p.name)).await?;
+        Ok(ours_id(cloud, address, tags, p.name))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -61,79 +79,57 @@ impl ResourceKind for IamRole {
             .map(parse_policy)
             .transpose()?
             .unwrap_or(Value::Null);
-        // A trust policy we did not write reads as null, so the plan replaces it.
-        let trust_service = trust_service(&trust).map_or(Value::Null, Value::String);
-        let trust_account = trust_statements(&trust)
-            .iter()
-            .find(|s| s["Sid"] == RUN_LOCAL_SID)
-            .map_or(Value::Null, |s| s["Principal"]["AWS"].clone());
-
-        let mut managed = attached(cloud, id).await?;
-        managed.sort();
-
-        let inline = cloud
-            .iam
+        let mut managed_policies = attached(cloud, id).await?;
+        managed_policies.sort();
+        let iam = &cloud.iam;
+        let inline = iam
             .get_role_policy()
             .role_name(id)
-            .policy_name(INLINE_POLICY)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("GetRolePolicy", e));
-        let inline = match absent(inline, GONE)? {
-            Some(out) => parse_policy(out.policy_document())?,
-            None => Value::Null,
+            .policy_name(INLINE_POLICY);
+        let inline_policy = match absent(sent("GetRolePolicy", inline.send()).await, GONE)? {
+            Some(out) => Some(parse_policy(out.policy_document())?),
+            None => None,
         };
-        let tags = role_tags(cloud, id).await?;
-        let profile = profile_holds_role(cloud, id).await?;
-
-        let mut props = Props::from([
-            (
-                "name".to_string(),
-                Value::String(role.role_name().to_string()),
-            ),
-            ("trust_service".to_string(), trust_service),
-            ("trust_account".to_string(), trust_account),
-            ("managed_policies".to_string(), Value::from(managed)),
-            ("inline_policy".to_string(), inline),
-            ("tags".to_string(), tags_value(tags)),
-        ]);
+        let instance_profile = profile_holds_role(cloud, id).await?;
+        let mut props = to_props(&IamRoleProps {
+            name: role.role_name().to_string(),
+            // A trust policy we did not write reads as null, so the plan replaces it.
+            trust_service: trust_service(&trust),
+            trust_account: trust_statements(&trust)
+                .iter()
+                .find(|s| s["Sid"] == RUN_LOCAL_SID)
+                .and_then(|s| s["Principal"]["AWS"].as_str().map(str::to_string)),
+            managed_policies,
+            inline_policy,
+            instance_profile,
+        });
+        props.insert("tags".into(), tags_value(role_tags(cloud, id).await?));
         let mut outputs = Props::from([
-            (
-                "name".to_string(),
-                Value::String(role.role_name().to_string()),
-            ),
-            ("arn".to_string(), Value::String(role.arn().to_string())),
+            ("name".to_string(), json!(role.role_name())),
+            ("arn".to_string(), json!(role.arn())),
         ]);
-        if profile {
-            props.insert("instance_profile".into(), Value::Bool(true));
-            outputs.insert("instance_profile".into(), Value::String(id.to_string()));
+        if instance_profile {
+            outputs.insert("instance_profile".into(), json!(id));
         }
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let name = prop_str(props, "name")?;
-        let trust = trust_policy(props)?;
-        let mut request = cloud
-            .iam
-            .create_role()
-            .role_name(name)
-            .assume_role_policy_document(trust.to_string());
-        for (key, value) in prop_tags(props)? {
-            request = request.tags(iam_tag(&key, &value)?);
+        let p: IamRoleProps = from_props(props)?;
+        let trust = trust_policy(&p)?.to_string();
+        let request = cloud.iam.create_role().role_name(&p.name);
+        let request = request
+            .assume_role_policy_document(trust)
+            .set_tags(Some(iam_tags(prop_tags(props)?)?).filter(|t| !t.is_empty()));
+        sent_ok("CreateRole", request.send()).await?;
+        for arn in &p.managed_policies {
+            attach(cloud, &p.name, arn).await?;
         }
-        request
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateRole", e))?;
-        for arn in prop_strings(props, "managed_policies")? {
-            attach(cloud, name, &arn).await?;
+        put_inline(cloud, &p.name, p.inline_policy.as_ref()).await?;
+        if p.instance_profile {
+            put_profile(cloud, &p.name, props).await?;
         }
-        put_inline(cloud, name, props).await?;
-        if wants_profile(props) {
-            put_profile(cloud, name, props).await?;
-        }
-        Ok(name.to_string())
+        Ok(p.name)
     }
 
     async fn update(
@@ -143,10 +139,11 @@ impl ResourceKind for IamRole {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: IamRoleProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {
                 "managed_policies" => {
-                    let desired = prop_strings(props, "managed_policies")?;
+                    let desired = &p.managed_policies;
                     let current = attached(cloud, id).await?;
                     for arn in desired.iter().filter(|a| !current.contains(a)) {
                         attach(cloud, id, arn).await?;
@@ -155,27 +152,16 @@ impl ResourceKind for IamRole {
                         detach(cloud, id, arn).await?;
                     }
                 }
-                "inline_policy" => put_inline(cloud, id, props).await?,
+                "inline_policy" => put_inline(cloud, id, p.inline_policy.as_ref()).await?,
                 "trust_account" => {
-                    let trust = trust_policy(props)?;
-                    cloud
-                        .iam
-                        .update_assume_role_policy()
-                        .role_name(id)
-                        .policy_document(trust.to_string())
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::from_sdk("UpdateAssumeRolePolicy", e))?;
+                    let request = cloud.iam.update_assume_role_policy().role_name(id);
+                    let request = request.policy_document(trust_policy(&p)?.to_string());
+                    sent_ok("UpdateAssumeRolePolicy", request.send()).await?;
                 }
-                "instance_profile" if wants_profile(props) => put_profile(cloud, id, props).await?,
+                "instance_profile" if p.instance_profile => put_profile(cloud, id, props).await?,
                 "instance_profile" => delete_profile(cloud, id).await?,
                 "tags" => retag(cloud, id, props).await?,
-                other => {
-                    return Err(CloudError::invalid(
-                        "update",
-                        format!("iam_role cannot change `{other}` in place"),
-                    ))
-                }
+                other => return Err(not_in_place("UpdateRole", other)),
             }
         }
         Ok(())
@@ -188,288 +174,157 @@ impl ResourceKind for IamRole {
             for arn in attached(cloud, id).await? {
                 detach(cloud, id, &arn).await?;
             }
-            let mut names = cloud
-                .iam
-                .list_role_policies()
-                .role_name(id)
-                .into_paginator()
-                .items()
-                .send();
-            let mut inline = Vec::new();
-            while let Some(name) = names.next().await {
-                inline.push(name.map_err(|e| CloudError::from_sdk("ListRolePolicies", e))?);
+            let iam = &cloud.iam;
+            let names = iam.list_role_policies().role_name(id).into_paginator();
+            let names = sent("ListRolePolicies", names.items().send().try_collect()).await?;
+            for name in names {
+                let request = iam.delete_role_policy().role_name(id).policy_name(name);
+                sent_ok("DeleteRolePolicy", request.send()).await?;
             }
-            for name in inline {
-                cloud
-                    .iam
-                    .delete_role_policy()
-                    .role_name(id)
-                    .policy_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("DeleteRolePolicy", e))?;
-            }
-            cloud
-                .iam
-                .delete_role()
-                .role_name(id)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("DeleteRole", e))?;
-            Ok(())
+            sent_ok("DeleteRole", iam.delete_role().role_name(id).send()).await
         }
         .await;
         gone_ok(result, GONE)
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        let mut roles = cloud.iam.list_roles().into_paginator().items().send();
-        let mut names = Vec::new();
-        while let Some(role) = roles.next().await {
-            let role = role.map_err(|e| CloudError::from_sdk("ListRoles", e))?;
-            // Our role names all start with the stack's name.
-            if role.role_name().starts_with(&cloud.stack) {
-                names.push(role.role_name().to_string());
-            }
-        }
-        for name in names {
-            let Some(tags) = absent(role_tags(cloud, &name).await, GONE)? else {
-                continue;
-            };
-            if in_stack(cloud, &tags) {
-                found.push(name);
-            }
-        }
+        let roles = cloud.iam.list_roles().into_paginator().items().send();
+        let roles = sent("ListRoles", roles.try_collect()).await?;
+        // Our role names all start with the stack's name.
+        let names: Vec<_> = roles
+            .iter()
+            .map(|role| role.role_name())
+            .filter(|name| name.starts_with(&cloud.stack))
+            .map(|name| (name.to_string(), name.to_string()))
+            .collect();
+        let mut found = in_stack_ids(cloud, names, |name| async move {
+            absent(role_tags(cloud, &name).await, GONE)
+        })
+        .await?;
         // An instance profile left without its role (a run stopped between the
         // two deletes) is deleted by deleting the role of its name.
-        let mut profiles = cloud
-            .iam
-            .list_instance_profiles()
-            .into_paginator()
-            .items()
-            .send();
-        let mut orphans = Vec::new();
-        while let Some(profile) = profiles.next().await {
-            let profile = profile.map_err(|e| CloudError::from_sdk("ListInstanceProfiles", e))?;
-            let name = profile.instance_profile_name();
-            if name.starts_with(&cloud.stack) && !found.iter().any(|role| role == name) {
-                orphans.push(name.to_string());
-            }
-        }
-        for name in orphans {
-            // Listings leave tags out; GetInstanceProfile has them.
-            let profile = cloud
-                .iam
-                .get_instance_profile()
-                .instance_profile_name(&name)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("GetInstanceProfile", e));
-            let Some(out) = absent(profile, GONE)? else {
-                continue;
-            };
-            let tags: BTreeMap<String, String> = out
-                .instance_profile()
-                .map(|p| p.tags())
-                .unwrap_or_default()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect();
-            if in_stack(cloud, &tags) {
-                found.push(name);
-            }
-        }
+        let profiles = cloud.iam.list_instance_profiles().into_paginator().items();
+        let profiles = sent("ListInstanceProfiles", profiles.send().try_collect()).await?;
+        let orphans: Vec<_> = profiles
+            .iter()
+            .map(|profile| profile.instance_profile_name())
+            .filter(|name| name.starts_with(&cloud.stack) && !found.iter().any(|r| r == name))
+            .map(|name| (name.to_string(), name.to_string()))
+            .collect();
+        // Listings leave tags out; GetInstanceProfile has them.
+        let orphans = in_stack_ids(cloud, orphans, |name| async move {
+            let profile = get_profile(cloud, &name).await?;
+            Ok(profile.map(|p| tag_map(p.tags().iter().map(|t| (t.key(), t.value())))))
+        })
+        .await?;
+        found.extend(orphans);
         Ok(found)
     }
 }
 
 /// The role named `name`, `None` when there is none.
 async fn get_role(cloud: &Cloud, name: &str) -> Result<Option<GetRoleOutput>> {
-    let out = cloud
-        .iam
-        .get_role()
-        .role_name(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetRole", e));
-    absent(out, GONE)
+    let request = cloud.iam.get_role().role_name(name);
+    absent(sent("GetRole", request.send()).await, GONE)
 }
 
-fn wants_profile(props: &Props) -> bool {
-    props.get("instance_profile").and_then(Value::as_bool) == Some(true)
+/// The instance profile named `name`, `None` when there is none.
+async fn get_profile(
+    cloud: &Cloud,
+    name: &str,
+) -> Result<Option<aws_sdk_iam::types::InstanceProfile>> {
+    let request = cloud.iam.get_instance_profile().instance_profile_name(name);
+    let out = absent(sent("GetInstanceProfile", request.send()).await, GONE)?;
+    Ok(out.and_then(|out| out.instance_profile))
 }
 
 /// Whether the instance profile named `name` exists and holds the role `name`.
 async fn profile_holds_role(cloud: &Cloud, name: &str) -> Result<bool> {
-    let profile = cloud
-        .iam
-        .get_instance_profile()
-        .instance_profile_name(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("GetInstanceProfile", e));
-    Ok(absent(profile, GONE)?.is_some_and(|out| {
-        out.instance_profile()
-            .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name))
-    }))
+    Ok(get_profile(cloud, name)
+        .await?
+        .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name)))
 }
 
 /// Creates the role's instance profile (tagged like the role) and puts the
 /// role in it; either may already be done by an earlier attempt.
 async fn put_profile(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let mut request = cloud
-        .iam
-        .create_instance_profile()
-        .instance_profile_name(name);
-    for (key, value) in prop_tags(props)? {
-        request = request.tags(iam_tag(&key, &value)?);
-    }
-    match request.send().await {
+    let iam = &cloud.iam;
+    let tags = Some(iam_tags(prop_tags(props)?)?).filter(|t| !t.is_empty());
+    let request = iam.create_instance_profile().instance_profile_name(name);
+    let request = request.set_tags(tags);
+    match sent("CreateInstanceProfile", request.send()).await {
         Ok(_) => {}
-        Err(e) => match CloudError::from_sdk("CreateInstanceProfile", e) {
-            e if e.code == "EntityAlreadyExists" => {}
-            e => return Err(e),
-        },
+        Err(e) if e.code == "EntityAlreadyExists" => {}
+        Err(e) => return Err(e),
     }
     if profile_holds_role(cloud, name).await? {
         return Ok(());
     }
-    cloud
-        .iam
-        .add_role_to_instance_profile()
-        .instance_profile_name(name)
-        .role_name(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("AddRoleToInstanceProfile", e))?;
-    Ok(())
+    let request = iam.add_role_to_instance_profile().role_name(name);
+    let request = request.instance_profile_name(name);
+    sent_ok("AddRoleToInstanceProfile", request.send()).await
 }
 
 /// Takes the role out of its instance profile and deletes the profile;
 /// `Ok` when there is none.
 async fn delete_profile(cloud: &Cloud, name: &str) -> Result<()> {
+    let iam = &cloud.iam;
     if profile_holds_role(cloud, name).await? {
-        let removed = cloud
-            .iam
-            .remove_role_from_instance_profile()
-            .instance_profile_name(name)
-            .role_name(name)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("RemoveRoleFromInstanceProfile", e));
-        gone_ok(removed, GONE)?;
+        let request = iam.remove_role_from_instance_profile().role_name(name);
+        let request = request.instance_profile_name(name);
+        deleted("RemoveRoleFromInstanceProfile", GONE, request.send()).await?;
     }
-    let deleted = cloud
-        .iam
-        .delete_instance_profile()
-        .instance_profile_name(name)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| CloudError::from_sdk("DeleteInstanceProfile", e));
-    gone_ok(deleted, GONE)
+    let request = iam.delete_instance_profile().instance_profile_name(name);
+    deleted("DeleteInstanceProfile", GONE, request.send()).await
 }
 
-fn iam_tag(key: &str, value: &str) -> Result<Tag> {
-    Tag::builder()
-        .key(key)
-        .value(value)
-        .build()
-        .map_err(|e| CloudError::invalid("Tag", e.to_string()))
+fn iam_tags(tags: Vec<(String, String)>) -> Result<Vec<Tag>> {
+    sdk_tags(tags, |k, v| Tag::builder().key(k).value(v).build())
 }
 
-async fn role_tags(cloud: &Cloud, name: &str) -> Result<BTreeMap<String, String>> {
-    let mut tags = BTreeMap::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cloud
-            .iam
-            .list_role_tags()
-            .role_name(name)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("ListRoleTags", e))?;
-        for tag in out.tags() {
-            tags.insert(tag.key().to_string(), tag.value().to_string());
-        }
-        match out.marker() {
-            Some(next) if out.is_truncated() => marker = Some(next.to_string()),
-            _ => return Ok(tags),
-        }
-    }
+async fn role_tags(cloud: &Cloud, name: &str) -> Result<Tags> {
+    let tags = cloud.iam.list_role_tags().role_name(name).into_paginator();
+    let tags = sent("ListRoleTags", tags.items().send().try_collect()).await?;
+    Ok(tag_map(tags.iter().map(|t| (t.key(), t.value()))))
 }
 
 async fn attached(cloud: &Cloud, name: &str) -> Result<Vec<String>> {
-    let mut arns = Vec::new();
-    let mut pages = cloud
-        .iam
-        .list_attached_role_policies()
-        .role_name(name)
-        .into_paginator()
-        .items()
-        .send();
-    while let Some(policy) = pages.next().await {
-        let policy = policy.map_err(|e| CloudError::from_sdk("ListAttachedRolePolicies", e))?;
-        if let Some(arn) = policy.policy_arn() {
-            arns.push(arn.to_string());
-        }
-    }
-    Ok(arns)
+    let request = cloud.iam.list_attached_role_policies().role_name(name);
+    let items = request.into_paginator().items().send();
+    let policies = sent("ListAttachedRolePolicies", items.try_collect()).await?;
+    Ok(policies.into_iter().filter_map(|p| p.policy_arn).collect())
 }
 
 async fn attach(cloud: &Cloud, name: &str, arn: &str) -> Result<()> {
-    cloud
-        .iam
-        .attach_role_policy()
-        .role_name(name)
-        .policy_arn(arn)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("AttachRolePolicy", e))?;
-    Ok(())
+    let iam = &cloud.iam;
+    let request = iam.attach_role_policy().role_name(name).policy_arn(arn);
+    sent_ok("AttachRolePolicy", request.send()).await
 }
 
 async fn detach(cloud: &Cloud, name: &str, arn: &str) -> Result<()> {
-    cloud
-        .iam
-        .detach_role_policy()
-        .role_name(name)
-        .policy_arn(arn)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DetachRolePolicy", e))?;
-    Ok(())
+    let iam = &cloud.iam;
+    let request = iam.detach_role_policy().role_name(name).policy_arn(arn);
+    sent_ok("DetachRolePolicy", request.send()).await
 }
 
-/// Puts the inline policy, or deletes it when the property is null.
-async fn put_inline(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    match props.get("inline_policy") {
-        None | Some(Value::Null) => {
-            let deleted = cloud
-                .iam
+/// Puts the inline policy `document`, or deletes it when there is none.
+async fn put_inline(cloud: &Cloud, name: &str, document: Option<&Value>) -> Result<()> {
+    let iam = &cloud.iam;
+    match document {
+        None => {
+            let request = iam
                 .delete_role_policy()
                 .role_name(name)
-                .policy_name(INLINE_POLICY)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| CloudError::from_sdk("DeleteRolePolicy", e));
-            gone_ok(deleted, GONE)
+                .policy_name(INLINE_POLICY);
+            deleted("DeleteRolePolicy", GONE, request.send()).await
         }
         Some(document @ Value::Object(_)) => {
-            cloud
-                .iam
+            let request = iam
                 .put_role_policy()
                 .role_name(name)
                 .policy_name(INLINE_POLICY)
-                .policy_document(document.to_string())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("PutRolePolicy", e))?;
-            Ok(())
+                .policy_document(document.to_string());
+            sent_ok("PutRolePolicy", request.send()).await
         }
         Some(_) => Err(CloudError::invalid(
             "inline_policy",
@@ -481,31 +336,17 @@ async fn put_inline(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
 /// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let current = role_tags(cloud, name).await?.into_keys();
+    let iam = &cloud.iam;
     let tag = |desired: Vec<(String, String)>| async move {
-        let tags = desired
-            .iter()
-            .map(|(k, v)| iam_tag(k, v))
-            .collect::<Result<Vec<_>>>()?;
-        cloud
-            .iam
+        let request = iam
             .tag_role()
             .role_name(name)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("TagRole", e))
+            .set_tags(Some(iam_tags(desired)?));
+        sent_ok("TagRole", request.send()).await
     };
-    let untag = |stale: Vec<String>| async move {
-        cloud
-            .iam
-            .untag_role()
-            .role_name(name)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("UntagRole", e))
+    let untag = |stale: Vec<String>| {
+        let request = iam.untag_role().role_name(name).set_tag_keys(Some(stale));
+        sent_ok("UntagRole", request.send())
     };
     replace_tags(props, current, tag, untag).await
 }
@@ -526,14 +367,14 @@ const RUN_LOCAL_SID: &str = "RunLocal";
 /// The trust policy of a role: its service, and with `trust_account` (the
 /// account's root principal) the principals of the stack's own account, so
 /// `run-local` can take the role's credentials on a workstation.
-fn trust_policy(props: &Props) -> Result<Value> {
-    let service = prop_str(props, "trust_service")?;
+fn trust_policy(p: &IamRoleProps) -> Result<Value> {
+    let service = required(p.trust_service.as_deref(), "trust_service")?;
     let mut statements = vec![json!({
         "Effect": "Allow",
         "Principal": {"Service": service},
         "Action": "sts:AssumeRole",
     })];
-    if let Some(principal) = props.get("trust_account").and_then(Value::as_str) {
+    if let Some(principal) = &p.trust_account {
         statements.push(json!({
             "Sid": RUN_LOCAL_SID,
             "Effect": "Allow",
@@ -593,16 +434,14 @@ mod tests {
     fn only_a_statement_for_the_account_counts_as_trust() {
         let service_only = json!({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
         assert!(!trusts_account(&service_only, "123456789012"));
-        let with_account = trust_policy(&Props::from([
-            (
-                "trust_service".to_string(),
-                json!("ecs-tasks.amazonaws.com"),
-            ),
-            (
-                "trust_account".to_string(),
-                json!("arn:aws:iam::123456789012:root"),
-            ),
-        ]))
+        let with_account = trust_policy(&IamRoleProps {
+            name: "ep-execution".into(),
+            trust_service: Some("ecs-tasks.amazonaws.com".into()),
+            trust_account: Some("arn:aws:iam::123456789012:root".into()),
+            managed_policies: Vec::new(),
+            inline_policy: None,
+            instance_profile: false,
+        })
         .expect("a trust policy");
         assert!(trusts_account(&with_account, "123456789012"));
         assert!(!trusts_account(&with_account, "999999999999"));

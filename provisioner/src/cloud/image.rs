@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::resource::ResourceKind;
-use super::support::prop_str;
+use super::support::{from_props, to_props};
 use super::{Cloud, CloudError, Observed, Result};
 use crate::engine::Progress;
 use crate::image;
@@ -88,6 +89,25 @@ fn parse_id(id: &str) -> Result<(&str, &str, &str)> {
     Ok((host, repository, digest))
 }
 
+/// An image's attributes, in the order a plan lists them: what it is and
+/// where it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageProps {
+    /// `sha256:...` of the image's manifest.
+    pub digest: String,
+    /// The registry's host.
+    pub registry: String,
+    /// The repository in it.
+    pub repository: String,
+}
+
+impl ImageProps {
+    /// The full reference `HOST/REPOSITORY@DIGEST`, the image's id.
+    fn reference(&self) -> String {
+        image::reference(&self.registry, &self.repository, &self.digest)
+    }
+}
+
 /// A service image in the registry, by digest.
 pub struct Image;
 
@@ -108,11 +128,7 @@ impl ResourceKind for Image {
     }
 
     async fn find(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<Option<String>> {
-        let id = image::reference(
-            prop_str(props, "registry")?,
-            prop_str(props, "repository")?,
-            prop_str(props, "digest")?,
-        );
+        let id = from_props::<ImageProps>(props)?.reference();
         Ok(self.read(cloud, &id).await?.map(|_| id))
     }
 
@@ -123,11 +139,11 @@ impl ResourceKind for Image {
         if registry.host() != host || !registry.has_manifest(repository, digest).await? {
             return Ok(None);
         }
-        let props = Props::from([
-            ("registry".to_string(), json!(host)),
-            ("repository".to_string(), json!(repository)),
-            ("digest".to_string(), json!(digest)),
-        ]);
+        let props = to_props(&ImageProps {
+            registry: host.to_string(),
+            repository: repository.to_string(),
+            digest: digest.to_string(),
+        });
         let outputs = Props::from([
             ("uri".to_string(), json!(id)),
             ("digest".to_string(), json!(digest)),
@@ -137,12 +153,9 @@ impl ResourceKind for Image {
 
     /// Pushes the image built for `digest`.
     async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String> {
+        let p: ImageProps = from_props(props)?;
         let registry = registry(cloud).await?;
-        let (host, repository, digest) = (
-            prop_str(props, "registry")?,
-            prop_str(props, "repository")?,
-            prop_str(props, "digest")?,
-        );
+        let (host, digest) = (&p.registry, &p.digest);
         if host != registry.host() {
             return Err(CloudError::invalid(
                 "PushImage",
@@ -163,8 +176,8 @@ impl ResourceKind for Image {
                 progress.line(&format!("{address}: {text}"));
             }
         };
-        registry.push(repository, image, &line).await?;
-        Ok(image::reference(host, repository, digest))
+        registry.push(&p.repository, image, &line).await?;
+        Ok(p.reference())
     }
 
     /// Nothing changes in place.

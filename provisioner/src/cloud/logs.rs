@@ -1,18 +1,32 @@
 //! CloudWatch Logs log groups with a retention period. The id is the group
 //! name; the `arn` output is the group's ARN without the trailing `:*`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::types;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::resource::ResourceKind;
 use super::support::{
-    gone_ok, in_stack, ours, prop_i64, prop_str, prop_tags, replace_tags, tags_value,
+    deleted, fit_i32, from_props, in_stack_ids, look_at, name_and_arn, not_in_place, ours_id,
+    prop_tags, replace_tags, required, sent, sent_ok, tag_map, tags_value, to_props, vanished,
+    Tags,
 };
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
+
+/// What CloudWatch Logs answers for a group that is not there.
+const GONE: &[&str] = &["ResourceNotFoundException"];
+
+/// A log group's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogGroupProps {
+    /// The group's name, its id.
+    pub name: String,
+    /// Days its events are kept; `None` when they never expire.
+    pub retention_days: Option<i64>,
+}
 
 /// A CloudWatch Logs log group.
 pub struct LogGroup;
@@ -29,12 +43,10 @@ impl ResourceKind for LogGroup {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        let Some(group) = describe(cloud, name).await? else {
-            return Ok(None);
-        };
-        let tags = tags_of(cloud, &arn_of(&group)?).await?;
-        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+        let p: LogGroupProps = from_props(props)?;
+        let group = describe(cloud, &p.name).await?;
+        let tags = look_at(group, |g| async move { tags_of(cloud, &arn_of(&g)?).await }).await?;
+        Ok(ours_id(cloud, address, tags, p.name))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -42,35 +54,23 @@ impl ResourceKind for LogGroup {
             return Ok(None);
         };
         let arn = arn_of(&group)?;
-        let tags = tags_of(cloud, &arn).await?;
-        let props = Props::from([
-            ("name".to_string(), json!(id)),
-            (
-                "retention_days".to_string(),
-                group.retention_in_days().map_or(Value::Null, |d| json!(d)),
-            ),
-            ("tags".to_string(), tags_value(tags)),
-        ]);
-        let outputs = Props::from([
-            ("name".to_string(), json!(id)),
-            ("arn".to_string(), json!(arn)),
-        ]);
+        let mut props = to_props(&LogGroupProps {
+            name: id.to_string(),
+            retention_days: group.retention_in_days().map(i64::from),
+        });
+        props.insert("tags".into(), tags_value(tags_of(cloud, &arn).await?));
+        let outputs = name_and_arn(id, &arn);
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let name = prop_str(props, "name")?;
+        let p: LogGroupProps = from_props(props)?;
         let tags: HashMap<String, String> = prop_tags(props)?.into_iter().collect();
-        cloud
-            .logs
-            .create_log_group()
-            .log_group_name(name)
-            .set_tags(Some(tags).filter(|t| !t.is_empty()))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateLogGroup", e))?;
-        put_retention(cloud, name, props).await?;
-        Ok(name.to_string())
+        let request = cloud.logs.create_log_group().log_group_name(&p.name);
+        let request = request.set_tags(Some(tags).filter(|t| !t.is_empty()));
+        sent_ok("CreateLogGroup", request.send()).await?;
+        put_retention(cloud, &p.name, p.retention_days).await?;
+        Ok(p.name)
     }
 
     async fn update(
@@ -80,66 +80,45 @@ impl ResourceKind for LogGroup {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: LogGroupProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {
-                "retention_days" => put_retention(cloud, id, props).await?,
+                "retention_days" => put_retention(cloud, id, p.retention_days).await?,
                 "tags" => retag(cloud, id, props).await?,
-                other => {
-                    return Err(CloudError::invalid(
-                        "UpdateLogGroup",
-                        format!("`{other}` cannot change in place"),
-                    ))
-                }
+                other => return Err(not_in_place("UpdateLogGroup", other)),
             }
         }
         Ok(())
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .logs
-            .delete_log_group()
-            .log_group_name(id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("DeleteLogGroup", e));
-        gone_ok(deleted, &["ResourceNotFoundException"])
+        let request = cloud.logs.delete_log_group().log_group_name(id);
+        deleted("DeleteLogGroup", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut found = Vec::new();
+        let mut candidates = Vec::new();
         for group in groups(cloud, None).await? {
-            let Some(name) = group.log_group_name() else {
-                continue;
-            };
-            if in_stack(cloud, &tags_of(cloud, &arn_of(&group)?).await?) {
-                found.push(name.to_string());
+            if let Some(name) = group.log_group_name() {
+                candidates.push((name.to_string(), arn_of(&group)?));
             }
         }
-        Ok(found)
+        in_stack_ids(cloud, candidates, |arn| async move {
+            tags_of(cloud, &arn).await.map(Some)
+        })
+        .await
     }
 }
 
 /// Every log group whose name starts with `prefix` (all without one).
 async fn groups(cloud: &Cloud, prefix: Option<&str>) -> Result<Vec<types::LogGroup>> {
-    let mut all = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = cloud
-            .logs
-            .describe_log_groups()
-            .set_log_group_name_prefix(prefix.map(str::to_string))
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeLogGroups", e))?;
-        all.extend(out.log_groups().iter().cloned());
-        match out.next_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => return Ok(all),
-        }
-    }
+    let prefix = prefix.map(str::to_string);
+    let request = cloud
+        .logs
+        .describe_log_groups()
+        .set_log_group_name_prefix(prefix);
+    let items = request.into_paginator().items().send();
+    sent("DescribeLogGroups", items.try_collect()).await
 }
 
 /// The group named exactly `name` (the API only matches by prefix).
@@ -159,69 +138,32 @@ fn arn_of(group: &types::LogGroup) -> Result<String> {
         .ok_or_else(|| CloudError::invalid("DescribeLogGroups", "log group without an ARN"))
 }
 
-async fn tags_of(cloud: &Cloud, arn: &str) -> Result<BTreeMap<String, String>> {
-    let out = cloud
-        .logs
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ListTagsForResource", e))?;
-    Ok(out
-        .tags()
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default())
+async fn tags_of(cloud: &Cloud, arn: &str) -> Result<Tags> {
+    let request = cloud.logs.list_tags_for_resource().resource_arn(arn);
+    let out = sent("ListTagsForResource", request.send()).await?;
+    Ok(out.tags().map(tag_map).unwrap_or_default())
 }
 
-async fn put_retention(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let days = i32::try_from(prop_i64(props, "retention_days")?).map_err(|_| {
-        CloudError::invalid(
-            "retention_days",
-            "property `retention_days` is out of range",
-        )
-    })?;
-    cloud
-        .logs
-        .put_retention_policy()
-        .log_group_name(name)
-        .retention_in_days(days)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("PutRetentionPolicy", e))?;
-    Ok(())
+async fn put_retention(cloud: &Cloud, name: &str, days: Option<i64>) -> Result<()> {
+    let days = fit_i32(required(days, "retention_days")?, "retention_days")?;
+    let request = cloud.logs.put_retention_policy().log_group_name(name);
+    sent_ok("PutRetentionPolicy", request.retention_in_days(days).send()).await
 }
 
 /// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let Some(group) = describe(cloud, name).await? else {
-        return Err(CloudError::invalid(
-            "TagResource",
-            format!("log group {name} is gone"),
-        ));
-    };
-    let arn = arn_of(&group)?;
+    let group = describe(cloud, name).await?;
+    let arn = arn_of(&group.ok_or_else(|| vanished("TagResource", "log group", name))?)?;
     let current = tags_of(cloud, &arn).await?.into_keys();
-    let tag = |desired: Vec<(String, String)>| async {
-        cloud
-            .logs
-            .tag_resource()
-            .resource_arn(&arn)
-            .set_tags(Some(desired.into_iter().collect()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("TagResource", e))
+    let logs = &cloud.logs;
+    let tag = |desired: Vec<(String, String)>| {
+        let request = logs.tag_resource().resource_arn(&arn);
+        let request = request.set_tags(Some(desired.into_iter().collect()));
+        sent_ok("TagResource", request.send())
     };
-    let untag = |stale: Vec<String>| async {
-        cloud
-            .logs
-            .untag_resource()
-            .resource_arn(&arn)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("UntagResource", e))
+    let untag = |stale: Vec<String>| {
+        let request = logs.untag_resource().resource_arn(&arn);
+        sent_ok("UntagResource", request.set_tag_keys(Some(stale)).send())
     };
     replace_tags(props, current, tag, untag).await
 }

@@ -2,24 +2,36 @@
 //! value is never read back, returned or logged: `read` only describes the
 //! parameter. The id is the parameter name.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{
     ParameterMetadata, ParameterStringFilter, ParameterType, ResourceTypeForTagging, Tag,
 };
 use base64::Engine;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::resource::ResourceKind;
 use super::support::{
-    absent, gone_ok, in_stack, ours, prop_str, prop_tags, replace_tags, tags_value,
+    absent, deleted, from_props, in_stack_ids, look_at, name_and_arn, only_tags, ours_id,
+    prop_tags, replace_tags, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, unbuilt, Tags,
 };
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
 
 /// What SSM answers for a parameter that is not there.
 const GONE: &[&str] = &["ParameterNotFound"];
+
+/// The resource type the tagging calls name for a parameter.
+const PARAMETER: ResourceTypeForTagging = ResourceTypeForTagging::Parameter;
+
+/// A parameter's attributes, in the order a plan lists them (its value is
+/// no attribute: it is generated once and never read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretProps {
+    /// What it is for; empty for none.
+    pub description: String,
+    /// The parameter's name, its id.
+    pub name: String,
+}
 
 /// An SSM SecureString parameter.
 pub struct SsmParameter;
@@ -37,12 +49,10 @@ impl ResourceKind for SsmParameter {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        if describe(cloud, name).await?.is_none() {
-            return Ok(None);
-        }
-        let tags = tags_of(cloud, name).await?;
-        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+        let p: SecretProps = from_props(props)?;
+        let parameter = describe(cloud, &p.name).await?;
+        let tags = look_at(parameter, |_| tags_of(cloud, &p.name)).await?;
+        Ok(ours_id(cloud, address, tags, p.name))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -53,41 +63,27 @@ impl ResourceKind for SsmParameter {
             Some(arn) => arn.to_string(),
             None => fallback_arn(cloud, id).await?,
         };
-        let tags = tags_of(cloud, id).await?;
-        let props = Props::from([
-            ("name".to_string(), json!(id)),
-            (
-                "description".to_string(),
-                json!(parameter.description().unwrap_or_default()),
-            ),
-            ("tags".to_string(), tags_value(tags)),
-        ]);
-        let outputs = Props::from([
-            ("name".to_string(), json!(id)),
-            ("arn".to_string(), json!(arn)),
-        ]);
+        let mut props = to_props(&SecretProps {
+            name: id.to_string(),
+            description: parameter.description().unwrap_or_default().to_string(),
+        });
+        props.insert("tags".into(), tags_value(tags_of(cloud, id).await?));
+        let outputs = name_and_arn(id, &arn);
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let name = prop_str(props, "name")?;
-        let description = prop_str(props, "description")?;
-        let mut request = cloud
-            .ssm
-            .put_parameter()
-            .name(name)
+        let p: SecretProps = from_props(props)?;
+        let tags = ssm_tags(prop_tags(props)?)?;
+        let request = cloud.ssm.put_parameter().name(&p.name);
+        let request = request
             .r#type(ParameterType::SecureString)
             .value(generate_secret())
             // The API rejects an empty description.
-            .set_description(Some(description.to_string()).filter(|d| !d.is_empty()));
-        for (key, value) in prop_tags(props)? {
-            request = request.tags(tag(key, value)?);
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("PutParameter", e))?;
-        Ok(name.to_string())
+            .set_description(Some(p.description).filter(|d| !d.is_empty()))
+            .set_tags(Some(tags).filter(|t| !t.is_empty()));
+        sent_ok("PutParameter", request.send()).await?;
+        Ok(p.name)
     }
 
     async fn update(
@@ -97,56 +93,27 @@ impl ResourceKind for SsmParameter {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => retag(cloud, id, props).await?,
-                other => {
-                    return Err(CloudError::invalid(
-                        "UpdateParameter",
-                        format!("`{other}` cannot change in place"),
-                    ))
-                }
-            }
-        }
-        Ok(())
+        only_tags("UpdateParameter", changed, || retag(cloud, id, props)).await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .ssm
-            .delete_parameter()
-            .name(id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("DeleteParameter", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.ssm.delete_parameter().name(id);
+        deleted("DeleteParameter", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = cloud
-                .ssm
-                .describe_parameters()
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("DescribeParameters", e))?;
-            for parameter in out.parameters() {
-                let Some(name) = parameter.name() else {
-                    continue;
-                };
-                if in_stack(cloud, &tags_of(cloud, name).await?) {
-                    found.push(name.to_string());
-                }
-            }
-            match out.next_token() {
-                Some(next) => token = Some(next.to_string()),
-                None => return Ok(found),
-            }
-        }
+        let pages = cloud.ssm.describe_parameters().into_paginator().send();
+        let pages = sent("DescribeParameters", pages.try_collect()).await?;
+        let names: Vec<_> = pages
+            .iter()
+            .flat_map(|page| page.parameters())
+            .filter_map(|parameter| parameter.name())
+            .map(|name| (name.to_string(), name.to_string()))
+            .collect();
+        in_stack_ids(cloud, names, |name| async move {
+            tags_of(cloud, &name).await.map(Some)
+        })
+        .await
     }
 }
 
@@ -165,40 +132,25 @@ async fn describe(cloud: &Cloud, name: &str) -> Result<Option<ParameterMetadata>
         .option("Equals")
         .values(name)
         .build()
-        .map_err(|e| CloudError::invalid("DescribeParameters", e.to_string()))?;
-    let mut token: Option<String> = None;
-    loop {
-        let listed = cloud
-            .ssm
-            .describe_parameters()
-            .parameter_filters(filter.clone())
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeParameters", e));
-        let Some(out) = absent(listed, GONE)? else {
-            return Ok(None);
-        };
-        if let Some(found) = out.parameters().iter().find(|p| p.name() == Some(name)) {
-            return Ok(Some(found.clone()));
-        }
-        // Filtered pages may come back empty with a token to go on.
-        match out.next_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => return Ok(None),
-        }
-    }
+        .map_err(unbuilt("DescribeParameters"))?;
+    let request = cloud.ssm.describe_parameters().parameter_filters(filter);
+    // Filtered pages may come back empty with a token to go on: the
+    // paginator goes on.
+    let pages = request.into_paginator().send().try_collect();
+    let Some(pages) = absent(sent("DescribeParameters", pages).await, GONE)? else {
+        return Ok(None);
+    };
+    Ok(pages
+        .iter()
+        .flat_map(|page| page.parameters())
+        .find(|p| p.name() == Some(name))
+        .cloned())
 }
 
 /// The ARN when DescribeParameters leaves it out (older emulators): the
 /// account comes from the ECR registry id, which is the account id.
 async fn fallback_arn(cloud: &Cloud, name: &str) -> Result<String> {
-    let registry = cloud
-        .ecr
-        .describe_registry()
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeRegistry", e))?;
+    let registry = sent("DescribeRegistry", cloud.ecr.describe_registry().send()).await?;
     let account = registry
         .registry_id()
         .ok_or_else(|| CloudError::invalid("DescribeRegistry", "no registry id"))?;
@@ -213,60 +165,30 @@ async fn fallback_arn(cloud: &Cloud, name: &str) -> Result<String> {
     ))
 }
 
-async fn tags_of(cloud: &Cloud, name: &str) -> Result<BTreeMap<String, String>> {
-    let out = cloud
-        .ssm
-        .list_tags_for_resource()
-        .resource_type(ResourceTypeForTagging::Parameter)
-        .resource_id(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ListTagsForResource", e))?;
-    Ok(out
-        .tag_list()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect())
+async fn tags_of(cloud: &Cloud, name: &str) -> Result<Tags> {
+    let request = cloud.ssm.list_tags_for_resource().resource_type(PARAMETER);
+    let request = request.resource_id(name);
+    let out = sent("ListTagsForResource", request.send()).await?;
+    Ok(tag_map(out.tag_list().iter().map(|t| (t.key(), t.value()))))
 }
 
-fn tag(key: String, value: String) -> Result<Tag> {
-    Tag::builder()
-        .key(key)
-        .value(value)
-        .build()
-        .map_err(|e| CloudError::invalid("Tag", e.to_string()))
+fn ssm_tags(tags: Vec<(String, String)>) -> Result<Vec<Tag>> {
+    sdk_tags(tags, |k, v| Tag::builder().key(k).value(v).build())
 }
 
 /// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
     let current = tags_of(cloud, name).await?.into_keys();
-    let add = |desired: Vec<(String, String)>| async {
-        let tags = desired
-            .into_iter()
-            .map(|(k, v)| tag(k, v))
-            .collect::<Result<Vec<_>>>()?;
-        cloud
-            .ssm
-            .add_tags_to_resource()
-            .resource_type(ResourceTypeForTagging::Parameter)
-            .resource_id(name)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("AddTagsToResource", e))
+    let ssm = &cloud.ssm;
+    let add = |desired: Vec<(String, String)>| async move {
+        let request = ssm.add_tags_to_resource().resource_type(PARAMETER);
+        let request = request.resource_id(name).set_tags(Some(ssm_tags(desired)?));
+        sent_ok("AddTagsToResource", request.send()).await
     };
-    let remove = |stale: Vec<String>| async {
-        cloud
-            .ssm
-            .remove_tags_from_resource()
-            .resource_type(ResourceTypeForTagging::Parameter)
-            .resource_id(name)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("RemoveTagsFromResource", e))
+    let remove = |stale: Vec<String>| {
+        let request = ssm.remove_tags_from_resource().resource_type(PARAMETER);
+        let request = request.resource_id(name).set_tag_keys(Some(stale));
+        sent_ok("RemoveTagsFromResource", request.send())
     };
     replace_tags(props, current, add, remove).await
 }

@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{Cloud, CloudError, Result};
 use crate::model::{Props, ADDRESS_TAG, BROKER_SETUP_TAG, STACK_TAG};
+
+/// A resource's tags by key.
+pub type Tags = BTreeMap<String, String>;
 
 /// Whether `tags` mark a resource of `cloud`'s stack at `address`.
 pub fn ours(cloud: &Cloud, tags: &BTreeMap<String, String>, address: &str) -> bool {
@@ -21,6 +25,122 @@ pub fn ours(cloud: &Cloud, tags: &BTreeMap<String, String>, address: &str) -> bo
 /// Whether `tags` mark a resource of `cloud`'s stack (any address).
 pub fn in_stack(cloud: &Cloud, tags: &BTreeMap<String, String>) -> bool {
     tags.get(STACK_TAG) == Some(&cloud.stack)
+}
+
+/// What `find` answers: `id` when `tags` (`None`: there is no resource of
+/// that name) mark it as the stack's resource at `address`.
+pub fn ours_id(cloud: &Cloud, address: &str, tags: Option<Tags>, id: String) -> Option<String> {
+    tags.filter(|tags| ours(cloud, tags, address)).map(|_| id)
+}
+
+/// What `look` answers for what was `found`; `None` when nothing was.
+pub async fn look_at<T, U, Fut>(found: Option<T>, look: impl FnOnce(T) -> Fut) -> Result<Option<U>>
+where
+    Fut: Future<Output = Result<U>>,
+{
+    match found {
+        Some(found) => look(found).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// What `list_tagged` answers: the ids of the `candidates` (id, and what
+/// `tags_of` looks its tags up by) whose tags mark them as the stack's;
+/// `tags_of` answers `None` for one that is gone meanwhile.
+pub async fn in_stack_ids<K, F, Fut>(
+    cloud: &Cloud,
+    candidates: impl IntoIterator<Item = (String, K)>,
+    mut tags_of: F,
+) -> Result<Vec<String>>
+where
+    F: FnMut(K) -> Fut,
+    Fut: Future<Output = Result<Option<Tags>>>,
+{
+    let mut found = Vec::new();
+    for (id, key) in candidates {
+        if tags_of(key)
+            .await?
+            .is_some_and(|tags| in_stack(cloud, &tags))
+        {
+            found.push(id);
+        }
+    }
+    Ok(found)
+}
+
+/// Awaits one SDK call (a request's `send()`, or a paginator's
+/// `send().try_collect()`), naming `operation` in its error.
+pub async fn sent<T, E>(
+    operation: &str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<T>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    call.await.map_err(|e| CloudError::from_sdk(operation, e))
+}
+
+/// [`sent`] for a call whose answer says nothing we need.
+pub async fn sent_ok<T, E>(
+    operation: &str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<()>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    sent(operation, call).await.map(|_| ())
+}
+
+/// [`sent_ok`] for a delete: `Ok` also when it failed with one of the
+/// `gone` codes (the resource is already gone).
+pub async fn deleted<T, E>(
+    operation: &str,
+    gone: &[&str],
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<()>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    gone_ok(sent_ok(operation, call).await, gone)
+}
+
+/// The error of an `update` asked to change `attribute`, which only a
+/// replacement changes (the planner never asks; a defect if it does).
+pub fn not_in_place(operation: &str, attribute: &str) -> CloudError {
+    CloudError::invalid(operation, format!("`{attribute}` cannot change in place"))
+}
+
+/// `update` for a kind whose tags are all that changes in place: `retag`
+/// when they changed, the error of [`not_in_place`] for anything else.
+pub async fn only_tags<Fut>(
+    operation: &str,
+    changed: &[String],
+    retag: impl FnOnce() -> Fut,
+) -> Result<()>
+where
+    Fut: Future<Output = Result<()>>,
+{
+    if let Some(other) = changed.iter().find(|attribute| *attribute != "tags") {
+        return Err(not_in_place(operation, other));
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    retag().await
+}
+
+/// The error of a change to the `what` named `name`, which vanished while
+/// it was being changed.
+pub fn vanished(operation: &str, what: &str, name: &str) -> CloudError {
+    CloudError::invalid(operation, format!("{what} {name} is gone"))
+}
+
+/// The outputs most kinds have: their `name` and `arn`.
+pub fn name_and_arn(name: &str, arn: &str) -> Props {
+    Props::from([
+        ("name".to_string(), json!(name)),
+        ("arn".to_string(), json!(arn)),
+    ])
 }
 
 /// `Ok(None)` when the call failed with one of the `gone` error codes (the
@@ -84,6 +204,25 @@ where
     }
 }
 
+/// [`poll`]s until `done` answers `true`; `late` is the error when the
+/// poll timeout passes first.
+pub async fn wait_until<F, Fut>(
+    cloud: &Cloud,
+    mut done: F,
+    late: impl FnOnce() -> CloudError,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let finished = poll(cloud, || {
+        let look = done();
+        async move { Ok(look.await?.then_some(())) }
+    })
+    .await?;
+    finished.ok_or_else(late)
+}
+
 /// Sets exactly the desired `tags` of `props` on a resource that has the
 /// tag keys `current`: `tag` overwrites and adds the desired ones (called
 /// only when there are some), `untag` removes the stale ones (likewise).
@@ -132,8 +271,19 @@ pub fn from_props<T: DeserializeOwned>(props: &Props) -> Result<T> {
 
 /// `props[name]` as an integer that fits AWS's 32-bit fields.
 pub fn prop_i32(props: &Props, name: &str) -> Result<i32> {
-    i32::try_from(prop_i64(props, name)?)
+    fit_i32(prop_i64(props, name)?, name)
+}
+
+/// The property `name`'s `value` in AWS's 32-bit fields.
+pub fn fit_i32(value: i64, name: &str) -> Result<i32> {
+    i32::try_from(value)
         .map_err(|_| CloudError::invalid(name, format!("property `{name}` is out of range")))
+}
+
+/// A property that reads as null when the cloud has none, but that
+/// creating or changing the resource needs.
+pub fn required<T>(value: Option<T>, name: &str) -> Result<T> {
+    value.ok_or_else(|| CloudError::invalid(name, format!("property `{name}` must be set")))
 }
 
 /// An optional string from an answer as a property value (`null` when absent).
@@ -218,6 +368,31 @@ pub fn stale_tag_keys<K: AsRef<str>>(
             !k.starts_with("aws:") && k != BROKER_SETUP_TAG && !desired.iter().any(|(d, _)| d == k)
         })
         .collect())
+}
+
+/// The `map_err` of an SDK builder that lacks a field it needs: an error
+/// of `operation`.
+pub fn unbuilt<E: std::fmt::Display>(operation: &str) -> impl Fn(E) -> CloudError + '_ {
+    move |e| CloudError::invalid(operation, e.to_string())
+}
+
+/// `tags` as a service's own tag type, each made by `build` from a key and
+/// a value (every SDK has a `Tag` of its own).
+pub fn sdk_tags<T, E: std::fmt::Display>(
+    tags: Vec<(String, String)>,
+    build: impl Fn(String, String) -> std::result::Result<T, E>,
+) -> Result<Vec<T>> {
+    tags.into_iter()
+        .map(|(k, v)| build(k, v).map_err(unbuilt("Tag")))
+        .collect()
+}
+
+/// An answer's tag list (as key/value pairs) by key.
+pub fn tag_map<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Tags {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 /// Tags as the `tags` property value.

@@ -3,25 +3,39 @@
 //! on-demand billing, encryption at rest, TTL and point-in-time recovery.
 //! The id is the table name.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     PointInTimeRecoverySpecification, PointInTimeRecoveryStatus, SseSpecification,
     TableDescription, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use event_store::hot::dynamodb::DynamoHotStore;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::resource::ResourceKind;
 use super::support::{
-    absent, in_stack, ours, poll, prop_bool, prop_str, prop_tags, replace_tags, tags_value,
+    absent, from_props, in_stack_ids, look_at, name_and_arn, not_in_place, ours_id, prop_tags,
+    replace_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, unbuilt,
+    vanished, wait_until, Tags,
 };
 use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
 
 /// What DynamoDB answers for a table that is not there.
 const GONE: &[&str] = &["ResourceNotFoundException"];
+
+/// The table's attributes, in the order a plan lists them (its keys and
+/// indexes are the store's, not attributes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableProps {
+    /// Whether deletion protection is on.
+    pub deletion_protection: bool,
+    /// The table's name, its id.
+    pub name: String,
+    /// Whether point-in-time recovery is on.
+    pub point_in_time_recovery: bool,
+    /// The attribute TTL expires items by; `None` when TTL is off.
+    pub ttl_attribute: Option<String>,
+}
 
 /// The hot store's DynamoDB table.
 pub struct DynamodbTable;
@@ -48,12 +62,9 @@ impl ResourceKind for DynamodbTable {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        let Some(table) = describe(cloud, name).await? else {
-            return Ok(None);
-        };
-        let tags = tags_of(cloud, arn_of(&table)?).await?;
-        Ok(ours(cloud, &tags, address).then(|| name.to_string()))
+        let p: TableProps = from_props(props)?;
+        let tags = tags_by_name(cloud, &p.name).await?;
+        Ok(ours_id(cloud, address, tags, p.name))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -61,13 +72,8 @@ impl ResourceKind for DynamodbTable {
             return Ok(None);
         };
         let arn = arn_of(&table)?;
-        let ttl = cloud
-            .dynamodb
-            .describe_time_to_live()
-            .table_name(id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeTimeToLive", e))?;
+        let ttl = cloud.dynamodb.describe_time_to_live().table_name(id);
+        let ttl = sent("DescribeTimeToLive", ttl.send()).await?;
         let ttl_attribute = ttl
             .time_to_live_description()
             .filter(|d| {
@@ -76,56 +82,35 @@ impl ResourceKind for DynamodbTable {
                     Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
                 )
             })
-            .and_then(|d| d.attribute_name())
-            .map_or(Value::Null, |a| json!(a));
-        let backups = cloud
-            .dynamodb
-            .describe_continuous_backups()
-            .table_name(id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeContinuousBackups", e))?;
+            .and_then(|d| d.attribute_name());
+        let backups = cloud.dynamodb.describe_continuous_backups().table_name(id);
+        let backups = sent("DescribeContinuousBackups", backups.send()).await?;
         let point_in_time_recovery = backups
             .continuous_backups_description()
             .and_then(|d| d.point_in_time_recovery_description())
             .and_then(|d| d.point_in_time_recovery_status())
             == Some(&PointInTimeRecoveryStatus::Enabled);
-        let tags = tags_of(cloud, arn).await?;
-        let props = Props::from([
-            ("name".to_string(), json!(id)),
-            (
-                "deletion_protection".to_string(),
-                json!(table.deletion_protection_enabled().unwrap_or(false)),
-            ),
-            (
-                "point_in_time_recovery".to_string(),
-                json!(point_in_time_recovery),
-            ),
-            ("ttl_attribute".to_string(), ttl_attribute),
-            ("tags".to_string(), tags_value(tags)),
-        ]);
-        let outputs = Props::from([
-            ("name".to_string(), json!(id)),
-            ("arn".to_string(), json!(arn)),
-        ]);
+        let mut props = to_props(&TableProps {
+            name: id.to_string(),
+            deletion_protection: table.deletion_protection_enabled().unwrap_or(false),
+            point_in_time_recovery,
+            ttl_attribute: ttl_attribute.map(str::to_string),
+        });
+        props.insert("tags".into(), tags_value(tags_of(cloud, arn).await?));
+        let outputs = name_and_arn(id, arn);
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String> {
-        let name = prop_str(props, "name")?;
-        let tags = prop_tags(props)?
-            .into_iter()
-            .map(|(k, v)| tag(k, v))
-            .collect::<Result<Vec<_>>>()?;
-        let created = DynamoHotStore::create_table_request(&cloud.dynamodb, name)
-            .map_err(|e| CloudError::invalid("CreateTable", e.to_string()))?
+        let p: TableProps = from_props(props)?;
+        let name = p.name.as_str();
+        let tags = dynamodb_tags(prop_tags(props)?)?;
+        let request = DynamoHotStore::create_table_request(&cloud.dynamodb, name)
+            .map_err(unbuilt("CreateTable"))?
             .sse_specification(SseSpecification::builder().enabled(true).build())
-            .deletion_protection_enabled(prop_bool(props, "deletion_protection")?)
-            .set_tags(Some(tags).filter(|t| !t.is_empty()))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateTable", e));
-        match created {
+            .deletion_protection_enabled(p.deletion_protection)
+            .set_tags(Some(tags).filter(|t| !t.is_empty()));
+        match sent("CreateTable", request.send()).await {
             Ok(_) => {}
             // Table names are per account and region: another stack's (or
             // anyone's) table of that name is not going to go away.
@@ -141,26 +126,19 @@ impl ResourceKind for DynamodbTable {
             Err(e) => return Err(e),
         }
         // TTL and backups can only be set on an active table.
-        let active = poll(cloud, || async {
-            let status = describe(cloud, name)
-                .await?
-                .and_then(|t| t.table_status().cloned());
-            Ok((status == Some(TableStatus::Active)).then_some(()))
+        let active = || async {
+            let table = describe(cloud, name).await?;
+            Ok(table.and_then(|t| t.table_status().cloned()) == Some(TableStatus::Active))
+        };
+        wait_until(cloud, active, || {
+            let timeout = cloud.poll.timeout;
+            let message = format!("table {name} never became active within {timeout:?}");
+            CloudError::invalid("DescribeTable", message)
         })
         .await?;
-        if active.is_none() {
-            return Err(CloudError::invalid(
-                "DescribeTable",
-                format!(
-                    "table {name} never became active within {:?}",
-                    cloud.poll.timeout
-                ),
-            ));
-        }
-        set_ttl(cloud, name, prop_str(props, "ttl_attribute")?).await?;
-        set_point_in_time_recovery(cloud, name, prop_bool(props, "point_in_time_recovery")?)
-            .await?;
-        Ok(name.to_string())
+        set_ttl(cloud, name, &p).await?;
+        set_point_in_time_recovery(cloud, name, p.point_in_time_recovery).await?;
+        Ok(p.name)
     }
 
     async fn update(
@@ -170,28 +148,18 @@ impl ResourceKind for DynamodbTable {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: TableProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {
                 "point_in_time_recovery" => {
-                    set_point_in_time_recovery(
-                        cloud,
-                        id,
-                        prop_bool(props, "point_in_time_recovery")?,
-                    )
-                    .await?
+                    set_point_in_time_recovery(cloud, id, p.point_in_time_recovery).await?
                 }
                 "tags" => retag(cloud, id, props).await?,
-                "ttl_attribute" => set_ttl(cloud, id, prop_str(props, "ttl_attribute")?).await?,
+                "ttl_attribute" => set_ttl(cloud, id, &p).await?,
                 "deletion_protection" => {
-                    set_deletion_protection(cloud, id, prop_bool(props, "deletion_protection")?)
-                        .await?
+                    set_deletion_protection(cloud, id, p.deletion_protection).await?
                 }
-                other => {
-                    return Err(CloudError::invalid(
-                        "UpdateTable",
-                        format!("`{other}` cannot change in place"),
-                    ))
-                }
+                other => return Err(not_in_place("UpdateTable", other)),
             }
         }
         Ok(())
@@ -206,99 +174,53 @@ impl ResourceKind for DynamodbTable {
         if protected == Some(true) {
             set_deletion_protection(cloud, id, false).await?;
         }
-        let deleted = cloud
-            .dynamodb
-            .delete_table()
-            .table_name(id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DeleteTable", e));
-        if absent(deleted, GONE)?.is_none() {
+        let request = cloud.dynamodb.delete_table().table_name(id);
+        if absent(sent("DeleteTable", request.send()).await, GONE)?.is_none() {
             return Ok(());
         }
         // A table of the same name cannot be created until this one is gone.
-        let gone = poll(cloud, || async {
-            Ok(describe_any(cloud, id).await?.is_none().then_some(()))
+        let gone = || async { Ok(describe_any(cloud, id).await?.is_none()) };
+        wait_until(cloud, gone, || {
+            let timeout = cloud.poll.timeout;
+            let message = format!("table {id} is still being deleted after {timeout:?}");
+            CloudError::invalid("DescribeTable", message)
         })
-        .await?;
-        if gone.is_none() {
-            return Err(CloudError::invalid(
-                "DescribeTable",
-                format!(
-                    "table {id} is still being deleted after {:?}",
-                    cloud.poll.timeout
-                ),
-            ));
-        }
-        Ok(())
+        .await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        let mut start: Option<String> = None;
-        loop {
-            let out = cloud
-                .dynamodb
-                .list_tables()
-                .set_exclusive_start_table_name(start.take())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ListTables", e))?;
-            for name in out.table_names() {
-                let Some(table) = describe(cloud, name).await? else {
-                    continue;
-                };
-                if in_stack(cloud, &tags_of(cloud, arn_of(&table)?).await?) {
-                    found.push(name.clone());
-                }
-            }
-            match out.last_evaluated_table_name() {
-                Some(last) => start = Some(last.to_string()),
-                None => return Ok(found),
-            }
-        }
+        let items = cloud.dynamodb.list_tables().into_paginator().items();
+        let names = sent("ListTables", items.send().try_collect()).await?;
+        let candidates = names.into_iter().map(|name| (name.clone(), name));
+        in_stack_ids(cloud, candidates, |name| async move {
+            tags_by_name(cloud, &name).await
+        })
+        .await
     }
 }
 
 async fn set_deletion_protection(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> {
-    cloud
-        .dynamodb
-        .update_table()
-        .table_name(name)
-        .deletion_protection_enabled(enabled)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("UpdateTable", e))?;
-    Ok(())
+    let request = cloud.dynamodb.update_table().table_name(name);
+    let request = request.deletion_protection_enabled(enabled);
+    sent_ok("UpdateTable", request.send()).await
 }
 
-async fn set_ttl(cloud: &Cloud, name: &str, attribute: &str) -> Result<()> {
-    cloud
-        .dynamodb
-        .update_time_to_live()
-        .table_name(name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(attribute)
-                .build()
-                .map_err(|e| CloudError::invalid("UpdateTimeToLive", e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("UpdateTimeToLive", e))?;
-    Ok(())
+/// Turns TTL on by the table's `ttl_attribute`.
+async fn set_ttl(cloud: &Cloud, name: &str, p: &TableProps) -> Result<()> {
+    let specification = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(required(p.ttl_attribute.as_deref(), "ttl_attribute")?)
+        .build()
+        .map_err(unbuilt("UpdateTimeToLive"))?;
+    let request = cloud.dynamodb.update_time_to_live().table_name(name);
+    let request = request.time_to_live_specification(specification);
+    sent_ok("UpdateTimeToLive", request.send()).await
 }
 
 /// The table named `name` in any state, `None` when there is none.
 async fn describe_any(cloud: &Cloud, name: &str) -> Result<Option<TableDescription>> {
-    let out = cloud
-        .dynamodb
-        .describe_table()
-        .table_name(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeTable", e));
+    let request = cloud.dynamodb.describe_table().table_name(name);
+    let out = sent("DescribeTable", request.send()).await;
     Ok(absent(out, GONE)?.and_then(|out| out.table))
 }
 
@@ -315,23 +237,20 @@ fn arn_of(table: &TableDescription) -> Result<&str> {
         .ok_or_else(|| CloudError::invalid("DescribeTable", "table without an ARN"))
 }
 
-async fn tags_of(cloud: &Cloud, arn: &str) -> Result<BTreeMap<String, String>> {
-    let mut tags = BTreeMap::new();
+/// The tags of the table named `name`, `None` when there is no such table.
+async fn tags_by_name(cloud: &Cloud, name: &str) -> Result<Option<Tags>> {
+    let table = describe(cloud, name).await?;
+    look_at(table, |t| async move { tags_of(cloud, arn_of(&t)?).await }).await
+}
+
+async fn tags_of(cloud: &Cloud, arn: &str) -> Result<Tags> {
+    let mut tags = Tags::new();
     let mut token: Option<String> = None;
     loop {
-        let out = cloud
-            .dynamodb
-            .list_tags_of_resource()
-            .resource_arn(arn)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("ListTagsOfResource", e))?;
-        tags.extend(
-            out.tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string())),
-        );
+        let request = cloud.dynamodb.list_tags_of_resource().resource_arn(arn);
+        let request = request.set_next_token(token.take());
+        let out = sent("ListTagsOfResource", request.send()).await?;
+        tags.extend(tag_map(out.tags().iter().map(|t| (t.key(), t.value()))));
         match out.next_token() {
             Some(next) => token = Some(next.to_string()),
             None => return Ok(tags),
@@ -339,66 +258,35 @@ async fn tags_of(cloud: &Cloud, arn: &str) -> Result<BTreeMap<String, String>> {
     }
 }
 
-fn tag(key: String, value: String) -> Result<Tag> {
-    Tag::builder()
-        .key(key)
-        .value(value)
-        .build()
-        .map_err(|e| CloudError::invalid("Tag", e.to_string()))
+fn dynamodb_tags(tags: Vec<(String, String)>) -> Result<Vec<Tag>> {
+    sdk_tags(tags, |k, v| Tag::builder().key(k).value(v).build())
 }
 
 async fn set_point_in_time_recovery(cloud: &Cloud, name: &str, enabled: bool) -> Result<()> {
-    cloud
-        .dynamodb
-        .update_continuous_backups()
-        .table_name(name)
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(enabled)
-                .build()
-                .map_err(|e| CloudError::invalid("UpdateContinuousBackups", e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("UpdateContinuousBackups", e))?;
-    Ok(())
+    let specification = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(enabled)
+        .build()
+        .map_err(unbuilt("UpdateContinuousBackups"))?;
+    let request = cloud.dynamodb.update_continuous_backups().table_name(name);
+    let request = request.point_in_time_recovery_specification(specification);
+    sent_ok("UpdateContinuousBackups", request.send()).await
 }
 
 /// Sets exactly the desired tags.
 async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
-    let Some(table) = describe(cloud, name).await? else {
-        return Err(CloudError::invalid(
-            "TagResource",
-            format!("table {name} is gone"),
-        ));
-    };
+    let table = describe(cloud, name).await?;
+    let table = table.ok_or_else(|| vanished("TagResource", "table", name))?;
     let arn = arn_of(&table)?;
     let current = tags_of(cloud, arn).await?.into_keys();
-    let add = |desired: Vec<(String, String)>| async {
-        let tags = desired
-            .into_iter()
-            .map(|(k, v)| tag(k, v))
-            .collect::<Result<Vec<_>>>()?;
-        cloud
-            .dynamodb
-            .tag_resource()
-            .resource_arn(arn)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("TagResource", e))
+    let db = &cloud.dynamodb;
+    let add = |desired: Vec<(String, String)>| async move {
+        let request = db.tag_resource().resource_arn(arn);
+        let request = request.set_tags(Some(dynamodb_tags(desired)?));
+        sent_ok("TagResource", request.send()).await
     };
-    let remove = |stale: Vec<String>| async {
-        cloud
-            .dynamodb
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CloudError::from_sdk("UntagResource", e))
+    let remove = |stale: Vec<String>| {
+        let request = db.untag_resource().resource_arn(arn);
+        sent_ok("UntagResource", request.set_tag_keys(Some(stale)).send())
     };
     replace_tags(props, current, add, remove).await
 }

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use event_store::aws::{sdk_config, AwsSettings};
-use integration_tests::backend::AwsEmulator;
-use integration_tests::fault::FaultLayer;
 use provisioner::blueprint::Blueprint;
 use provisioner::engine::{Options, Progress, RetryPolicy};
 use provisioner::stack::Stack;
+use test_support::aws_calls::s3_needs;
+use test_support::backend::AwsEmulator;
+use test_support::fault::FaultLayer;
 
 /// A moto server, a state folder and a stack on them.
 pub struct Env {
@@ -241,7 +242,7 @@ pub async fn assert_settled(env: &mut Env, options: &Options, context: &str) -> 
 }
 
 /// The IAM action a recorded call (as the fault layer names it) needs: `service:Operation`, except for S3's
-/// REST calls, named by method, path and subresource.
+/// REST calls, named by method, path and subresource (test-support's one table of them).
 pub fn iam_action(service: &str, operation: &str) -> Option<String> {
     if service == "sts" {
         // GetCallerIdentity needs no permission.
@@ -255,36 +256,7 @@ pub fn iam_action(service: &str, operation: &str) -> Option<String> {
         return Some(format!("{service}:{operation}"));
     }
     let (method, path) = operation.split_once(' ').unwrap_or((operation, "/"));
-    let (path, subresource) = path.split_once('?').unwrap_or((path, ""));
-    let bucket_only = !path.trim_start_matches('/').contains('/');
-    let name = match (method, subresource, bucket_only) {
-        ("GET", _, _) if path == "/" => "ListAllMyBuckets",
-        ("PUT", "", true) => "CreateBucket",
-        ("DELETE", "", true) => "DeleteBucket",
-        ("HEAD" | "GET", "" | "list-type", true) => "ListBucket",
-        ("GET", "versions", _) => "ListBucketVersions",
-        ("GET", "location", _) => "GetBucketLocation",
-        ("POST", "delete", _) => "DeleteObjectVersion",
-        ("PUT", "tagging", _) | ("DELETE", "tagging", _) => "PutBucketTagging",
-        ("GET", "tagging", _) => "GetBucketTagging",
-        ("PUT", "publicAccessBlock", _) => "PutBucketPublicAccessBlock",
-        ("GET", "publicAccessBlock", _) => "GetBucketPublicAccessBlock",
-        ("PUT", "encryption", _) => "PutEncryptionConfiguration",
-        ("GET", "encryption", _) => "GetEncryptionConfiguration",
-        ("PUT", "versioning", _) => "PutBucketVersioning",
-        ("GET", "versioning", _) => "GetBucketVersioning",
-        ("PUT", "policy", _) => "PutBucketPolicy",
-        ("GET", "policy", _) => "GetBucketPolicy",
-        ("DELETE", "policy", _) => "DeleteBucketPolicy",
-        ("PUT", "lifecycle", _) => "PutLifecycleConfiguration",
-        ("GET", "lifecycle", _) => "GetLifecycleConfiguration",
-        ("DELETE", "uploadId", false) => "AbortMultipartUpload",
-        ("DELETE", "" | "versionId", false) => "DeleteObjectVersion",
-        ("PUT" | "POST", _, false) => "PutObject",
-        ("GET" | "HEAD", _, false) => "GetObject",
-        _ => return Some(format!("s3:? {operation}")),
-    };
-    Some(format!("s3:{name}"))
+    s3_needs(method, path, None).0
 }
 
 /// Applies with auto-approve, which must fail; returns the whole error text.

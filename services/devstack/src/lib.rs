@@ -28,7 +28,7 @@ use event_common::platform::{
 use event_common::telemetry;
 use event_store::cold::local::LocalColdStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::{HotStore, HotStoreKind};
+use event_store::hot::HotStoreKind;
 use graphql::{Graphql, GraphqlConfig};
 use ingest::{Ingest, IngestConfig};
 use processor::{Processor, ProcessorConfig, Stores};
@@ -187,7 +187,10 @@ impl DevPlatform {
 const HOT_STORE_FILE: &str = "hot.sqlite3";
 
 /// Empties the stores under `data_dir` and opens a fresh hot store there.
-fn open_hot_store(data_dir: &std::path::Path, ttl_days: u32) -> anyhow::Result<Arc<dyn HotStore>> {
+fn open_hot_store(
+    data_dir: &std::path::Path,
+    ttl_days: u32,
+) -> anyhow::Result<Arc<SqliteHotStore>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // Remove only what the stores own, never anything else in a directory the user named.

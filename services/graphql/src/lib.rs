@@ -31,7 +31,7 @@ use event_common::lifecycle::{self, Health};
 use event_common::problem::Problem;
 use event_common::telemetry;
 use event_store::aws;
-use event_store::hot::{self, HotStore, HotStoreKind};
+use event_store::hot::{self, HotReader, HotStoreKind};
 use serde_json::json;
 
 pub use config::{GraphqlConfig, QueryLimits};
@@ -63,7 +63,7 @@ pub struct Graphql {
 
 impl Graphql {
     /// The API over `hot`.
-    pub fn new(config: &GraphqlConfig, hot: Arc<dyn HotStore>) -> Self {
+    pub fn new(config: &GraphqlConfig, hot: Arc<dyn HotReader>) -> Self {
         // Install the recorder now: anything counted before it exists is lost.
         telemetry::prometheus();
         let state = Arc::new(ApiState {
@@ -101,12 +101,10 @@ impl Graphql {
             HotStoreKind::DynamoDb => Some(aws::sdk_config(&config.aws).await),
             HotStoreKind::Sqlite(_) => None,
         };
-        // TTL is the processor's business; readers never write.
-        let hot = hot::open(
+        let hot = hot::open_reader(
             &config.hot_store,
             sdk.as_ref(),
             &config.dynamodb_table,
-            0,
             config.hot_write_shards,
         )
         .context("opening the hot store")?;

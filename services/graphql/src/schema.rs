@@ -14,7 +14,7 @@ use async_graphql::{
     Schema, SimpleObject, ID,
 };
 use chrono::{Duration, NaiveDate, Timelike, Utc};
-use event_store::hot::{EventFilter, HotStore, StoredEvent};
+use event_store::hot::{EventFilter, HotReader, StoredEvent};
 use event_store::rollup::Window;
 use event_store::StoreError;
 
@@ -29,7 +29,7 @@ use crate::scalars::{decode_cursor, encode_cursor, Date, DateTime};
 pub type EventSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 /// The schema over `hot`, with the guard rails of `limits`.
-pub fn build(hot: Arc<dyn HotStore>, limits: QueryLimits) -> EventSchema {
+pub fn build(hot: Arc<dyn HotReader>, limits: QueryLimits) -> EventSchema {
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(hot)
         .data(limits)
@@ -203,8 +203,8 @@ pub enum WindowType {
 /// The read-only queries (see [`Query`'s impl](Query#impl-Query)).
 pub struct Query;
 
-fn store<'a>(ctx: &Context<'a>) -> Result<&'a Arc<dyn HotStore>> {
-    ctx.data::<Arc<dyn HotStore>>()
+fn store<'a>(ctx: &Context<'a>) -> Result<&'a Arc<dyn HotReader>> {
+    ctx.data::<Arc<dyn HotReader>>()
 }
 
 fn limits(ctx: &Context<'_>) -> QueryLimits {

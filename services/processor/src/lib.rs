@@ -23,7 +23,7 @@ use event_store::aws;
 use event_store::cold::local::LocalColdStore;
 use event_store::cold::s3::S3ColdStore;
 use event_store::cold::ColdStore;
-use event_store::hot::{self, HotStore};
+use event_store::hot::{self, HotWriter};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
@@ -35,7 +35,7 @@ use pipeline::{EventConsumer, Pipeline, RebalanceContext};
 #[derive(Clone)]
 pub struct Stores {
     /// Events and rollups.
-    pub hot: Arc<dyn HotStore>,
+    pub hot: Arc<dyn HotWriter>,
     /// The raw archive.
     pub cold: Arc<dyn ColdStore>,
 }
@@ -47,7 +47,7 @@ impl Stores {
             (HotStoreKind::Sqlite(_), ColdStoreKind::Directory(_)) => None,
             _ => Some(aws::sdk_config(&config.aws).await),
         };
-        let hot = hot::open(
+        let hot = hot::open_writer(
             &config.hot_store,
             sdk.as_ref(),
             &config.dynamodb_table,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use event_common::event::Event;
 use event_common::lifecycle::Health;
 use event_store::cold::ColdStore;
-use event_store::hot::{ApplyOutcome, Batch, Delivered, HotStore};
+use event_store::hot::{ApplyOutcome, Batch, Delivered, HotWriter};
 use event_store::StoreError;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -178,7 +178,7 @@ const OWNERSHIP_CHECK_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct Pipeline {
     pub consumer: Arc<EventConsumer>,
     dlq: FutureProducer,
-    hot: Arc<dyn HotStore>,
+    hot: Arc<dyn HotWriter>,
     cold: Arc<dyn ColdStore>,
     config: ProcessorConfig,
     /// Readiness, blocked while writes are denied or keep failing.
@@ -201,7 +201,7 @@ impl Pipeline {
     pub fn new(
         consumer: Arc<EventConsumer>,
         dlq: FutureProducer,
-        hot: Arc<dyn HotStore>,
+        hot: Arc<dyn HotWriter>,
         cold: Arc<dyn ColdStore>,
         config: ProcessorConfig,
         health: Health,

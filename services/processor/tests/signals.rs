@@ -21,11 +21,11 @@ use event_store::cold::local::LocalColdStore;
 use event_store::cold::{parquet, ColdStore};
 use event_store::hot::sqlite::SqliteHotStore;
 use event_store::hot::{EventFilter, HotStore};
-use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::free_port;
-use integration_tests::harness::{accepted, IngestServer, ProcessorTopics};
-use integration_tests::kafka::{committed_offsets, read_topic, wait_until_caught_up};
-use integration_tests::stores::{
+use test_support::backend::{AwsEmulator, Broker};
+use test_support::free_port;
+use test_support::harness::{accepted, IngestServer, ProcessorTopics};
+use test_support::kafka::{committed_offsets, read_topic, wait_until_caught_up};
+use test_support::stores::{
     all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
 };
 

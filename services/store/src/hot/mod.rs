@@ -1,5 +1,9 @@
 //! The hot store port: where events and rollups live for fast reads.
 //!
+//! The port has two halves: [`HotWriter`], which the processor applies
+//! batches with, and [`HotReader`], which the GraphQL API queries; both are
+//! [`Reachable`] for readiness, and [`HotStore`] is the pair.
+//!
 //! Two adapters implement it with the same semantics: [`dynamodb`] (the
 //! `EventsHot` single table) and [`sqlite`] (embedded, for `provision dev`).
 //! Both apply a batch the same way, planned by [`plan_batch`]:
@@ -60,8 +64,30 @@ impl HotStoreKind {
     }
 }
 
-/// Opens the hot store `kind` names; DynamoDB needs `sdk`.
-pub fn open(
+/// Opens the hot store `kind` names for writing; DynamoDB needs `sdk`.
+pub fn open_writer(
+    kind: &HotStoreKind,
+    sdk: Option<&aws_config::SdkConfig>,
+    table: &str,
+    ttl_days: u32,
+    write_shards: u32,
+) -> Result<Arc<dyn HotWriter>, StoreError> {
+    Ok(open(kind, sdk, table, ttl_days, write_shards)?)
+}
+
+/// Opens the hot store `kind` names for reading; DynamoDB needs `sdk`.
+/// `write_shards` must be the writers' count: readers merge that many shards.
+pub fn open_reader(
+    kind: &HotStoreKind,
+    sdk: Option<&aws_config::SdkConfig>,
+    table: &str,
+    write_shards: u32,
+) -> Result<Arc<dyn HotReader>, StoreError> {
+    // TTL is the writers' business; readers never write.
+    Ok(open(kind, sdk, table, 0, write_shards)?)
+}
+
+fn open(
     kind: &HotStoreKind,
     sdk: Option<&aws_config::SdkConfig>,
     table: &str,
@@ -250,9 +276,17 @@ pub fn empty_cohorts(
     Some((first, last, rows))
 }
 
-/// The hot store port.
+/// A hot store that can say whether it is reachable; both halves of the
+/// port have it, for the services' readiness.
 #[async_trait]
-pub trait HotStore: Send + Sync {
+pub trait Reachable: Send + Sync {
+    /// Answers when the store is reachable (readiness).
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+/// The half of the port the processor uses: applying batches.
+#[async_trait]
+pub trait HotWriter: Reachable {
     /// Applies a batch (see the module docs). Safe to call again with any
     /// batch already applied, whole or in part.
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome, StoreError>;
@@ -265,10 +299,11 @@ pub trait HotStore: Send + Sync {
         topic: &str,
         partition: i32,
     ) -> Result<Option<i64>, StoreError>;
+}
 
-    /// Answers when the store is reachable (readiness).
-    async fn check(&self) -> Result<(), StoreError>;
-
+/// The half of the port the GraphQL API uses: events and analytics.
+#[async_trait]
+pub trait HotReader: Reachable {
     /// Events matching `filter`, newest first, after `after`, at most `limit`.
     async fn events(
         &self,
@@ -313,6 +348,12 @@ pub trait HotStore: Send + Sync {
     /// The stored state of a user.
     async fn user(&self, user_id: &str) -> Result<Option<UserState>, StoreError>;
 }
+
+/// Both halves of the port, for what writes a store and reads it back: the
+/// contract tests and test harnesses. Every writer that is also a reader is one.
+pub trait HotStore: HotWriter + HotReader {}
+
+impl<T: HotWriter + HotReader + ?Sized> HotStore for T {}
 
 /// What an adapter must write for a batch, given what it read.
 #[derive(Debug, Clone, Default)]

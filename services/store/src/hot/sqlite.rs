@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     batch_keys, empty_cohorts, plan_batch, sortable_time, ApplyOutcome, Batch, CohortRow, Cursor,
-    EventFilter, EventPage, HotStore, StoredEvent,
+    EventFilter, EventPage, HotReader, HotWriter, Reachable, StoredEvent,
 };
 use crate::rollup::{UserState, Window};
 use crate::StoreError;
@@ -307,7 +307,7 @@ fn parse_day(s: &str) -> Result<NaiveDate, StoreError> {
 }
 
 #[async_trait]
-impl HotStore for SqliteHotStore {
+impl HotWriter for SqliteHotStore {
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome, StoreError> {
         let batch = batch.clone();
         let ttl = self.ttl;
@@ -331,7 +331,10 @@ impl HotStore for SqliteHotStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Reachable for SqliteHotStore {
     async fn check(&self) -> Result<(), StoreError> {
         self.read(|c| {
             c.query_row("SELECT count(*) FROM cluster_watermarks", [], |_| Ok(()))
@@ -339,7 +342,10 @@ impl HotStore for SqliteHotStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl HotReader for SqliteHotStore {
     async fn events(
         &self,
         filter: &EventFilter,

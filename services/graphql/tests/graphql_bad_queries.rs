@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use event_common::auth;
 use event_store::aws::{self, AwsSettings};
-use event_store::hot::HotStore;
-use integration_tests::backend::AwsEmulator;
-use integration_tests::fault::{Fault, FaultLayer};
-use integration_tests::harness::GraphqlServer;
-use integration_tests::stores::{dynamodb_store_with, sqlite_store};
+use event_store::hot::HotReader;
 use serde_json::{json, Value};
+use test_support::backend::AwsEmulator;
+use test_support::fault::{Fault, FaultLayer};
+use test_support::harness::GraphqlServer;
+use test_support::stores::{dynamodb_store_with, sqlite_store};
 
 /// The errors' code and `field`, asserting there are errors and all agree.
 fn only_error(response: &Value) -> (String, Option<String>) {
@@ -251,7 +251,7 @@ async fn injected_store_outage_fault_layer_is_store_unavailable_without_internal
     let emulator = AwsEmulator::start().await.expect("AWS emulator");
     let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let (faulty, faults) = FaultLayer::wrap(&sdk);
-    let store: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
+    let store: Arc<dyn HotReader> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
     let api = GraphqlServer::start(store, |_| {}).await.expect("graphql");
     faults.inject("Query", Fault::Unreachable, 100);
     let response = api
@@ -333,7 +333,7 @@ async fn fault_layer_a_query_slower_than_the_time_bound_is_cut_off_with_query_ti
     let emulator = AwsEmulator::start().await.expect("AWS emulator");
     let sdk = aws::sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
     let (faulty, faults) = FaultLayer::wrap(&sdk);
-    let store: Arc<dyn HotStore> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
+    let store: Arc<dyn HotReader> = Arc::new(dynamodb_store_with(&faulty, 1).await.expect("table"));
     let api = GraphqlServer::start(store, |config| {
         config.limits.max_execution = std::time::Duration::from_millis(500)
     })

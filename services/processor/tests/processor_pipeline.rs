@@ -12,15 +12,15 @@ use event_common::event::Event;
 use event_store::aws::{self, AwsSettings};
 use event_store::cold::{parquet, ColdStore};
 use event_store::hot::{EventFilter, HotStore};
-use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::fault::{Fault, FaultLayer};
-use integration_tests::harness::{accepted, IngestServer, ProcessorServer, ProcessorTopics};
-use integration_tests::kafka::{message_counts, read_topic, reset_group};
-use integration_tests::stores::{
-    all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
-};
 use processor::{ProcessorConfig, Stores};
 use serde_json::Value;
+use test_support::backend::{AwsEmulator, Broker};
+use test_support::fault::{Fault, FaultLayer};
+use test_support::harness::{accepted, IngestServer, ProcessorServer, ProcessorTopics};
+use test_support::kafka::{message_counts, read_topic, reset_group};
+use test_support::stores::{
+    all_pages, at, day, dynamodb_store_with, event, s3_store_with, Analytics,
+};
 
 const TYPES: &[&str] = &["signup", "page_view", "click", "purchase"];
 
@@ -216,7 +216,7 @@ async fn a_new_broker_with_the_same_topics_is_not_taken_for_a_replay() {
 async fn poison_messages_go_to_the_dlq_with_headers_and_good_ones_are_stored() {
     let broker = Broker::start().await.expect("broker");
     let t = ProcessorTopics::create(&broker, 3).await.expect("topics");
-    let (hot, _dir) = integration_tests::stores::sqlite_store().expect("sqlite");
+    let (hot, _dir) = test_support::stores::sqlite_store().expect("sqlite");
     let archive = tempfile::tempdir().expect("dir");
     let hot: Arc<dyn HotStore> = Arc::new(hot);
     let cold =
@@ -418,7 +418,7 @@ async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_noth
 
     // The permission arrives: the next attempt stores everything.
     faults.clear_faults();
-    integration_tests::kafka::wait_until_caught_up(
+    test_support::kafka::wait_until_caught_up(
         &broker.bootstrap_servers(),
         &t.group,
         &t.events,
@@ -439,7 +439,7 @@ async fn fault_layer_a_denied_write_makes_the_processor_unready_and_commits_noth
 async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready_not_stalled() {
     let broker = Broker::start().await.expect("broker");
     let t = ProcessorTopics::create(&broker, 1).await.expect("topics");
-    let (hot, _db) = integration_tests::stores::sqlite_store().expect("sqlite");
+    let (hot, _db) = test_support::stores::sqlite_store().expect("sqlite");
     let archive = tempfile::tempdir().expect("dir");
     let hot: Arc<dyn HotStore> = Arc::new(hot);
     let cold =
@@ -492,7 +492,7 @@ async fn broker_injected_a_refused_dead_letter_topic_makes_the_processor_unready
             rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
         )
         .expect("lift");
-    integration_tests::kafka::wait_until_caught_up(
+    test_support::kafka::wait_until_caught_up(
         &broker.bootstrap_servers(),
         &t.group,
         &t.events,
@@ -587,7 +587,7 @@ async fn fault_layer_a_member_dropped_from_the_group_while_retrying_does_not_wri
     // The first member's store answers again: whatever it still held is
     // written once, by whoever owns it now.
     faults.clear_faults();
-    integration_tests::kafka::wait_until_caught_up(
+    test_support::kafka::wait_until_caught_up(
         &broker.bootstrap_servers(),
         &t.group,
         &t.events,

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use integration_tests::harness::{ingest_with_broker, IngestSetup};
 use serde_json::Value;
+use test_support::harness::{ingest_with_broker, IngestSetup};
 
 #[tokio::test]
 async fn operational_endpoints_answer_as_documented() {

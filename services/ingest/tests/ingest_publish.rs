@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use event_common::event::Event;
-use integration_tests::harness::{ingest_with_broker, IngestServer, IngestSetup};
-use integration_tests::kafka::{message_counts, read_topic};
 use serde_json::{json, Value};
+use test_support::harness::{ingest_with_broker, IngestServer, IngestSetup};
+use test_support::kafka::{message_counts, read_topic};
 
 /// Payloads written as raw text so that spacing, key order and escapes can be
 /// compared byte-for-byte with what lands on the topic.

@@ -9,14 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::loopback_target;
 use chrono::{TimeZone, Utc};
 use clap::Parser;
 use event_store::aws::{self, AwsSettings};
-use integration_tests::kafka::wait_until_caught_up;
-use integration_tests::stores::{dynamodb_store_with, event, s3_store_with};
-use integration_tests::{free_port, loopback_target, unique_name};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use test_support::kafka::wait_until_caught_up;
+use test_support::stores::{dynamodb_store_with, event, s3_store_with};
+use test_support::{free_port, unique_name};
 
 /// Processor benchmark (loopback only).
 #[derive(Debug, Parser)]

@@ -9,10 +9,10 @@ use chrono::Duration;
 use event_common::event::Event;
 use event_store::aws::{self, AwsSettings};
 use event_store::hot::HotStore;
-use integration_tests::backend::AwsEmulator;
-use integration_tests::harness::GraphqlServer;
-use integration_tests::stores::{at, batch, dynamodb_store_with, event, sqlite_store};
 use serde_json::json;
+use test_support::backend::AwsEmulator;
+use test_support::harness::GraphqlServer;
+use test_support::stores::{at, batch, dynamodb_store_with, event, sqlite_store};
 
 /// (timestamp, event id) as the API returns them.
 type Position = (String, String);

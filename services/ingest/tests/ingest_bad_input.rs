@@ -9,10 +9,10 @@ use base64::Engine;
 use event_common::auth::{self, JwtConfig};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use integration_tests::harness::{ingest_with_broker, IngestSetup};
-use integration_tests::kafka::message_counts;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
+use test_support::harness::{ingest_with_broker, IngestSetup};
+use test_support::kafka::message_counts;
 
 enum Auth {
     Valid,

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::loopback_target;
 use chrono::{TimeZone, Utc};
 use clap::{Parser, Subcommand};
 use event_store::aws::{self, AwsSettings};
 use event_store::hot::dynamodb::DynamoHotStore;
 use event_store::hot::sqlite::SqliteHotStore;
-use event_store::hot::HotStore;
+use event_store::hot::{HotReader, HotWriter};
 use hdrhistogram::Histogram;
-use integration_tests::harness::GraphqlServer;
-use integration_tests::loopback_target;
-use integration_tests::stores::{self, event};
 use serde_json::{json, Value};
+use test_support::harness::GraphqlServer;
+use test_support::stores::{self, event};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -92,7 +92,7 @@ fn dataset_event(n: usize, total: usize) -> event_common::event::Event {
     event(&event_type, &user, ts, n)
 }
 
-async fn fill(hot: &dyn HotStore, events: usize, batch: usize) -> anyhow::Result<()> {
+async fn fill(hot: &dyn HotWriter, events: usize, batch: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     for chunk_start in (0..events).step_by(batch) {
         let chunk: Vec<_> = (chunk_start..(chunk_start + batch).min(events))
@@ -279,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
             table,
             iterations,
         } => {
-            let hot: Arc<dyn HotStore> = match store.as_str() {
+            let hot: Arc<dyn HotReader> = match store.as_str() {
                 "sqlite" => {
                     let fresh = !std::path::Path::new(&db).exists();
                     let hot = Arc::new(SqliteHotStore::open(db.as_ref(), 3650)?);

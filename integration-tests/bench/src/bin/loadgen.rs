@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::loopback_target;
 use bytes::Bytes;
 use clap::Parser;
 use event_common::auth::{self, JwtConfig};
@@ -18,7 +19,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use integration_tests::loopback_target;
 
 /// Load generator for the ingest API (loopback targets only).
 #[derive(Debug, Parser)]

@@ -8,8 +8,8 @@ use chrono::Duration;
 use event_common::event::Event;
 use event_store::hot::{EventFilter, HotStore};
 use event_store::rollup::Window;
-use integration_tests::backend::AwsEmulator;
-use integration_tests::stores::{
+use test_support::backend::AwsEmulator;
+use test_support::stores::{
     all_pages, at, batch, day, dynamodb_store, event, sqlite_store, Analytics, TEST_CLUSTER,
 };
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use event_store::aws::{self, AwsSettings};
 use event_store::cold::local::LocalColdStore;
 use event_store::hot::HotStore;
-use integration_tests::backend::{AwsEmulator, Broker};
-use integration_tests::harness::{GraphqlServer, IngestServer, ProcessorServer, ProcessorTopics};
-use integration_tests::stores::{dynamodb_store_with, sqlite_store};
 use processor::{ProcessorConfig, Stores};
 use serde_json::{json, Value};
+use test_support::backend::{AwsEmulator, Broker};
+use test_support::harness::{GraphqlServer, IngestServer, ProcessorServer, ProcessorTopics};
+use test_support::stores::{dynamodb_store_with, sqlite_store};
 
 /// The id of crafted event `n`.
 fn id(n: u32) -> String {
