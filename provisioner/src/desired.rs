@@ -8,11 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use crate::blueprint::{Blueprint, Broker, Service};
+use crate::cloud::alb::{ListenerProps, ListenerRuleProps, LoadBalancerProps, TargetGroupProps};
+use crate::cloud::ecs::{ContainerProps, EcsClusterProps, EcsServiceProps, TaskDefinitionProps};
+use crate::cloud::network::{
+    IngressRule, InstanceProps, InternetGatewayProps, RouteProps, RouteTableAssociationProps,
+    RouteTableProps, SecurityGroupProps, SubnetProps, VpcProps,
+};
+use crate::cloud::support::to_props;
 use crate::cloud::{
     bucket::BucketProps, ecr::EcrRepositoryProps, iam::IamRoleProps, image::ImageProps,
     logs::LogGroupProps, secret::SecretProps, table::TableProps,
 };
-use crate::cloud::support::to_props;
 use crate::image::{self, Architecture};
 use crate::model::{reference, stack_tags, Kind, Props, Resource, BROKER_SETUP_TAG, STACK_TAG};
 use crate::plan::UNKNOWN;
@@ -142,7 +148,11 @@ impl<'a> Graph<'a> {
         let vpc = self.add(
             Kind::Vpc,
             "main",
-            json!({"cidr_block": spec.network.vpc_cidr, "enable_dns_hostnames": true, "enable_dns_support": true}),
+            VpcProps {
+                cidr_block: Some(spec.network.vpc_cidr.clone()),
+                enable_dns_hostnames: true,
+                enable_dns_support: true,
+            },
             &[],
         );
         let vpc_id = reference(&vpc, "id");
@@ -151,29 +161,49 @@ impl<'a> Graph<'a> {
             subnets.push(self.add(
                 Kind::Subnet,
                 &subnet.name,
-                json!({"vpc_id": vpc_id, "cidr_block": subnet.cidr, "availability_zone": subnet.zone, "map_public_ip_on_launch": true}),
+                SubnetProps {
+                    vpc_id: Some(vpc_id.clone()),
+                    cidr_block: Some(subnet.cidr.clone()),
+                    availability_zone: Some(subnet.zone.clone()),
+                    map_public_ip_on_launch: true,
+                },
                 &[],
             ));
         }
         let subnet_ids: Vec<String> = subnets.iter().map(|s| reference(s, "id")).collect();
+        let in_vpc = Some(vpc_id.clone());
         let igw = self.add(
             Kind::InternetGateway,
             "main",
-            json!({"vpc_id": vpc_id}),
+            InternetGatewayProps {
+                vpc_id: in_vpc.clone(),
+            },
             &[],
         );
-        let rtb = self.add(Kind::RouteTable, "public", json!({"vpc_id": vpc_id}), &[]);
+        let rtb = self.add(
+            Kind::RouteTable,
+            "public",
+            RouteTableProps { vpc_id: in_vpc },
+            &[],
+        );
         self.add(
             Kind::Route,
             "public_default",
-            json!({"route_table_id": reference(&rtb, "id"), "destination_cidr_block": "0.0.0.0/0", "gateway_id": reference(&igw, "id")}),
+            RouteProps {
+                route_table_id: reference(&rtb, "id"),
+                destination_cidr_block: "0.0.0.0/0".into(),
+                gateway_id: Some(reference(&igw, "id")),
+            },
             &[],
         );
         for subnet in &spec.network.subnets {
             self.add(
                 Kind::RouteTableAssociation,
                 &subnet.name,
-                json!({"route_table_id": reference(&rtb, "id"), "subnet_id": reference(&format!("subnet.{}", subnet.name), "id")}),
+                RouteTableAssociationProps {
+                    route_table_id: Some(reference(&rtb, "id")),
+                    subnet_id: Some(reference(&format!("subnet.{}", subnet.name), "id")),
+                },
                 &[],
             );
         }
@@ -242,15 +272,15 @@ impl<'a> Graph<'a> {
         let broker = self.add(
             Kind::Instance,
             "broker",
-            json!({
-                "instance_type": spec.broker.instance_type,
-                "subnet_id": subnet_ids[0],
-                "security_group_ids": [reference(&broker_sg, "id")],
-                "root_volume_gib": spec.broker.disk_gib,
-                "instance_profile": reference(&broker_role, "instance_profile"),
-                "user_data": broker_user_data(&spec.broker, &spec.stack.region),
-                "setup_failed": false,
-            }),
+            InstanceProps {
+                instance_type: Some(spec.broker.instance_type.clone()),
+                subnet_id: subnet_ids.first().cloned(),
+                security_group_ids: vec![reference(&broker_sg, "id")],
+                root_volume_gib: Some(spec.broker.disk_gib.into()),
+                instance_profile: Some(reference(&broker_role, "instance_profile")),
+                user_data: broker_user_data(&spec.broker, &spec.stack.region),
+                setup_failed: false,
+            },
             // The broker downloads Redpanda at boot: it needs the route out.
             &["route.public_default".to_string()],
         );
@@ -333,7 +363,12 @@ impl<'a> Graph<'a> {
         let alb = self.add(
             Kind::LoadBalancer,
             "main",
-            json!({"name": format!("{stack}-alb"), "subnet_ids": sorted(&subnet_ids), "security_group_ids": [reference(&alb_sg, "id")], "scheme": "internet-facing"}),
+            LoadBalancerProps {
+                name: Some(format!("{stack}-alb")),
+                subnet_ids: sorted(&subnet_ids),
+                security_group_ids: vec![reference(&alb_sg, "id")],
+                scheme: Some("internet-facing".into()),
+            },
             // An internet-facing ALB needs the gateway attached first.
             std::slice::from_ref(&igw),
         );
@@ -343,7 +378,13 @@ impl<'a> Graph<'a> {
                 let tg = self.add(
                     Kind::TargetGroup,
                     service.name,
-                    json!({"name": format!("{stack}-{}", service.name), "port": port, "vpc_id": vpc_id, "health_check_path": service.health_path, "deregistration_delay_seconds": 30}),
+                    TargetGroupProps {
+                        name: Some(format!("{stack}-{}", service.name)),
+                        port: Some(port.into()),
+                        vpc_id: Some(vpc_id.clone()),
+                        health_check_path: Some(service.health_path.to_string()),
+                        deregistration_delay_seconds: Some(30),
+                    },
                     &[],
                 );
                 target_groups.insert(service.name, tg);
@@ -356,17 +397,10 @@ impl<'a> Graph<'a> {
         // With a certificate, plain HTTP only redirects: tokens never cross
         // the internet in cleartext.
         let certificate = spec.load_balancer.certificate_arn.clone();
-        let mut listeners = vec![(
-            "http",
-            80,
-            "HTTP",
-            Value::Null,
-            Value::Null,
-            certificate.is_some(),
-        )];
+        let mut listeners = vec![("http", 80, "HTTP", None, None, certificate.is_some())];
         if let Some(arn) = certificate {
-            let policy = Value::from(TLS_POLICY);
-            listeners.push(("https", 443, "HTTPS", Value::String(arn), policy, false));
+            let policy = Some(TLS_POLICY.to_string());
+            listeners.push(("https", 443, "HTTPS", Some(arn), policy, false));
         }
         let mut rules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (name, port, protocol, certificate, ssl_policy, redirect) in listeners {
@@ -374,7 +408,15 @@ impl<'a> Graph<'a> {
             let listener = self.add(
                 Kind::Listener,
                 name,
-                json!({"load_balancer_arn": reference(&alb, "arn"), "port": port, "protocol": protocol, "certificate_arn": certificate, "ssl_policy": ssl_policy, "redirect_to_https": redirect, "default_target_group_arn": default_target}),
+                ListenerProps {
+                    load_balancer_arn: Some(reference(&alb, "arn")),
+                    port: Some(port),
+                    protocol: Some(protocol.to_string()),
+                    certificate_arn: certificate,
+                    ssl_policy,
+                    redirect_to_https: redirect,
+                    default_target_group_arn: default_target,
+                },
                 &[],
             );
             if redirect {
@@ -390,7 +432,13 @@ impl<'a> Graph<'a> {
             self.add(
                 Kind::ListenerRule,
                 &format!("internal{suffix}"),
-                json!({"listener_arn": reference(&listener, "arn"), "priority": 1, "path_patterns": INTERNAL_PATHS, "fixed_status": 404, "target_group_arn": null}),
+                ListenerRuleProps {
+                    listener_arn: Some(reference(&listener, "arn")),
+                    priority: Some(1),
+                    path_patterns: INTERNAL_PATHS.iter().map(|p| p.to_string()).collect(),
+                    fixed_status: Some(404),
+                    target_group_arn: None,
+                },
                 &[],
             );
             for (priority, service) in services.iter().enumerate() {
@@ -403,7 +451,13 @@ impl<'a> Graph<'a> {
                 let rule = self.add(
                     Kind::ListenerRule,
                     &format!("{}{suffix}", service.name),
-                    json!({"listener_arn": reference(&listener, "arn"), "priority": (priority + 1) * 10, "path_patterns": sorted(&service.path_patterns), "fixed_status": null, "target_group_arn": reference(tg, "arn")}),
+                    ListenerRuleProps {
+                        listener_arn: Some(reference(&listener, "arn")),
+                        priority: Some((priority as i64 + 1) * 10),
+                        path_patterns: sorted(&service.path_patterns),
+                        fixed_status: None,
+                        target_group_arn: Some(reference(tg, "arn")),
+                    },
                     &[],
                 );
                 rules.entry(service.name).or_default().push(rule);
@@ -414,7 +468,10 @@ impl<'a> Graph<'a> {
         let cluster = self.add(
             Kind::EcsCluster,
             "main",
-            json!({"name": stack, "container_insights": true}),
+            EcsClusterProps {
+                name: Some(stack.clone()),
+                container_insights: true,
+            },
             &[],
         );
         for service in services.iter() {
@@ -472,29 +529,32 @@ impl<'a> Graph<'a> {
             let task = self.add(
                 Kind::TaskDefinition,
                 service.name,
-                json!({
-                    "family": format!("{stack}-{}", service.name),
-                    "cpu": service.cpu,
-                    "memory": service.memory,
-                    "execution_role_arn": reference(&execution, "arn"),
-                    "task_role_arn": reference(&task_role, "arn"),
-                    "cpu_architecture": architecture.ecs(),
-                    "container": {
-                        "name": service.name,
-                        "image": image,
-                        "port": service.port,
-                        "environment": env,
-                        "secrets": {"JWT_SECRET_KEY": reference(&secret, "arn")},
-                        "log_group": reference(&logs, "name"),
-                        "log_region": spec.stack.region,
+                TaskDefinitionProps {
+                    family: Some(format!("{stack}-{}", service.name)),
+                    cpu: Some(service.cpu.into()),
+                    memory: Some(service.memory.into()),
+                    execution_role_arn: Some(reference(&execution, "arn")),
+                    task_role_arn: Some(reference(&task_role, "arn")),
+                    cpu_architecture: Some(architecture.ecs().to_string()),
+                    container: Some(ContainerProps {
+                        name: Some(service.name.to_string()),
+                        image: Some(image),
+                        port: service.port.map(i64::from),
+                        environment: env,
+                        secrets: BTreeMap::from([(
+                            "JWT_SECRET_KEY".to_string(),
+                            reference(&secret, "arn"),
+                        )]),
+                        log_group: Some(reference(&logs, "name")),
+                        log_region: Some(spec.stack.region.clone()),
                         // Exec form: the images have no shell (see `image`).
-                        "health_check": [
-                            "CMD",
+                        health_check: Some(vec![
+                            "CMD".to_string(),
                             image::entrypoint(service.name),
-                            event_common::lifecycle::HEALTHCHECK_ARG,
-                        ],
-                    },
-                }),
+                            event_common::lifecycle::HEALTHCHECK_ARG.to_string(),
+                        ]),
+                    }),
+                },
                 &task_after,
             );
             let tg = target_groups.get(service.name);
@@ -504,18 +564,18 @@ impl<'a> Graph<'a> {
             self.add(
                 Kind::EcsService,
                 service.name,
-                json!({
-                    "name": service.name,
-                    "cluster_arn": reference(&cluster, "arn"),
-                    "task_definition_arn": reference(&task, "arn"),
-                    "desired_count": service.desired_count,
-                    "subnet_ids": sorted(&subnet_ids),
-                    "security_group_ids": [reference(&services_sg, "id")],
-                    "assign_public_ip": true,
-                    "target_group_arn": tg.map(|tg| reference(tg, "arn")),
-                    "container_name": service.name,
-                    "container_port": tg.and(service.port),
-                }),
+                EcsServiceProps {
+                    name: Some(service.name.to_string()),
+                    cluster_arn: Some(reference(&cluster, "arn")),
+                    task_definition_arn: Some(reference(&task, "arn")),
+                    desired_count: service.desired_count.into(),
+                    subnet_ids: sorted(&subnet_ids),
+                    security_group_ids: vec![reference(&services_sg, "id")],
+                    assign_public_ip: true,
+                    target_group_arn: tg.map(|tg| reference(tg, "arn")),
+                    container_name: Some(service.name.to_string()),
+                    container_port: tg.and(service.port).map(i64::from),
+                },
                 &after,
             );
         }
@@ -527,15 +587,15 @@ impl<'a> Graph<'a> {
         name: &str,
         description: &str,
         vpc_id: &str,
-        ingress: Vec<Value>,
+        ingress: Vec<IngressRule>,
     ) -> String {
-        let stack = self.stack.to_string();
-        self.add(
-            Kind::SecurityGroup,
-            name,
-            json!({"name": format!("{stack}-{name}"), "description": description, "vpc_id": vpc_id, "ingress": ingress}),
-            &[],
-        )
+        let props = SecurityGroupProps {
+            name: Some(format!("{}-{name}", self.stack)),
+            description: Some(description.to_string()),
+            vpc_id: Some(vpc_id.to_string()),
+            ingress,
+        };
+        self.add(Kind::SecurityGroup, name, props, &[])
     }
 
     /// A role that `trust_service` assumes; an EC2 role comes with its
@@ -560,7 +620,13 @@ impl<'a> Graph<'a> {
         self.add(Kind::IamRole, name, props, &[])
     }
 
-    fn service_env(&self, service: &Service, broker: &str, table: &str, bucket: &str) -> Value {
+    fn service_env(
+        &self,
+        service: &Service,
+        broker: &str,
+        table: &str,
+        bucket: &str,
+    ) -> BTreeMap<String, String> {
         let spec = &self.bp.spec;
         let mut env: BTreeMap<String, String> = BTreeMap::from([
             ("AWS_REGION".into(), spec.stack.region.clone()),
@@ -587,12 +653,19 @@ impl<'a> Graph<'a> {
             env.insert("HOT_TTL_DAYS".into(), spec.table.ttl_days.to_string());
         }
         env.extend(service.env.clone());
-        json!(env)
+        env
     }
 }
 
-fn rule(port: u16, cidr: Option<&str>, source: Option<&str>, description: &str) -> Value {
-    json!({"protocol": "tcp", "from_port": port, "to_port": port, "cidr": cidr, "source_security_group_id": source, "description": description})
+fn rule(port: u16, cidr: Option<&str>, source: Option<&str>, description: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".into(),
+        from_port: port.into(),
+        to_port: port.into(),
+        cidr: cidr.map(str::to_string),
+        source_security_group_id: source.map(str::to_string),
+        description: description.to_string(),
+    }
 }
 
 fn sorted(items: &[String]) -> Vec<String> {

@@ -429,7 +429,6 @@ fn every_reference_points_at_a_resource_of_the_graph_and_there_is_no_cycle() -> 
     Ok(())
 }
 
-
 /// A kind's `updatable` list spells its attribute names a second time (its
 /// props struct is the first): a misspelt name would plan a replacement
 /// where an update was meant, so each must be an attribute some resource of

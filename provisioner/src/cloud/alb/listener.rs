@@ -7,16 +7,36 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Certificate, ProtocolEnum, RedirectActionConfig,
     RedirectActionStatusCodeEnum,
 };
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    all_listeners, find_ours, forward, forward_target, in_stack_only, listeners_of, one_tags,
-    opt_str, prop_elb_tags, prop_i32, retag, GONE,
+    all_listeners, created, find_ours, forward, forward_target, in_stack_only, listeners_of,
+    observed, prop_elb_tags, retag, GONE,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{absent, gone_ok, prop_str, tags_value};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
+use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
+
+/// A listener's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerProps {
+    /// The certificate of an HTTPS listener; `None` for HTTP.
+    pub certificate_arn: Option<String>,
+    /// The target group its default action forwards to; `None` when it
+    /// redirects.
+    pub default_target_group_arn: Option<String>,
+    /// The load balancer it listens on.
+    pub load_balancer_arn: Option<String>,
+    /// The port it listens on.
+    pub port: Option<i64>,
+    /// `HTTP` or `HTTPS`.
+    pub protocol: Option<String>,
+    /// Whether its default action is a permanent redirect to HTTPS on 443.
+    pub redirect_to_https: bool,
+    /// The TLS policy of an HTTPS listener; `None` for HTTP.
+    pub ssl_policy: Option<String>,
+}
 
 /// An ALB listener.
 pub struct Listener;
@@ -38,11 +58,9 @@ impl ResourceKind for Listener {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let listed = listeners_of(cloud, prop_str(props, "load_balancer_arn")?).await;
-        let Some(candidates) = absent(listed, GONE)? else {
-            return Ok(None);
-        };
-        find_ours(cloud, address, candidates).await
+        let p: ListenerProps = from_props(props)?;
+        let load_balancer = required(p.load_balancer_arn, "load_balancer_arn")?;
+        find_ours(cloud, address, listeners_of(cloud, &load_balancer).await).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -50,31 +68,24 @@ impl ResourceKind for Listener {
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let tags = Some(prop_elb_tags(props)?);
-        let certificates = match props.get("certificate_arn") {
-            Some(Value::String(arn)) => {
-                Some(vec![Certificate::builder().certificate_arn(arn).build()])
-            }
-            _ => None,
-        };
-        let out = cloud
+        let p: ListenerProps = from_props(props)?;
+        let action = listener_action(&p)?;
+        let load_balancer = required(p.load_balancer_arn, "load_balancer_arn")?;
+        let protocol = required(p.protocol, "protocol")?;
+        let certificate = |arn| Certificate::builder().certificate_arn(arn).build();
+        let request = cloud
             .elb
             .create_listener()
-            .load_balancer_arn(prop_str(props, "load_balancer_arn")?)
-            .port(prop_i32(props, "port")?)
-            .protocol(ProtocolEnum::from(prop_str(props, "protocol")?))
-            .set_certificates(certificates)
-            .set_ssl_policy(ssl_policy(props))
-            .default_actions(listener_action(props)?)
-            .set_tags(tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateListener", e))?;
-        out.listeners()
-            .first()
-            .and_then(|l| l.listener_arn())
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::invalid("CreateListener", "no listener ARN"))
+            .load_balancer_arn(load_balancer)
+            .port(fit_i32(required(p.port, "port")?, "port")?)
+            .protocol(ProtocolEnum::from(protocol.as_str()))
+            .set_certificates(p.certificate_arn.map(|arn| vec![certificate(arn)]))
+            .set_ssl_policy(p.ssl_policy)
+            .default_actions(action)
+            .set_tags(prop_elb_tags(props)?);
+        let out = sent("CreateListener", request.send()).await?;
+        let arn = out.listeners().first().and_then(|l| l.listener_arn());
+        created("CreateListener", "listener", arn)
     }
 
     async fn update(
@@ -84,36 +95,24 @@ impl ResourceKind for Listener {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: ListenerProps = from_props(props)?;
         let has = |name: &str| changed.iter().any(|c| c == name);
         if has("default_target_group_arn") || has("redirect_to_https") || has("ssl_policy") {
             let mut request = cloud.elb.modify_listener().listener_arn(id);
             if has("default_target_group_arn") || has("redirect_to_https") {
-                request = request.default_actions(listener_action(props)?);
+                request = request.default_actions(listener_action(&p)?);
             }
             if has("ssl_policy") {
-                request = request.set_ssl_policy(ssl_policy(props));
+                request = request.set_ssl_policy(p.ssl_policy);
             }
-            request
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ModifyListener", e))?;
+            sent_ok("ModifyListener", request.send()).await?;
         }
-        if has("tags") {
-            retag(cloud, id, props).await?;
-        }
-        Ok(())
+        retag(cloud, id, props, changed).await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .elb
-            .delete_listener()
-            .listener_arn(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteListener", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.elb.delete_listener().listener_arn(id);
+        deleted("DeleteListener", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
@@ -122,70 +121,36 @@ impl ResourceKind for Listener {
 }
 
 async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-    let out = cloud
-        .elb
-        .describe_listeners()
-        .listener_arns(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeListeners", e))?;
+    let request = cloud.elb.describe_listeners().listener_arns(id);
+    let out = sent("DescribeListeners", request.send()).await?;
     let Some(listener) = out.listeners().first() else {
         return Ok(None);
     };
-    let certificate = listener
-        .certificates()
-        .first()
-        .and_then(|c| c.certificate_arn());
-    let props = Props::from([
-        (
-            "load_balancer_arn".into(),
-            opt_str(listener.load_balancer_arn()),
-        ),
-        (
-            "port".into(),
-            listener.port().map_or(Value::Null, Value::from),
-        ),
-        (
-            "protocol".into(),
-            opt_str(listener.protocol().map(|p| p.as_str())),
-        ),
-        ("certificate_arn".into(), opt_str(certificate)),
+    let actions = listener.default_actions();
+    let https = listener.protocol() == Some(&ProtocolEnum::Https);
+    let typed = ListenerProps {
+        certificate_arn: listener
+            .certificates()
+            .first()
+            .and_then(|c| c.certificate_arn())
+            .map(str::to_string),
+        default_target_group_arn: forward_target(actions).map(str::to_string),
+        load_balancer_arn: listener.load_balancer_arn().map(str::to_string),
+        port: listener.port().map(i64::from),
+        protocol: listener.protocol().map(|p| p.as_str().to_string()),
+        redirect_to_https: redirects_to_https(actions),
         // moto reports a policy on HTTP listeners too; AWS has one only for HTTPS.
-        (
-            "ssl_policy".into(),
-            opt_str(
-                listener
-                    .ssl_policy()
-                    .filter(|_| listener.protocol() == Some(&ProtocolEnum::Https)),
-            ),
-        ),
-        (
-            "redirect_to_https".into(),
-            Value::Bool(redirects_to_https(listener.default_actions())),
-        ),
-        (
-            "default_target_group_arn".into(),
-            opt_str(forward_target(listener.default_actions())),
-        ),
-        ("tags".into(), tags_value(one_tags(cloud, id).await?)),
-    ]);
-    let outputs = Props::from([("arn".into(), Value::String(id.to_string()))]);
-    Ok(Some(Observed { props, outputs }))
-}
-
-/// `ssl_policy` of an HTTPS listener (`None` for HTTP).
-fn ssl_policy(props: &Props) -> Option<String> {
-    props
-        .get("ssl_policy")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        ssl_policy: listener.ssl_policy().filter(|_| https).map(str::to_string),
+    };
+    observed(cloud, id, &typed).await.map(Some)
 }
 
 /// A listener's default action: a permanent redirect to HTTPS on 443 with
 /// `redirect_to_https`, else forward to `default_target_group_arn`.
-fn listener_action(props: &Props) -> Result<Action> {
-    if props.get("redirect_to_https").and_then(Value::as_bool) != Some(true) {
-        return Ok(forward(prop_str(props, "default_target_group_arn")?));
+fn listener_action(p: &ListenerProps) -> Result<Action> {
+    if !p.redirect_to_https {
+        let target = p.default_target_group_arn.as_deref();
+        return Ok(forward(required(target, "default_target_group_arn")?));
     }
     let redirect = RedirectActionConfig::builder()
         .protocol("HTTPS")

@@ -5,16 +5,31 @@ use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, FixedResponseActionConfig, PathPatternConditionConfig, RuleCondition,
 };
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    all_listeners, find_ours, forward, forward_target, in_stack_only, one_tags, opt_str,
-    path_patterns, prop_elb_tags, prop_i32, retag, rules_of, GONE,
+    all_listeners, created, find_ours, forward, forward_target, in_stack_only, observed, of_each,
+    path_patterns, prop_elb_tags, retag, rules_of, GONE,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{absent, gone_ok, prop_str, prop_strings, tags_value};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
+use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
+
+/// A listener rule's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerRuleProps {
+    /// The status it answers itself; `None` when it forwards.
+    pub fixed_status: Option<i64>,
+    /// The listener it belongs to.
+    pub listener_arn: Option<String>,
+    /// The request paths it matches, sorted.
+    pub path_patterns: Vec<String>,
+    /// Its place among the listener's rules: lower is tried first.
+    pub priority: Option<i64>,
+    /// The target group it forwards to; `None` when it answers a fixed status.
+    pub target_group_arn: Option<String>,
+}
 
 /// An ALB listener rule.
 pub struct ListenerRule;
@@ -31,16 +46,9 @@ impl ResourceKind for ListenerRule {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let listed = rules_of(cloud, prop_str(props, "listener_arn")?).await;
-        let Some(rules) = absent(listed, GONE)? else {
-            return Ok(None);
-        };
-        let candidates = rules
-            .iter()
-            .filter(|r| r.is_default() != Some(true))
-            .filter_map(|r| r.rule_arn().map(str::to_string))
-            .collect();
-        find_ours(cloud, address, candidates).await
+        let p: ListenerRuleProps = from_props(props)?;
+        let listener = required(p.listener_arn, "listener_arn")?;
+        find_ours(cloud, address, rules_of(cloud, &listener).await).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -48,23 +56,18 @@ impl ResourceKind for ListenerRule {
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let tags = Some(prop_elb_tags(props)?);
-        let out = cloud
+        let p: ListenerRuleProps = from_props(props)?;
+        let request = cloud
             .elb
             .create_rule()
-            .listener_arn(prop_str(props, "listener_arn")?)
-            .priority(prop_i32(props, "priority")?)
-            .conditions(path_condition(props)?)
-            .actions(rule_action(props)?)
-            .set_tags(tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateRule", e))?;
-        out.rules()
-            .first()
-            .and_then(|r| r.rule_arn())
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::invalid("CreateRule", "no rule ARN"))
+            .listener_arn(required(p.listener_arn.as_deref(), "listener_arn")?)
+            .priority(fit_i32(required(p.priority, "priority")?, "priority")?)
+            .conditions(path_condition(&p))
+            .actions(rule_action(&p)?)
+            .set_tags(prop_elb_tags(props)?);
+        let out = sent("CreateRule", request.send()).await?;
+        let arn = out.rules().first().and_then(|r| r.rule_arn());
+        created("CreateRule", "rule", arn)
     }
 
     async fn update(
@@ -74,101 +77,60 @@ impl ResourceKind for ListenerRule {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: ListenerRuleProps = from_props(props)?;
         let has = |name: &str| changed.iter().any(|c| c == name);
         if has("path_patterns") || has("target_group_arn") || has("fixed_status") {
             let mut request = cloud.elb.modify_rule().rule_arn(id);
             if has("path_patterns") {
-                request = request.conditions(path_condition(props)?);
+                request = request.conditions(path_condition(&p));
             }
             if has("target_group_arn") || has("fixed_status") {
-                request = request.actions(rule_action(props)?);
+                request = request.actions(rule_action(&p)?);
             }
-            request
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ModifyRule", e))?;
+            sent_ok("ModifyRule", request.send()).await?;
         }
-        if has("tags") {
-            retag(cloud, id, props).await?;
-        }
-        Ok(())
+        retag(cloud, id, props, changed).await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .elb
-            .delete_rule()
-            .rule_arn(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteRule", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.elb.delete_rule().rule_arn(id);
+        deleted("DeleteRule", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut arns = Vec::new();
-        for listener in all_listeners(cloud).await? {
-            // A listener deleted meanwhile has no rules left.
-            let rules = absent(rules_of(cloud, &listener).await, GONE)?.unwrap_or_default();
-            arns.extend(
-                rules
-                    .iter()
-                    .filter(|r| r.is_default() != Some(true))
-                    .filter_map(|r| r.rule_arn().map(str::to_string)),
-            );
-        }
-        in_stack_only(cloud, arns).await
+        let listeners = all_listeners(cloud).await?;
+        let rules = of_each(listeners, |listener| async move {
+            rules_of(cloud, &listener).await
+        });
+        in_stack_only(cloud, rules.await?).await
     }
 }
 
 async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-    let out = cloud
-        .elb
-        .describe_rules()
-        .rule_arns(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeRules", e))?;
+    let request = cloud.elb.describe_rules().rule_arns(id);
+    let out = sent("DescribeRules", request.send()).await?;
     let Some(rule) = out.rules().first() else {
         return Ok(None);
     };
-    let mut patterns: Vec<String> = rule
-        .conditions()
-        .iter()
-        .filter(|c| c.field() == Some("path-pattern"))
-        .flat_map(path_patterns)
-        .collect();
+    let conditions = rule.conditions().iter();
+    let paths = conditions.filter(|c| c.field() == Some("path-pattern"));
+    let mut patterns: Vec<String> = paths.flat_map(path_patterns).collect();
     patterns.sort();
-    let priority = rule
-        .priority()
-        .and_then(|p| p.parse::<i64>().ok())
-        .map_or(Value::Null, Value::from);
-    let props = Props::from([
-        (
-            "listener_arn".into(),
-            opt_str(listener_of_rule(id).as_deref()),
-        ),
-        ("priority".into(), priority),
-        ("path_patterns".into(), Value::from(patterns)),
-        (
-            "target_group_arn".into(),
-            opt_str(forward_target(rule.actions())),
-        ),
-        (
-            "fixed_status".into(),
-            fixed_status(rule.actions()).map_or(Value::Null, Value::from),
-        ),
-        ("tags".into(), tags_value(one_tags(cloud, id).await?)),
-    ]);
-    let outputs = Props::from([("arn".into(), Value::String(id.to_string()))]);
-    Ok(Some(Observed { props, outputs }))
+    let typed = ListenerRuleProps {
+        fixed_status: fixed_status(rule.actions()),
+        listener_arn: listener_of_rule(id),
+        path_patterns: patterns,
+        priority: rule.priority().and_then(|p| p.parse::<i64>().ok()),
+        target_group_arn: forward_target(rule.actions()).map(str::to_string),
+    };
+    observed(cloud, id, &typed).await.map(Some)
 }
 
 /// A rule's action: answer `fixed_status` itself, else forward.
-fn rule_action(props: &Props) -> Result<Action> {
-    let Some(status) = props.get("fixed_status").and_then(Value::as_i64) else {
-        return Ok(forward(prop_str(props, "target_group_arn")?));
+fn rule_action(p: &ListenerRuleProps) -> Result<Action> {
+    let Some(status) = p.fixed_status else {
+        let target = p.target_group_arn.as_deref();
+        return Ok(forward(required(target, "target_group_arn")?));
     };
     let response = FixedResponseActionConfig::builder()
         .status_code(status.to_string())
@@ -189,14 +151,14 @@ fn fixed_status(actions: &[Action]) -> Option<i64> {
     action.fixed_response_config()?.status_code()?.parse().ok()
 }
 
-fn path_condition(props: &Props) -> Result<RuleCondition> {
+fn path_condition(p: &ListenerRuleProps) -> RuleCondition {
     let config = PathPatternConditionConfig::builder()
-        .set_values(Some(prop_strings(props, "path_patterns")?))
+        .set_values(Some(p.path_patterns.clone()))
         .build();
-    Ok(RuleCondition::builder()
+    RuleCondition::builder()
         .field("path-pattern")
         .path_pattern_config(config)
-        .build())
+        .build()
 }
 
 /// `…:listener-rule/app/LB/ID/LISTENER/RULE` belongs to `…:listener/app/LB/ID/LISTENER`.

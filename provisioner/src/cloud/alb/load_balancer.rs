@@ -5,16 +5,29 @@ use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
     IpAddressType, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
 };
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    find_ours, in_stack_only, load_balancer_state, load_balancers, one_tags, opt_str,
-    prop_elb_tags, retag, GONE,
+    created, describe_load_balancer, find_ours, ids, in_stack_only, load_balancer_state,
+    load_balancers, observed, prop_elb_tags, retag, GONE,
 };
 use crate::cloud::resource::{Probe, Readiness, ResourceKind};
-use crate::cloud::support::{absent, poll, prop_str, prop_strings, tags_value};
+use crate::cloud::support::{absent, from_props, opt_str, required, sent, sent_ok, wait_until};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
+
+/// A load balancer's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadBalancerProps {
+    /// Its name, unique in the account and region.
+    pub name: Option<String>,
+    /// `internet-facing` or `internal`.
+    pub scheme: Option<String>,
+    /// The security groups of its network interfaces, sorted.
+    pub security_group_ids: Vec<String>,
+    /// The subnets it has a node in, sorted.
+    pub subnet_ids: Vec<String>,
+}
 
 /// An application load balancer.
 pub struct LoadBalancer;
@@ -31,23 +44,12 @@ impl ResourceKind for LoadBalancer {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        let described = cloud
-            .elb
-            .describe_load_balancers()
-            .names(name)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeLoadBalancers", e));
-        let Some(out) = absent(described, GONE)? else {
-            return Ok(None);
-        };
-        let candidates = out
-            .load_balancers()
-            .iter()
-            .filter_map(|lb| lb.load_balancer_arn().map(str::to_string))
-            .collect();
-        find_ours(cloud, address, candidates).await
+        let p: LoadBalancerProps = from_props(props)?;
+        let request = cloud.elb.describe_load_balancers();
+        let request = request.names(required(p.name, "name")?);
+        let described = sent("DescribeLoadBalancers", request.send()).await;
+        let listed = described.map(|out| ids(out.load_balancers(), |lb| lb.load_balancer_arn()));
+        find_ours(cloud, address, listed).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -55,25 +57,24 @@ impl ResourceKind for LoadBalancer {
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let tags = Some(prop_elb_tags(props)?);
-        let out = cloud
+        let p: LoadBalancerProps = from_props(props)?;
+        let scheme = required(p.scheme, "scheme")?;
+        let request = cloud
             .elb
             .create_load_balancer()
-            .name(prop_str(props, "name")?)
-            .set_subnets(Some(prop_strings(props, "subnet_ids")?))
-            .set_security_groups(Some(prop_strings(props, "security_group_ids")?))
-            .scheme(LoadBalancerSchemeEnum::from(prop_str(props, "scheme")?))
+            .name(required(p.name, "name")?)
+            .set_subnets(Some(p.subnet_ids))
+            .set_security_groups(Some(p.security_group_ids))
+            .scheme(LoadBalancerSchemeEnum::from(scheme.as_str()))
             .r#type(LoadBalancerTypeEnum::Application)
             .ip_address_type(IpAddressType::Ipv4)
-            .set_tags(tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateLoadBalancer", e))?;
-        out.load_balancers()
+            .set_tags(prop_elb_tags(props)?);
+        let out = sent("CreateLoadBalancer", request.send()).await?;
+        let arn = out
+            .load_balancers()
             .first()
-            .and_then(|lb| lb.load_balancer_arn())
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::invalid("CreateLoadBalancer", "no load balancer ARN"))
+            .and_then(|lb| lb.load_balancer_arn());
+        created("CreateLoadBalancer", "load balancer", arn)
     }
 
     async fn update(
@@ -83,54 +84,32 @@ impl ResourceKind for LoadBalancer {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: LoadBalancerProps = from_props(props)?;
         let has = |name: &str| changed.iter().any(|c| c == name);
         if has("security_group_ids") {
-            cloud
-                .elb
-                .set_security_groups()
-                .load_balancer_arn(id)
-                .set_security_groups(Some(prop_strings(props, "security_group_ids")?))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("SetSecurityGroups", e))?;
+            let request = cloud.elb.set_security_groups().load_balancer_arn(id);
+            let request = request.set_security_groups(Some(p.security_group_ids));
+            sent_ok("SetSecurityGroups", request.send()).await?;
         }
-        if has("tags") {
-            retag(cloud, id, props).await?;
-        }
-        Ok(())
+        retag(cloud, id, props, changed).await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .elb
-            .delete_load_balancer()
-            .load_balancer_arn(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteLoadBalancer", e));
-        if absent(deleted, GONE)?.is_none() {
+        let request = cloud.elb.delete_load_balancer().load_balancer_arn(id);
+        if absent(sent("DeleteLoadBalancer", request.send()).await, GONE)?.is_none() {
             return Ok(());
         }
         // Its network interfaces hold the security groups until it is really gone.
-        let gone = poll(cloud, || async move {
-            Ok(load_balancer_state(cloud, id)
-                .await?
-                .is_none()
-                .then_some(()))
+        let gone = || async move { Ok(load_balancer_state(cloud, id).await?.is_none()) };
+        wait_until(cloud, gone, || CloudError {
+            operation: "DeleteLoadBalancer".into(),
+            code: "ResourceInUse".into(),
+            message: format!(
+                "{id} still exists {}s after its deletion",
+                cloud.poll.timeout.as_secs()
+            ),
         })
-        .await?;
-        match gone {
-            Some(()) => Ok(()),
-            None => Err(CloudError {
-                operation: "DeleteLoadBalancer".into(),
-                code: "ResourceInUse".into(),
-                message: format!(
-                    "{id} still exists {}s after its deletion",
-                    cloud.poll.timeout.as_secs()
-                ),
-            }),
-        }
+        .await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
@@ -155,34 +134,22 @@ impl ResourceKind for LoadBalancer {
 }
 
 async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-    let out = cloud
-        .elb
-        .describe_load_balancers()
-        .load_balancer_arns(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeLoadBalancers", e))?;
-    let Some(lb) = out.load_balancers().first() else {
+    let Some(lb) = describe_load_balancer(cloud, id).await? else {
         return Ok(None);
     };
-    let mut subnets: Vec<String> = lb
-        .availability_zones()
-        .iter()
-        .filter_map(|az| az.subnet_id().map(str::to_string))
-        .collect();
-    subnets.sort();
-    let mut groups = lb.security_groups().to_vec();
-    groups.sort();
-    let props = Props::from([
-        ("name".into(), opt_str(lb.load_balancer_name())),
-        ("subnet_ids".into(), Value::from(subnets)),
-        ("security_group_ids".into(), Value::from(groups)),
-        ("scheme".into(), opt_str(lb.scheme().map(|s| s.as_str()))),
-        ("tags".into(), tags_value(one_tags(cloud, id).await?)),
-    ]);
-    let outputs = Props::from([
-        ("arn".into(), Value::String(id.to_string())),
-        ("dns_name".into(), opt_str(lb.dns_name())),
-    ]);
-    Ok(Some(Observed { props, outputs }))
+    let mut subnet_ids = ids(lb.availability_zones(), |az| az.subnet_id());
+    subnet_ids.sort();
+    let mut security_group_ids = lb.security_groups().to_vec();
+    security_group_ids.sort();
+    let typed = LoadBalancerProps {
+        name: lb.load_balancer_name().map(str::to_string),
+        scheme: lb.scheme().map(|s| s.as_str().to_string()),
+        security_group_ids,
+        subnet_ids,
+    };
+    let mut observed = observed(cloud, id, &typed).await?;
+    observed
+        .outputs
+        .insert("dns_name".into(), opt_str(lb.dns_name()));
+    Ok(Some(observed))
 }

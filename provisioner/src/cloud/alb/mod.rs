@@ -1,7 +1,8 @@
 //! The application load balancer: load balancer, target groups, listeners
 //! and listener rules, one kind per file. Every id is the resource's ARN.
-//! Here: what they share (tags read per batch of ARNs, retagging, the
-//! not-found codes, actions) and the looks other code takes at them.
+//! Here: what they share (the not-found codes, finding and listing by the
+//! tags read per batch of ARNs, retagging, the answer of `read`, actions)
+//! and the looks other code takes at them.
 
 mod listener;
 mod listener_rule;
@@ -9,18 +10,25 @@ mod load_balancer;
 mod target_group;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, Rule, RuleCondition, Tag, TargetHealthStateEnum,
+    Action, ActionTypeEnum, Listener as ElbListener, LoadBalancer as ElbLoadBalancer, Rule,
+    RuleCondition, Tag, TargetHealthStateEnum,
 };
+use serde::Serialize;
+use serde_json::Value;
 
-pub use listener::Listener;
-pub use listener_rule::ListenerRule;
-pub use load_balancer::LoadBalancer;
-pub use target_group::TargetGroup;
+pub use listener::{Listener, ListenerProps};
+pub use listener_rule::{ListenerRule, ListenerRuleProps};
+pub use load_balancer::{LoadBalancer, LoadBalancerProps};
+pub use target_group::{TargetGroup, TargetGroupProps};
 
-use super::support::{absent, in_stack, opt_str, ours, prop_i32, prop_tags, replace_tags};
-use super::{Cloud, CloudError, Result};
+use super::support::{
+    absent, in_stack, ours, prop_tags, replace_tags, sent, sent_ok, tag_map, tags_value, to_props,
+    Tags,
+};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
 
 /// Error codes meaning the resource (or its parent) is already gone.
@@ -31,36 +39,26 @@ const GONE: &[&str] = &[
     "RuleNotFound",
 ];
 
-/// A resource's tags, by key.
-type Tags = BTreeMap<String, String>;
-
 /// The load balancer's state (`provisioning`, `active`, ...), `None` when it is gone.
 pub async fn load_balancer_state(cloud: &Cloud, arn: &str) -> Result<Option<String>> {
-    let described = cloud
-        .elb
-        .describe_load_balancers()
-        .load_balancer_arns(arn)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeLoadBalancers", e));
-    Ok(absent(described, GONE)?.and_then(|out| {
-        out.load_balancers()
-            .first()
-            .and_then(|lb| lb.state())
-            .and_then(|s| s.code())
-            .map(|c| c.as_str().to_string())
-    }))
+    let lb = describe_load_balancer(cloud, arn).await?;
+    let state = lb.as_ref().and_then(|lb| lb.state()?.code());
+    Ok(state.map(|c| c.as_str().to_string()))
+}
+
+/// The load balancer at `arn`, `None` when it is gone.
+async fn describe_load_balancer(cloud: &Cloud, arn: &str) -> Result<Option<ElbLoadBalancer>> {
+    let request = cloud.elb.describe_load_balancers().load_balancer_arns(arn);
+    let described = sent("DescribeLoadBalancers", request.send()).await;
+    let out = absent(described, GONE)?;
+    Ok(out.and_then(|out| out.load_balancers?.into_iter().next()))
 }
 
 /// How many of the target group's targets are healthy, and how many it has.
 pub async fn target_health(cloud: &Cloud, target_group_arn: &str) -> Result<(usize, usize)> {
-    let out = cloud
-        .elb
-        .describe_target_health()
-        .target_group_arn(target_group_arn)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeTargetHealth", e))?;
+    let request = cloud.elb.describe_target_health();
+    let request = request.target_group_arn(target_group_arn);
+    let out = sent("DescribeTargetHealth", request.send()).await?;
     let targets = out.target_health_descriptions();
     let healthy = targets
         .iter()
@@ -80,19 +78,24 @@ pub(crate) fn path_patterns(condition: &RuleCondition) -> Vec<String> {
     }
 }
 
-/// The one of `candidates` this stack created at `address`.
+/// What `find` answers: the one of the `listed` candidates (`Err` with a
+/// gone code: their parent is gone, so there are none) this stack created
+/// at `address`.
 async fn find_ours(
     cloud: &Cloud,
     address: &str,
-    candidates: Vec<String>,
+    listed: Result<Vec<String>>,
 ) -> Result<Option<String>> {
+    let Some(candidates) = absent(listed, GONE)? else {
+        return Ok(None);
+    };
     let tags = tags_of(cloud, &candidates).await?;
     Ok(candidates
         .into_iter()
         .find(|arn| tags.get(arn).is_some_and(|t| ours(cloud, t, address))))
 }
 
-/// Those of `arns` carrying the stack's tag.
+/// What `list_tagged` answers: those of `arns` carrying the stack's tag.
 async fn in_stack_only(cloud: &Cloud, arns: Vec<String>) -> Result<Vec<String>> {
     let tags = tags_of(cloud, &arns).await?;
     Ok(arns
@@ -101,26 +104,35 @@ async fn in_stack_only(cloud: &Cloud, arns: Vec<String>) -> Result<Vec<String>> 
         .collect())
 }
 
+/// What `read` answers for the resource at `arn` with the attributes
+/// `typed`: those and its tags, and its ARN as the output `arn`.
+async fn observed<T: Serialize>(cloud: &Cloud, arn: &str, typed: &T) -> Result<Observed> {
+    let mut props = to_props(typed);
+    props.insert("tags".into(), tags_value(one_tags(cloud, arn).await?));
+    let outputs = Props::from([("arn".into(), Value::String(arn.to_string()))]);
+    Ok(Observed { props, outputs })
+}
+
+/// The ARN a create call answered (`None`: an error of `operation` saying
+/// there was no `what` ARN).
+fn created(operation: &str, what: &str, arn: Option<&str>) -> Result<String> {
+    arn.map(str::to_string)
+        .ok_or_else(|| CloudError::invalid(operation, format!("no {what} ARN")))
+}
+
 /// Tags of every ARN (DescribeTags takes at most 20 at a time).
 async fn tags_of(cloud: &Cloud, arns: &[String]) -> Result<BTreeMap<String, Tags>> {
     let mut all = BTreeMap::new();
     for chunk in arns.chunks(20) {
-        let out = cloud
-            .elb
-            .describe_tags()
-            .set_resource_arns(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeTags", e))?;
+        let request = cloud.elb.describe_tags();
+        let request = request.set_resource_arns(Some(chunk.to_vec()));
+        let out = sent("DescribeTags", request.send()).await?;
         for description in out.tag_descriptions() {
             let Some(arn) = description.resource_arn() else {
                 continue;
             };
-            let tags = description
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-                .collect();
+            let pairs = description.tags().iter();
+            let tags = tag_map(pairs.filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))));
             all.insert(arn.to_string(), tags);
         }
     }
@@ -134,37 +146,28 @@ async fn one_tags(cloud: &Cloud, arn: &str) -> Result<Tags> {
         .unwrap_or_default())
 }
 
-/// Sets exactly the desired tags.
-async fn retag(cloud: &Cloud, arn: &str, props: &Props) -> Result<()> {
+/// The last step of every kind's `update`: sets exactly the desired tags
+/// when they are among the `changed` attributes.
+async fn retag(cloud: &Cloud, arn: &str, props: &Props, changed: &[String]) -> Result<()> {
+    if !changed.iter().any(|c| c == "tags") {
+        return Ok(());
+    }
     let current = one_tags(cloud, arn).await?.into_keys();
-    let tag = |desired: Vec<(String, String)>| async {
-        cloud
-            .elb
-            .add_tags()
-            .resource_arns(arn)
-            .set_tags(Some(elb_tags(desired)))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("AddTags", e))
+    let elb = &cloud.elb;
+    let tag = |desired: Vec<(String, String)>| {
+        let request = elb.add_tags().resource_arns(arn);
+        sent_ok("AddTags", request.set_tags(Some(elb_tags(desired))).send())
     };
-    let untag = |stale: Vec<String>| async {
-        cloud
-            .elb
-            .remove_tags()
-            .resource_arns(arn)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("RemoveTags", e))
+    let untag = |stale: Vec<String>| {
+        let request = elb.remove_tags().resource_arns(arn);
+        sent_ok("RemoveTags", request.set_tag_keys(Some(stale)).send())
     };
     replace_tags(props, current, tag, untag).await
 }
 
 /// The desired tags of `props`, as the create calls take them.
-fn prop_elb_tags(props: &Props) -> Result<Vec<Tag>> {
-    Ok(elb_tags(prop_tags(props)?))
+fn prop_elb_tags(props: &Props) -> Result<Option<Vec<Tag>>> {
+    Ok(Some(elb_tags(prop_tags(props)?)))
 }
 
 fn elb_tags(tags: Vec<(String, String)>) -> Vec<Tag> {
@@ -175,63 +178,59 @@ fn elb_tags(tags: Vec<(String, String)>) -> Vec<Tag> {
 
 /// Every load balancer's ARN.
 async fn load_balancers(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut arns = Vec::new();
-    let mut pages = cloud
-        .elb
-        .describe_load_balancers()
-        .into_paginator()
-        .items()
-        .send();
-    while let Some(lb) = pages.next().await {
-        let lb = lb.map_err(|e| CloudError::from_sdk("DescribeLoadBalancers", e))?;
-        if let Some(arn) = lb.load_balancer_arn() {
-            arns.push(arn.to_string());
-        }
-    }
-    Ok(arns)
+    let items = cloud.elb.describe_load_balancers().into_paginator().items();
+    let all: Vec<_> = sent("DescribeLoadBalancers", items.send().try_collect()).await?;
+    Ok(ids(&all, |lb| lb.load_balancer_arn()))
 }
 
 /// Every listener of every load balancer.
 async fn all_listeners(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut arns = Vec::new();
-    for lb in load_balancers(cloud).await? {
-        // A load balancer deleted meanwhile has nothing left to list.
-        arns.extend(absent(listeners_of(cloud, &lb).await, GONE)?.unwrap_or_default());
-    }
-    Ok(arns)
+    of_each(load_balancers(cloud).await?, |lb| async move {
+        listeners_of(cloud, &lb).await
+    })
+    .await
 }
 
 async fn listeners_of(cloud: &Cloud, load_balancer_arn: &str) -> Result<Vec<String>> {
-    let mut arns = Vec::new();
-    let mut pages = cloud
+    let request = cloud
         .elb
         .describe_listeners()
-        .load_balancer_arn(load_balancer_arn)
-        .into_paginator()
-        .items()
-        .send();
-    while let Some(listener) = pages.next().await {
-        let listener = listener.map_err(|e| CloudError::from_sdk("DescribeListeners", e))?;
-        if let Some(arn) = listener.listener_arn() {
-            arns.push(arn.to_string());
-        }
-    }
-    Ok(arns)
+        .load_balancer_arn(load_balancer_arn);
+    let items = request.into_paginator().items();
+    let all: Vec<ElbListener> = sent("DescribeListeners", items.send().try_collect()).await?;
+    Ok(ids(&all, ElbListener::listener_arn))
 }
 
-async fn rules_of(cloud: &Cloud, listener_arn: &str) -> Result<Vec<Rule>> {
-    let mut rules = Vec::new();
-    let mut pages = cloud
-        .elb
-        .describe_rules()
-        .listener_arn(listener_arn)
-        .into_paginator()
-        .items()
-        .send();
-    while let Some(rule) = pages.next().await {
-        rules.push(rule.map_err(|e| CloudError::from_sdk("DescribeRules", e))?);
+/// The ARNs of the listener's rules but its default one (which comes and
+/// goes with the listener).
+async fn rules_of(cloud: &Cloud, listener_arn: &str) -> Result<Vec<String>> {
+    let request = cloud.elb.describe_rules().listener_arn(listener_arn);
+    let items = request.into_paginator().items();
+    let all: Vec<Rule> = sent("DescribeRules", items.send().try_collect()).await?;
+    let rules = all.into_iter().filter(|r| r.is_default() != Some(true));
+    Ok(rules.filter_map(|r| r.rule_arn).collect())
+}
+
+/// What `list` answers for each of `parents`, together; nothing for a
+/// parent deleted meanwhile.
+async fn of_each<F, Fut>(parents: Vec<String>, mut list: F) -> Result<Vec<String>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<Vec<String>>>,
+{
+    let mut all = Vec::new();
+    for parent in parents {
+        all.extend(absent(list(parent).await, GONE)?.unwrap_or_default());
     }
-    Ok(rules)
+    Ok(all)
+}
+
+/// The ids (ARNs, mostly) `id_of` finds in `items`, an answer's list.
+fn ids<T>(items: &[T], id_of: impl Fn(&T) -> Option<&str>) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|item| id_of(item).map(str::to_string))
+        .collect()
 }
 
 fn forward(target_group_arn: &str) -> Action {

@@ -3,16 +3,31 @@
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use super::{find_ours, in_stack_only, one_tags, opt_str, prop_elb_tags, prop_i32, retag, GONE};
+use super::{created, find_ours, ids, in_stack_only, observed, prop_elb_tags, retag, GONE};
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{absent, gone_ok, prop_i64, prop_str, tags_value};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
+use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
 
 /// Target group attribute holding the deregistration delay.
 const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
+
+/// A target group's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetGroupProps {
+    /// Seconds a deregistered target keeps its in-flight requests.
+    pub deregistration_delay_seconds: Option<i64>,
+    /// The path of the HTTP health check on the traffic port.
+    pub health_check_path: Option<String>,
+    /// Its name, unique in the account and region.
+    pub name: Option<String>,
+    /// The port the targets take traffic on.
+    pub port: Option<i64>,
+    /// The VPC of its targets.
+    pub vpc_id: Option<String>,
+}
 
 /// An ALB target group.
 pub struct TargetGroup;
@@ -29,23 +44,12 @@ impl ResourceKind for TargetGroup {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let name = prop_str(props, "name")?;
-        let described = cloud
-            .elb
-            .describe_target_groups()
-            .names(name)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeTargetGroups", e));
-        let Some(out) = absent(described, GONE)? else {
-            return Ok(None);
-        };
-        let candidates = out
-            .target_groups()
-            .iter()
-            .filter_map(|tg| tg.target_group_arn().map(str::to_string))
-            .collect();
-        find_ours(cloud, address, candidates).await
+        let p: TargetGroupProps = from_props(props)?;
+        let request = cloud.elb.describe_target_groups();
+        let request = request.names(required(p.name, "name")?);
+        let described = sent("DescribeTargetGroups", request.send()).await;
+        let listed = described.map(|out| ids(out.target_groups(), |tg| tg.target_group_arn()));
+        find_ours(cloud, address, listed).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -53,30 +57,27 @@ impl ResourceKind for TargetGroup {
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let tags = Some(prop_elb_tags(props)?);
-        let out = cloud
+        let p: TargetGroupProps = from_props(props)?;
+        let request = cloud
             .elb
             .create_target_group()
-            .name(prop_str(props, "name")?)
+            .name(required(p.name, "name")?)
             .protocol(ProtocolEnum::Http)
-            .port(prop_i32(props, "port")?)
-            .vpc_id(prop_str(props, "vpc_id")?)
+            .port(fit_i32(required(p.port, "port")?, "port")?)
+            .vpc_id(required(p.vpc_id, "vpc_id")?)
             .target_type(TargetTypeEnum::Ip)
             .health_check_enabled(true)
             .health_check_protocol(ProtocolEnum::Http)
             .health_check_port("traffic-port")
-            .health_check_path(prop_str(props, "health_check_path")?)
-            .set_tags(tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateTargetGroup", e))?;
+            .health_check_path(required(p.health_check_path, "health_check_path")?)
+            .set_tags(prop_elb_tags(props)?);
+        let out = sent("CreateTargetGroup", request.send()).await?;
         let arn = out
             .target_groups()
             .first()
-            .and_then(|tg| tg.target_group_arn())
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::invalid("CreateTargetGroup", "no target group ARN"))?;
-        set_deregistration_delay(cloud, &arn, props).await?;
+            .and_then(|tg| tg.target_group_arn());
+        let arn = created("CreateTargetGroup", "target group", arn)?;
+        set_deregistration_delay(cloud, &arn, p.deregistration_delay_seconds).await?;
         Ok(arn)
     }
 
@@ -87,107 +88,63 @@ impl ResourceKind for TargetGroup {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: TargetGroupProps = from_props(props)?;
         let has = |name: &str| changed.iter().any(|c| c == name);
         if has("health_check_path") {
-            cloud
-                .elb
-                .modify_target_group()
-                .target_group_arn(id)
-                .health_check_path(prop_str(props, "health_check_path")?)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ModifyTargetGroup", e))?;
+            let request = cloud.elb.modify_target_group().target_group_arn(id);
+            let path = required(p.health_check_path, "health_check_path")?;
+            sent_ok("ModifyTargetGroup", request.health_check_path(path).send()).await?;
         }
         if has("deregistration_delay_seconds") {
-            set_deregistration_delay(cloud, id, props).await?;
+            set_deregistration_delay(cloud, id, p.deregistration_delay_seconds).await?;
         }
-        if has("tags") {
-            retag(cloud, id, props).await?;
-        }
-        Ok(())
+        retag(cloud, id, props, changed).await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .elb
-            .delete_target_group()
-            .target_group_arn(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteTargetGroup", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.elb.delete_target_group().target_group_arn(id);
+        deleted("DeleteTargetGroup", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let mut arns = Vec::new();
-        let mut pages = cloud
-            .elb
-            .describe_target_groups()
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(tg) = pages.next().await {
-            let tg = tg.map_err(|e| CloudError::from_sdk("DescribeTargetGroups", e))?;
-            if let Some(arn) = tg.target_group_arn() {
-                arns.push(arn.to_string());
-            }
-        }
-        in_stack_only(cloud, arns).await
+        let items = cloud.elb.describe_target_groups().into_paginator().items();
+        let all: Vec<_> = sent("DescribeTargetGroups", items.send().try_collect()).await?;
+        in_stack_only(cloud, ids(&all, |tg| tg.target_group_arn())).await
     }
 }
 
 async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-    let out = cloud
-        .elb
-        .describe_target_groups()
-        .target_group_arns(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeTargetGroups", e))?;
+    let request = cloud.elb.describe_target_groups().target_group_arns(id);
+    let out = sent("DescribeTargetGroups", request.send()).await?;
     let Some(tg) = out.target_groups().first() else {
         return Ok(None);
     };
-    let attributes = cloud
-        .elb
-        .describe_target_group_attributes()
-        .target_group_arn(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeTargetGroupAttributes", e))?;
+    let request = cloud.elb.describe_target_group_attributes();
+    let request = request.target_group_arn(id);
+    let attributes = sent("DescribeTargetGroupAttributes", request.send()).await?;
     let delay = attributes
         .attributes()
         .iter()
         .find(|a| a.key() == Some(DEREGISTRATION_DELAY))
         .and_then(|a| a.value())
-        .and_then(|v| v.parse::<i64>().ok())
-        .map_or(Value::Null, Value::from);
-    let props = Props::from([
-        ("name".into(), opt_str(tg.target_group_name())),
-        ("port".into(), tg.port().map_or(Value::Null, Value::from)),
-        ("vpc_id".into(), opt_str(tg.vpc_id())),
-        ("health_check_path".into(), opt_str(tg.health_check_path())),
-        ("deregistration_delay_seconds".into(), delay),
-        ("tags".into(), tags_value(one_tags(cloud, id).await?)),
-    ]);
-    let outputs = Props::from([("arn".into(), Value::String(id.to_string()))]);
-    Ok(Some(Observed { props, outputs }))
+        .and_then(|v| v.parse::<i64>().ok());
+    let typed = TargetGroupProps {
+        deregistration_delay_seconds: delay,
+        health_check_path: tg.health_check_path().map(str::to_string),
+        name: tg.target_group_name().map(str::to_string),
+        port: tg.port().map(i64::from),
+        vpc_id: tg.vpc_id().map(str::to_string),
+    };
+    observed(cloud, id, &typed).await.map(Some)
 }
 
-async fn set_deregistration_delay(cloud: &Cloud, arn: &str, props: &Props) -> Result<()> {
-    let seconds = prop_i64(props, "deregistration_delay_seconds")?;
-    cloud
-        .elb
-        .modify_target_group_attributes()
-        .target_group_arn(arn)
-        .attributes(
-            TargetGroupAttribute::builder()
-                .key(DEREGISTRATION_DELAY)
-                .value(seconds.to_string())
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ModifyTargetGroupAttributes", e))?;
-    Ok(())
+async fn set_deregistration_delay(cloud: &Cloud, arn: &str, seconds: Option<i64>) -> Result<()> {
+    let seconds = required(seconds, "deregistration_delay_seconds")?;
+    let attribute = TargetGroupAttribute::builder()
+        .key(DEREGISTRATION_DELAY)
+        .value(seconds.to_string())
+        .build();
+    let request = cloud.elb.modify_target_group_attributes();
+    let request = request.target_group_arn(arn).attributes(attribute);
+    sent_ok("ModifyTargetGroupAttributes", request.send()).await
 }

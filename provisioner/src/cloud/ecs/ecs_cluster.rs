@@ -3,13 +3,24 @@
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{self, ClusterField, ClusterSetting, ClusterSettingName};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use super::{active_clusters, ecs_tags, opt_str, prop_ecs_tags, retag, GONE};
+use super::{
+    active_clusters, created, in_stack_arns, observed, ours_arn, prop_ecs_tags, retag, GONE,
+};
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{gone_ok, in_stack, ours, prop_bool, prop_str, tags_value};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
+use crate::cloud::support::{deleted, from_props, not_in_place, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
+
+/// A cluster's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EcsClusterProps {
+    /// Whether Container Insights is on (`enabled` or `enhanced`).
+    pub container_insights: bool,
+    /// The cluster's name; `None` when ECS does not say.
+    pub name: Option<String>,
+}
 
 /// An ECS cluster.
 pub struct EcsCluster;
@@ -26,48 +37,38 @@ impl ResourceKind for EcsCluster {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        Ok(describe_cluster(cloud, prop_str(props, "name")?)
-            .await?
-            .filter(|c| ours(cloud, &ecs_tags(c.tags()), address))
-            .and_then(|c| c.cluster_arn().map(str::to_string)))
+        let p: EcsClusterProps = from_props(props)?;
+        let cluster = describe_cluster(cloud, required(p.name.as_deref(), "name")?).await?;
+        Ok(ours_arn(cloud, address, cluster))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         let Some(cluster) = describe_cluster(cloud, id).await? else {
             return Ok(None);
         };
-        let insights = cluster.settings().iter().any(|s| {
+        let container_insights = cluster.settings().iter().any(|s| {
             s.name() == Some(&ClusterSettingName::ContainerInsights)
                 && matches!(s.value(), Some("enabled" | "enhanced"))
         });
-        let name = opt_str(cluster.cluster_name());
-        let props = Props::from([
-            ("name".into(), name.clone()),
-            ("container_insights".into(), Value::Bool(insights)),
-            ("tags".into(), tags_value(ecs_tags(cluster.tags()))),
-        ]);
-        let outputs = Props::from([
-            ("arn".into(), opt_str(cluster.cluster_arn())),
-            ("name".into(), name),
-        ]);
-        Ok(Some(Observed { props, outputs }))
+        let typed = EcsClusterProps {
+            container_insights,
+            name: cluster.cluster_name().map(str::to_string),
+        };
+        Ok(Some(observed(&cluster, &typed)))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let tags = Some(prop_ecs_tags(props)?);
-        let out = cloud
-            .ecs
-            .create_cluster()
-            .cluster_name(prop_str(props, "name")?)
-            .settings(insights(prop_bool(props, "container_insights")?))
-            .set_tags(tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateCluster", e))?;
-        out.cluster()
-            .and_then(|c| c.cluster_arn())
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::invalid("CreateCluster", "no cluster ARN"))
+        let p: EcsClusterProps = from_props(props)?;
+        let tags = prop_ecs_tags(props)?;
+        let name = required(p.name, "name")?;
+        let request = cloud.ecs.create_cluster().cluster_name(name);
+        let request = request.settings(insights(p.container_insights));
+        let out = sent("CreateCluster", request.set_tags(Some(tags)).send()).await?;
+        created(
+            "CreateCluster",
+            "cluster",
+            out.cluster().and_then(|c| c.cluster_arn()),
+        )
     }
 
     async fn update(
@@ -77,62 +78,40 @@ impl ResourceKind for EcsCluster {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        let has = |name: &str| changed.iter().any(|c| c == name);
-        if has("container_insights") {
-            // UpdateCluster takes the same settings as UpdateClusterSettings,
-            // which moto does not implement.
-            cloud
-                .ecs
-                .update_cluster()
-                .cluster(id)
-                .settings(insights(prop_bool(props, "container_insights")?))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("UpdateCluster", e))?;
-        }
-        if has("tags") {
-            let current = describe_cluster(cloud, id)
-                .await?
-                .map(|c| ecs_tags(c.tags()))
-                .unwrap_or_default();
-            retag(cloud, id, current, props).await?;
+        let p: EcsClusterProps = from_props(props)?;
+        for attribute in changed {
+            match attribute.as_str() {
+                // UpdateCluster takes the same settings as
+                // UpdateClusterSettings, which moto does not implement.
+                "container_insights" => {
+                    let request = cloud.ecs.update_cluster().cluster(id);
+                    let request = request.settings(insights(p.container_insights));
+                    sent_ok("UpdateCluster", request.send()).await?
+                }
+                "tags" => retag(cloud, id, describe_cluster(cloud, id).await?, props).await?,
+                other => return Err(not_in_place("UpdateCluster", other)),
+            }
         }
         Ok(())
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .ecs
-            .delete_cluster()
-            .cluster(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteCluster", e));
-        gone_ok(deleted, GONE)
+        let request = cloud.ecs.delete_cluster().cluster(id);
+        deleted("DeleteCluster", GONE, request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        Ok(active_clusters(cloud)
-            .await?
-            .iter()
-            .filter(|c| in_stack(cloud, &ecs_tags(c.tags())))
-            .filter_map(|c| c.cluster_arn().map(str::to_string))
-            .collect())
+        Ok(in_stack_arns(cloud, &active_clusters(cloud).await?))
     }
 }
 
 /// The cluster by name or ARN; `None` when missing or inactive.
 async fn describe_cluster(cloud: &Cloud, cluster: &str) -> Result<Option<types::Cluster>> {
-    let out = cloud
-        .ecs
-        .describe_clusters()
-        .clusters(cluster)
+    let request = cloud.ecs.describe_clusters().clusters(cluster);
+    let request = request
         .include(ClusterField::Tags)
-        .include(ClusterField::Settings)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeClusters", e))?;
+        .include(ClusterField::Settings);
+    let out = sent("DescribeClusters", request.send()).await?;
     Ok(out
         .clusters()
         .iter()

@@ -5,19 +5,20 @@
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration,
-    LaunchType, LoadBalancer, NetworkConfiguration, PropagateTags, ServiceField, Tag,
+    LaunchType, LoadBalancer, NetworkConfiguration, PropagateTags, Service,
 };
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    active_clusters, cluster_of_service, deployment_failure, describe_service,
-    describe_task_definition, ecs_tags, opt_str, prop_ecs_tags, prop_i32, retag, service_stable,
-    GONE,
+    active_clusters, cluster_of_service, created, deployment_failure, describe_service,
+    describe_services, describe_task_definition, in_stack_arns, observed, ours_arn, prop_ecs_tags,
+    retag, service_stable, GONE,
 };
 use crate::cloud::alb;
 use crate::cloud::resource::{Probe, Readiness, ResourceKind};
 use crate::cloud::support::{
-    absent, gone_ok, in_stack, ours, poll, prop_bool, prop_str, prop_strings, tags_value,
+    absent, deleted, fit_i32, from_props, not_in_place, required, sent, sent_ok, unbuilt,
+    wait_until,
 };
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
@@ -28,6 +29,34 @@ use crate::model::Props;
 /// service's own start (under 1 s to `/health/ready`, see BENCHMARKS.md),
 /// with room for the broker connection's first retries.
 pub const HEALTH_CHECK_GRACE_SECONDS: i32 = 120;
+
+/// A service's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EcsServiceProps {
+    /// Whether its tasks get a public IP (to reach ECR and SSM without a
+    /// NAT gateway).
+    pub assign_public_ip: bool,
+    /// The ARN of its cluster.
+    pub cluster_arn: Option<String>,
+    /// The container the load balancer sends to; without a load balancer,
+    /// the task definition's one.
+    pub container_name: Option<String>,
+    /// The container's port the load balancer sends to; `None` without one.
+    pub container_port: Option<i64>,
+    /// Tasks ECS keeps running.
+    pub desired_count: i64,
+    /// The service's name.
+    pub name: Option<String>,
+    /// Its tasks' security groups, sorted.
+    pub security_group_ids: Vec<String>,
+    /// The subnets its tasks run in, sorted.
+    pub subnet_ids: Vec<String>,
+    /// The target group its tasks register with; `None` without a load
+    /// balancer.
+    pub target_group_arn: Option<String>,
+    /// The task definition revision it runs.
+    pub task_definition_arn: Option<String>,
+}
 
 /// An ECS service.
 pub struct EcsService;
@@ -44,83 +73,101 @@ impl ResourceKind for EcsService {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
-        let cluster = prop_str(props, "cluster_arn")?;
-        Ok(describe_service(cloud, cluster, prop_str(props, "name")?)
-            .await?
-            .filter(|s| s.status() == Some("ACTIVE") && ours(cloud, &ecs_tags(s.tags()), address))
-            .and_then(|s| s.service_arn().map(str::to_string)))
+        let p: EcsServiceProps = from_props(props)?;
+        let cluster = required(p.cluster_arn.as_deref(), "cluster_arn")?;
+        let service = describe_service(cloud, cluster, required(p.name.as_deref(), "name")?);
+        let service = service.await?.filter(|s| s.status() == Some("ACTIVE"));
+        Ok(ours_arn(cloud, address, service))
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        let Some(service) = describe_service(cloud, &cluster_of_service(id), id).await? else {
+        let service = describe_service(cloud, &cluster_of_service(id), id).await?;
+        let Some(service) = service.filter(live) else {
             return Ok(None);
         };
-        if service.status() == Some("INACTIVE") {
-            return Ok(None);
-        }
         let vpc = service
             .network_configuration()
             .and_then(|n| n.awsvpc_configuration());
-        let mut subnets = vpc.map(|v| v.subnets().to_vec()).unwrap_or_default();
-        subnets.sort();
-        let mut groups = vpc
-            .map(|v| v.security_groups().to_vec())
-            .unwrap_or_default();
-        groups.sort();
-        let public = vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled);
-        let (target_group, container_name, container_port) = match service.load_balancers().first()
-        {
-            Some(lb) => (
-                opt_str(lb.target_group_arn()),
-                opt_str(lb.container_name()),
-                lb.container_port().map_or(Value::Null, Value::from),
-            ),
-            // Without a load balancer the container is the task definition's one.
-            None => {
-                let name = match service.task_definition() {
-                    Some(arn) => describe_task_definition(cloud, arn)
-                        .await?
-                        .and_then(|(t, _)| {
-                            t.container_definitions()
-                                .first()
-                                .and_then(|c| c.name())
-                                .map(str::to_string)
-                        }),
-                    None => None,
-                };
-                (
-                    Value::Null,
-                    name.map_or(Value::Null, Value::String),
-                    Value::Null,
-                )
-            }
+        let sorted = |ids: Option<&[String]>| {
+            let mut ids = ids.unwrap_or_default().to_vec();
+            ids.sort();
+            ids
         };
-        let name = opt_str(service.service_name());
-        let props = Props::from([
-            ("name".into(), name.clone()),
-            ("cluster_arn".into(), opt_str(service.cluster_arn())),
-            (
-                "task_definition_arn".into(),
-                opt_str(service.task_definition()),
-            ),
-            ("desired_count".into(), Value::from(service.desired_count())),
-            ("subnet_ids".into(), Value::from(subnets)),
-            ("security_group_ids".into(), Value::from(groups)),
-            ("assign_public_ip".into(), Value::Bool(public)),
-            ("target_group_arn".into(), target_group),
-            ("container_name".into(), container_name),
-            ("container_port".into(), container_port),
-            ("tags".into(), tags_value(ecs_tags(service.tags()))),
-        ]);
-        let outputs = Props::from([
-            ("arn".into(), opt_str(service.service_arn())),
-            ("name".into(), name),
-        ]);
-        Ok(Some(Observed { props, outputs }))
+        let load_balancer = service.load_balancers().first();
+        let container_name = match load_balancer {
+            Some(lb) => lb.container_name().map(str::to_string),
+            // Without a load balancer the container is the task definition's one.
+            None => container_of(cloud, service.task_definition()).await?,
+        };
+        let owned = |text: Option<&str>| text.map(str::to_string);
+        let typed = EcsServiceProps {
+            assign_public_ip: vpc.and_then(|v| v.assign_public_ip())
+                == Some(&AssignPublicIp::Enabled),
+            cluster_arn: owned(service.cluster_arn()),
+            container_name,
+            container_port: load_balancer
+                .and_then(|lb| lb.container_port())
+                .map(i64::from),
+            desired_count: service.desired_count().into(),
+            name: owned(service.service_name()),
+            security_group_ids: sorted(vpc.map(|v| v.security_groups())),
+            subnet_ids: sorted(vpc.map(|v| v.subnets())),
+            target_group_arn: owned(load_balancer.and_then(|lb| lb.target_group_arn())),
+            task_definition_arn: owned(service.task_definition()),
+        };
+        Ok(Some(observed(&service, &typed)))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        create_service(cloud, props, Some(prop_ecs_tags(props)?)).await
+        let p: EcsServiceProps = from_props(props)?;
+        let tags = prop_ecs_tags(props)?;
+        let public = if p.assign_public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        };
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(p.subnet_ids))
+            .set_security_groups(Some(p.security_group_ids))
+            .assign_public_ip(public)
+            .build()
+            .map_err(unbuilt("CreateService"))?;
+        let network = NetworkConfiguration::builder().awsvpc_configuration(vpc);
+        let circuit_breaker = DeploymentCircuitBreaker::builder()
+            .enable(true)
+            .rollback(true);
+        let deployment = DeploymentConfiguration::builder()
+            .deployment_circuit_breaker(circuit_breaker.build())
+            .build();
+        let mut request = cloud
+            .ecs
+            .create_service()
+            .cluster(required(p.cluster_arn, "cluster_arn")?)
+            .service_name(required(p.name, "name")?)
+            .task_definition(required(p.task_definition_arn, "task_definition_arn")?)
+            .desired_count(fit_i32(p.desired_count, "desired_count")?)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network.build())
+            .deployment_configuration(deployment)
+            .propagate_tags(PropagateTags::Service)
+            .enable_ecs_managed_tags(true)
+            .set_tags(Some(tags));
+        if let Some(target_group) = p.target_group_arn {
+            let port = required(p.container_port, "container_port")?;
+            let load_balancer = LoadBalancer::builder()
+                .target_group_arn(target_group)
+                .container_name(required(p.container_name, "container_name")?)
+                .container_port(fit_i32(port, "container_port")?);
+            request = request
+                .load_balancers(load_balancer.build())
+                .health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS);
+        }
+        let out = sent("CreateService", request.send()).await?;
+        created(
+            "CreateService",
+            "service",
+            out.service().and_then(|s| s.service_arn()),
+        )
     }
 
     async fn update(
@@ -130,90 +177,61 @@ impl ResourceKind for EcsService {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
+        let p: EcsServiceProps = from_props(props)?;
+        let updatable = self.updatable();
+        if let Some(other) = changed.iter().find(|c| !updatable.contains(&c.as_str())) {
+            return Err(not_in_place("UpdateService", other));
+        }
         let has = |name: &str| changed.iter().any(|c| c == name);
         if has("desired_count") || has("task_definition_arn") {
-            let mut request = cloud
-                .ecs
-                .update_service()
-                .cluster(cluster_of_service(id))
-                .service(id);
+            let request = cloud.ecs.update_service();
+            let mut request = request.cluster(cluster_of_service(id)).service(id);
             if has("desired_count") {
-                request = request.desired_count(prop_i32(props, "desired_count")?);
+                request = request.desired_count(fit_i32(p.desired_count, "desired_count")?);
             }
             if has("task_definition_arn") {
-                request = request.task_definition(prop_str(props, "task_definition_arn")?);
+                let task_definition = required(p.task_definition_arn, "task_definition_arn")?;
+                request = request.task_definition(task_definition);
             }
-            request
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("UpdateService", e))?;
+            sent_ok("UpdateService", request.send()).await?;
         }
         if has("tags") {
-            let current = describe_service(cloud, &cluster_of_service(id), id)
-                .await?
-                .map(|s| ecs_tags(s.tags()))
-                .unwrap_or_default();
-            retag(cloud, id, current, props).await?;
+            let service = describe_service(cloud, &cluster_of_service(id), id).await?;
+            retag(cloud, id, service, props).await?;
         }
         Ok(())
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
         let cluster = &cluster_of_service(id);
-        match describe_service(cloud, cluster, id).await? {
-            None => return Ok(()),
-            Some(s) if s.status() == Some("INACTIVE") => return Ok(()),
-            Some(_) => {}
+        let exists = || async move {
+            let service = describe_service(cloud, cluster, id).await?;
+            Ok(service.is_some_and(|s| live(&s)))
+        };
+        if !exists().await? {
+            return Ok(());
         }
         // Scaling to zero first lets the tasks drain through the load balancer.
-        let scaled = cloud
-            .ecs
-            .update_service()
-            .cluster(cluster)
-            .service(id)
-            .desired_count(0)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("UpdateService", e));
-        gone_ok(
-            scaled,
-            &[
-                "ServiceNotActiveException",
-                "ServiceNotFoundException",
-                "ClusterNotFoundException",
-            ],
-        )?;
-        let deleted = cloud
-            .ecs
-            .delete_service()
-            .cluster(cluster)
-            .service(id)
-            .force(true)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteService", e));
-        gone_ok(deleted, GONE)?;
+        let request = cloud.ecs.update_service().cluster(cluster).service(id);
+        let not_active = &[
+            "ServiceNotActiveException",
+            "ServiceNotFoundException",
+            "ClusterNotFoundException",
+        ];
+        deleted("UpdateService", not_active, request.desired_count(0).send()).await?;
+        let request = cloud.ecs.delete_service().cluster(cluster).service(id);
+        deleted("DeleteService", GONE, request.force(true).send()).await?;
         // The service holds its target group and security groups until it is inactive.
-        let inactive = poll(cloud, || async move {
-            Ok(match describe_service(cloud, cluster, id).await? {
-                Some(s) if s.status() != Some("INACTIVE") => None,
-                _ => Some(()),
-            })
+        let inactive = || async move { Ok(!exists().await?) };
+        wait_until(cloud, inactive, || CloudError {
+            operation: "DeleteService".into(),
+            code: "ResourceInUse".into(),
+            message: format!(
+                "{id} is still draining {}s after its deletion",
+                cloud.poll.timeout.as_secs()
+            ),
         })
-        .await?;
-        match inactive {
-            Some(()) => Ok(()),
-            None => Err(CloudError {
-                operation: "DeleteService".into(),
-                code: "ResourceInUse".into(),
-                message: format!(
-                    "{id} is still draining {}s after its deletion",
-                    cloud.poll.timeout.as_secs()
-                ),
-            }),
-        }
+        .await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
@@ -222,40 +240,14 @@ impl ResourceKind for EcsService {
             let Some(cluster) = cluster.cluster_arn() else {
                 continue;
             };
-            let mut service_arns = Vec::new();
-            let mut pages = cloud
-                .ecs
-                .list_services()
-                .cluster(cluster)
-                .into_paginator()
-                .items()
-                .send();
-            while let Some(arn) = pages.next().await {
-                let listed = arn.map_err(|e| CloudError::from_sdk("ListServices", e));
-                // A cluster deleted meanwhile has no services left.
-                let Some(arn) = absent(listed, GONE)? else {
-                    break;
-                };
-                service_arns.push(arn);
-            }
-            for chunk in service_arns.chunks(10) {
-                let out = cloud
-                    .ecs
-                    .describe_services()
-                    .cluster(cluster)
-                    .set_services(Some(chunk.to_vec()))
-                    .include(ServiceField::Tags)
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("DescribeServices", e))?;
-                found.extend(
-                    out.services()
-                        .iter()
-                        .filter(|s| {
-                            s.status() != Some("INACTIVE") && in_stack(cloud, &ecs_tags(s.tags()))
-                        })
-                        .filter_map(|s| s.service_arn().map(str::to_string)),
-                );
+            let pages = cloud.ecs.list_services().cluster(cluster);
+            let pages = pages.into_paginator().items().send().try_collect();
+            // A cluster deleted meanwhile has no services left.
+            let listed = absent(sent("ListServices", pages).await, GONE)?;
+            // DescribeServices takes at most 10.
+            for chunk in listed.unwrap_or_default().chunks(10) {
+                let services = describe_services(cloud, cluster, chunk).await?;
+                found.extend(in_stack_arns(cloud, services.iter().filter(|s| live(s))));
             }
         }
         Ok(found)
@@ -270,25 +262,14 @@ impl ResourceKind for EcsService {
     }
 
     async fn probe(&self, cloud: &Cloud, id: &str, observed: &Observed) -> Result<Probe> {
-        let task_definition = observed
-            .props
-            .get("task_definition_arn")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let p: EcsServiceProps = from_props(&observed.props)?;
+        let task_definition = p.task_definition_arn.as_deref().unwrap_or_default();
         if let Some(failure) = deployment_failure(cloud, id, task_definition).await? {
             return Ok(Probe::failed(failure));
         }
         let stable = service_stable(cloud, id).await?;
-        let target_group = observed
-            .props
-            .get("target_group_arn")
-            .and_then(Value::as_str);
-        let want = observed
-            .props
-            .get("desired_count")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize;
-        let (healthy, total) = match target_group {
+        let want = usize::try_from(p.desired_count).unwrap_or(0);
+        let (healthy, total) = match &p.target_group_arn {
             Some(tg) => alb::target_health(cloud, tg).await?,
             None => (want, want),
         };
@@ -302,60 +283,19 @@ impl ResourceKind for EcsService {
     }
 }
 
-async fn create_service(cloud: &Cloud, props: &Props, tags: Option<Vec<Tag>>) -> Result<String> {
-    let public = if prop_bool(props, "assign_public_ip")? {
-        AssignPublicIp::Enabled
-    } else {
-        AssignPublicIp::Disabled
+/// Whether the service is not (yet) `INACTIVE`, that is deleted.
+fn live(service: &Service) -> bool {
+    service.status() != Some("INACTIVE")
+}
+
+/// The name of the container of the task definition `arn`, `None` without one.
+async fn container_of(cloud: &Cloud, arn: Option<&str>) -> Result<Option<String>> {
+    let Some(arn) = arn else {
+        return Ok(None);
     };
-    let vpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(prop_strings(props, "subnet_ids")?))
-        .set_security_groups(Some(prop_strings(props, "security_group_ids")?))
-        .assign_public_ip(public)
-        .build()
-        .map_err(|e| CloudError::invalid("CreateService", e.to_string()))?;
-    let deployment = DeploymentConfiguration::builder()
-        .deployment_circuit_breaker(
-            DeploymentCircuitBreaker::builder()
-                .enable(true)
-                .rollback(true)
-                .build(),
-        )
-        .build();
-    let mut request = cloud
-        .ecs
-        .create_service()
-        .cluster(prop_str(props, "cluster_arn")?)
-        .service_name(prop_str(props, "name")?)
-        .task_definition(prop_str(props, "task_definition_arn")?)
-        .desired_count(prop_i32(props, "desired_count")?)
-        .launch_type(LaunchType::Fargate)
-        .network_configuration(
-            NetworkConfiguration::builder()
-                .awsvpc_configuration(vpc)
-                .build(),
-        )
-        .deployment_configuration(deployment)
-        .propagate_tags(PropagateTags::Service)
-        .enable_ecs_managed_tags(true)
-        .set_tags(tags);
-    if let Some(Value::String(target_group)) = props.get("target_group_arn") {
-        request = request
-            .load_balancers(
-                LoadBalancer::builder()
-                    .target_group_arn(target_group)
-                    .container_name(prop_str(props, "container_name")?)
-                    .container_port(prop_i32(props, "container_port")?)
-                    .build(),
-            )
-            .health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS);
-    }
-    let out = request
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("CreateService", e))?;
-    out.service()
-        .and_then(|s| s.service_arn())
-        .map(str::to_string)
-        .ok_or_else(|| CloudError::invalid("CreateService", "no service ARN"))
+    let task = describe_task_definition(cloud, arn).await?;
+    Ok(task.and_then(|(t, _)| {
+        let name = t.container_definitions().first()?.name()?;
+        Some(name.to_string())
+    }))
 }

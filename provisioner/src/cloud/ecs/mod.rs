@@ -1,25 +1,29 @@
 //! ECS on Fargate: clusters, task definitions (one container each) and
 //! services, one kind per file. Every id is the resource's ARN. Here: what
-//! they share (describing services and task definitions, tags, retagging,
-//! the not-found codes) and the looks the service's wait takes.
+//! they share (describing services and task definitions, finding and
+//! listing clusters and services by their tags, retagging, the not-found
+//! codes) and the looks the service's wait takes.
 
 mod ecs_cluster;
 mod ecs_service;
 mod task_definition;
 
-use std::collections::BTreeMap;
-
 use aws_sdk_ecs::types::{
     self, ClusterField, DeploymentRolloutState, DesiredStatus, ServiceField, Tag,
     TaskDefinitionField, TaskDefinitionStatus,
 };
+use serde::Serialize;
+use serde_json::json;
 
-pub use ecs_cluster::EcsCluster;
-pub use ecs_service::{EcsService, HEALTH_CHECK_GRACE_SECONDS};
-pub use task_definition::TaskDefinition;
+pub use ecs_cluster::{EcsCluster, EcsClusterProps};
+pub use ecs_service::{EcsService, EcsServiceProps, HEALTH_CHECK_GRACE_SECONDS};
+pub use task_definition::{ContainerProps, TaskDefinition, TaskDefinitionProps};
 
-use super::support::{absent, opt_str, prop_i32, prop_tags, replace_tags};
-use super::{Cloud, CloudError, Result};
+use super::support::{
+    absent, in_stack, ours_id, prop_tags, replace_tags, sent, sent_ok, tag_map, tags_value,
+    to_props, Tags,
+};
+use super::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
 
 /// Stopped tasks an apply names when a deployment failed.
@@ -27,9 +31,6 @@ const STOPPED_TASKS_SHOWN: i32 = 3;
 
 /// Error codes meaning the cluster or service is already gone.
 const GONE: &[&str] = &["ClusterNotFoundException", "ServiceNotFoundException"];
-
-/// A resource's tags, by key.
-type Tags = BTreeMap<String, String>;
 
 /// Whether the service has settled: all desired tasks running and its one
 /// deployment completed.
@@ -94,27 +95,21 @@ pub async fn deployment_failure(
 /// Why the service's last tasks stopped: `task ID stopped: REASON
 /// (CONTAINER exited with CODE: REASON)`, at most [`STOPPED_TASKS_SHOWN`].
 async fn stopped_tasks(cloud: &Cloud, cluster: &str, service: &str) -> Result<Vec<String>> {
-    let stopped = cloud
+    let request = cloud
         .ecs
         .list_tasks()
         .cluster(cluster)
-        .service_name(service)
+        .service_name(service);
+    let request = request
         .desired_status(DesiredStatus::Stopped)
-        .max_results(STOPPED_TASKS_SHOWN)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ListTasks", e))?;
+        .max_results(STOPPED_TASKS_SHOWN);
+    let stopped = sent("ListTasks", request.send()).await?;
     if stopped.task_arns().is_empty() {
         return Ok(Vec::new());
     }
-    let tasks = cloud
-        .ecs
-        .describe_tasks()
-        .cluster(cluster)
-        .set_tasks(Some(stopped.task_arns().to_vec()))
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeTasks", e))?;
+    let request = cloud.ecs.describe_tasks().cluster(cluster);
+    let request = request.set_tasks(Some(stopped.task_arns().to_vec()));
+    let tasks = sent("DescribeTasks", request.send()).await?;
     Ok(tasks
         .tasks()
         .iter()
@@ -144,23 +139,86 @@ async fn stopped_tasks(cloud: &Cloud, cluster: &str, service: &str) -> Result<Ve
         .collect())
 }
 
+/// What clusters and services both answer: their ARN, name and tags.
+trait Described {
+    /// Its ARN, its id.
+    fn arn(&self) -> Option<&str>;
+    /// Its name.
+    fn name(&self) -> Option<&str>;
+    /// Its tags, by key.
+    fn tags_by_key(&self) -> Tags;
+}
+
+impl Described for types::Cluster {
+    fn arn(&self) -> Option<&str> {
+        self.cluster_arn()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.cluster_name()
+    }
+
+    fn tags_by_key(&self) -> Tags {
+        ecs_tags(self.tags())
+    }
+}
+
+impl Described for types::Service {
+    fn arn(&self) -> Option<&str> {
+        self.service_arn()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.service_name()
+    }
+
+    fn tags_by_key(&self) -> Tags {
+        ecs_tags(self.tags())
+    }
+}
+
+/// What `read` answers for the cluster or service `found`, whose
+/// attributes are `typed`: those and its tags, and its `arn` and `name`
+/// (null when ECS does not say) as outputs.
+fn observed(found: &impl Described, typed: &impl Serialize) -> Observed {
+    let mut props = to_props(typed);
+    props.insert("tags".into(), tags_value(found.tags_by_key()));
+    let outputs = Props::from([
+        ("arn".into(), json!(found.arn())),
+        ("name".into(), json!(found.name())),
+    ]);
+    Observed { props, outputs }
+}
+
+/// What `find` answers for what was `found`: its ARN when it is the
+/// stack's resource at `address`.
+fn ours_arn(cloud: &Cloud, address: &str, found: Option<impl Described>) -> Option<String> {
+    let found = found?;
+    let arn = found.arn()?.to_string();
+    ours_id(cloud, address, Some(found.tags_by_key()), arn)
+}
+
+/// What `list_tagged` answers: the ARNs of those `found` that are the stack's.
+fn in_stack_arns<'a, T: Described + 'a>(
+    cloud: &Cloud,
+    found: impl IntoIterator<Item = &'a T>,
+) -> Vec<String> {
+    found
+        .into_iter()
+        .filter(|f| in_stack(cloud, &f.tags_by_key()))
+        .filter_map(|f| f.arn().map(str::to_string))
+        .collect()
+}
+
 /// Every active cluster, with its tags.
 async fn active_clusters(cloud: &Cloud) -> Result<Vec<types::Cluster>> {
-    let mut cluster_arns = Vec::new();
-    let mut pages = cloud.ecs.list_clusters().into_paginator().items().send();
-    while let Some(arn) = pages.next().await {
-        cluster_arns.push(arn.map_err(|e| CloudError::from_sdk("ListClusters", e))?);
-    }
+    let pages = cloud.ecs.list_clusters().into_paginator().items().send();
+    let cluster_arns = sent("ListClusters", pages.try_collect()).await?;
     let mut active = Vec::new();
     for chunk in cluster_arns.chunks(100) {
-        let out = cloud
-            .ecs
-            .describe_clusters()
-            .set_clusters(Some(chunk.to_vec()))
-            .include(ClusterField::Tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeClusters", e))?;
+        let request = cloud.ecs.describe_clusters().include(ClusterField::Tags);
+        let request = request.set_clusters(Some(chunk.to_vec()));
+        let out = sent("DescribeClusters", request.send()).await?;
         active.extend(
             out.clusters()
                 .iter()
@@ -176,14 +234,9 @@ async fn describe_task_definition(
     cloud: &Cloud,
     id: &str,
 ) -> Result<Option<(types::TaskDefinition, Tags)>> {
-    match cloud
-        .ecs
-        .describe_task_definition()
-        .task_definition(id)
-        .include(TaskDefinitionField::Tags)
-        .send()
-        .await
-    {
+    let request = cloud.ecs.describe_task_definition().task_definition(id);
+    let request = request.include(TaskDefinitionField::Tags);
+    match sent("DescribeTaskDefinition", request.send()).await {
         Ok(out) => {
             let tags = ecs_tags(out.tags());
             Ok(out
@@ -191,16 +244,27 @@ async fn describe_task_definition(
                 .filter(|t| t.status() == Some(&TaskDefinitionStatus::Active))
                 .map(|t| (t, tags)))
         }
-        Err(e) => {
-            let e = CloudError::from_sdk("DescribeTaskDefinition", e);
-            // ECS answers a missing revision with a generic ClientException.
-            if e.code == "ClientException" && e.message.contains("Unable to describe") {
-                Ok(None)
-            } else {
-                Err(e)
-            }
+        // ECS answers a missing revision with a generic ClientException.
+        Err(e) if e.code == "ClientException" && e.message.contains("Unable to describe") => {
+            Ok(None)
         }
+        Err(e) => Err(e),
     }
+}
+
+/// The services (any status) of `cluster` among `services` (at most 10),
+/// with their tags; none when the cluster is missing.
+async fn describe_services(
+    cloud: &Cloud,
+    cluster: &str,
+    services: &[String],
+) -> Result<Vec<types::Service>> {
+    let request = cloud.ecs.describe_services().cluster(cluster);
+    let request = request
+        .set_services(Some(services.to_vec()))
+        .include(ServiceField::Tags);
+    let described = sent("DescribeServices", request.send()).await;
+    Ok(absent(described, GONE)?.map_or_else(Vec::new, |out| out.services().to_vec()))
 }
 
 /// The service (any status) in `cluster`; `None` when it or the cluster is missing.
@@ -209,41 +273,27 @@ async fn describe_service(
     cluster: &str,
     service: &str,
 ) -> Result<Option<types::Service>> {
-    let described = cloud
-        .ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .include(ServiceField::Tags)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeServices", e));
-    Ok(absent(described, GONE)?.and_then(|out| out.services().first().cloned()))
+    let services = describe_services(cloud, cluster, &[service.to_string()]).await?;
+    Ok(services.into_iter().next())
 }
 
-/// Sets exactly the desired tags on `arn`, which has the tags `current`.
-async fn retag(cloud: &Cloud, arn: &str, current: Tags, props: &Props) -> Result<()> {
-    let tag = |desired: Vec<(String, String)>| async {
-        cloud
-            .ecs
-            .tag_resource()
-            .resource_arn(arn)
-            .set_tags(Some(ecs_tag_list(desired)))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("TagResource", e))
+/// Sets exactly the desired tags of `props` on `arn`, which is `current`
+/// (`None`: it vanished, and has no tags).
+async fn retag(
+    cloud: &Cloud,
+    arn: &str,
+    current: Option<impl Described>,
+    props: &Props,
+) -> Result<()> {
+    let current = current.map(|c| c.tags_by_key()).unwrap_or_default();
+    let tag = |desired: Vec<(String, String)>| {
+        let request = cloud.ecs.tag_resource().resource_arn(arn);
+        let request = request.set_tags(Some(ecs_tag_list(desired)));
+        sent_ok("TagResource", request.send())
     };
-    let untag = |stale: Vec<String>| async {
-        cloud
-            .ecs
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(stale))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("UntagResource", e))
+    let untag = |stale: Vec<String>| {
+        let request = cloud.ecs.untag_resource().resource_arn(arn);
+        sent_ok("UntagResource", request.set_tag_keys(Some(stale)).send())
     };
     replace_tags(props, current.into_keys(), tag, untag).await
 }
@@ -259,10 +309,19 @@ fn ecs_tag_list(tags: Vec<(String, String)>) -> Vec<Tag> {
         .collect()
 }
 
+/// An answer's tag list by key.
 fn ecs_tags(tags: &[Tag]) -> Tags {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-        .collect()
+    tag_map(
+        tags.iter()
+            .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
+    )
+}
+
+/// The ARN a create call answered (`None`: an error of `operation` saying
+/// there was no `what` ARN).
+fn created(operation: &str, what: &str, arn: Option<&str>) -> Result<String> {
+    arn.map(str::to_string)
+        .ok_or_else(|| CloudError::invalid(operation, format!("no {what} ARN")))
 }
 
 /// `arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/NAME` → `CLUSTER` (old-style

@@ -11,13 +11,58 @@ use aws_sdk_ecs::types::{
     LogConfiguration, LogDriver, NetworkMode, OsFamily, PortMapping, RuntimePlatform, Secret,
     SortOrder, TaskDefinitionFamilyStatus, TaskDefinitionStatus, TransportProtocol,
 };
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::{describe_task_definition, opt_str, prop_ecs_tags, prop_i32};
+use super::{created, describe_task_definition, prop_ecs_tags};
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{in_stack, ours, prop_i64, prop_str, prop_strings, tags_value};
+use crate::cloud::support::{
+    fit_i32, from_props, in_stack_ids, ours_id, required, sent, sent_ok, tags_value, to_props,
+    unbuilt, Tags,
+};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
+
+/// A task definition revision's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDefinitionProps {
+    /// Its one container; `None` when it has none.
+    pub container: Option<ContainerProps>,
+    /// CPU units of the task (1024 = one vCPU).
+    pub cpu: Option<i64>,
+    /// `X86_64` or `ARM64`, the architecture of the image.
+    pub cpu_architecture: Option<String>,
+    /// The role ECS pulls the image and reads the secrets with.
+    pub execution_role_arn: Option<String>,
+    /// The family its revisions share, named after the stack and the service.
+    pub family: Option<String>,
+    /// Memory of the task, in MiB.
+    pub memory: Option<i64>,
+    /// The role whose credentials the task gets.
+    pub task_role_arn: Option<String>,
+}
+
+/// The one container of a task definition (the `container` attribute).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerProps {
+    /// Its environment variables, by name.
+    pub environment: BTreeMap<String, String>,
+    /// Its health check command in exec form (`["CMD", ...]`); `None` (or
+    /// empty) for none.
+    pub health_check: Option<Vec<String>>,
+    /// The image it runs, by digest: `REGISTRY/REPOSITORY@sha256:...`.
+    pub image: Option<String>,
+    /// The log group the `awslogs` driver writes to.
+    pub log_group: Option<String>,
+    /// The region of that log group.
+    pub log_region: Option<String>,
+    /// The container's name, also its log streams' prefix.
+    pub name: Option<String>,
+    /// The TCP port it listens on; `None` for none.
+    pub port: Option<i64>,
+    /// Environment variables filled from SSM parameters (name -> ARN).
+    pub secrets: BTreeMap<String, String>,
+}
 
 /// An ECS task definition revision.
 pub struct TaskDefinition;
@@ -34,12 +79,12 @@ impl ResourceKind for TaskDefinition {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<Option<String>> {
+        let p: TaskDefinitionProps = from_props(props)?;
         // Newest first: the first one carrying our tags is the one.
-        for arn in active_revisions(cloud, prop_str(props, "family")?).await? {
-            if let Some((_, tags)) = describe_task_definition(cloud, &arn).await? {
-                if ours(cloud, &tags, address) {
-                    return Ok(Some(arn));
-                }
+        for arn in active_revisions(cloud, required(p.family.as_deref(), "family")?).await? {
+            let tags = revision_tags(cloud, &arn).await?;
+            if let Some(arn) = ours_id(cloud, address, tags, arn) {
+                return Ok(Some(arn));
             }
         }
         Ok(None)
@@ -49,65 +94,50 @@ impl ResourceKind for TaskDefinition {
         let Some((task, tags)) = describe_task_definition(cloud, id).await? else {
             return Ok(None);
         };
-        let number = |text: Option<&str>| {
-            text.and_then(|t| t.parse::<i64>().ok())
-                .map_or(Value::Null, Value::from)
-        };
-        let container = match task.container_definitions().first() {
-            Some(c) => container_value(c),
-            None => Value::Null,
-        };
-        let props = Props::from([
-            ("family".into(), opt_str(task.family())),
-            ("cpu".into(), number(task.cpu())),
-            ("memory".into(), number(task.memory())),
-            (
-                "execution_role_arn".into(),
-                opt_str(task.execution_role_arn()),
-            ),
-            ("task_role_arn".into(), opt_str(task.task_role_arn())),
-            (
-                "cpu_architecture".into(),
-                opt_str(
-                    task.runtime_platform()
-                        .and_then(|p| p.cpu_architecture())
-                        .map(|a| a.as_str()),
-                ),
-            ),
-            ("container".into(), container),
-            ("tags".into(), tags_value(tags)),
-        ]);
-        let outputs = Props::from([("arn".into(), opt_str(task.task_definition_arn()))]);
+        let number = |text: Option<&str>| text.and_then(|t| t.parse().ok());
+        let owned = |text: Option<&str>| text.map(str::to_string);
+        let architecture = task.runtime_platform().and_then(|p| p.cpu_architecture());
+        let mut props = to_props(&TaskDefinitionProps {
+            container: task.container_definitions().first().map(ContainerProps::of),
+            cpu: number(task.cpu()),
+            cpu_architecture: owned(architecture.map(|a| a.as_str())),
+            execution_role_arn: owned(task.execution_role_arn()),
+            family: owned(task.family()),
+            memory: number(task.memory()),
+            task_role_arn: owned(task.task_role_arn()),
+        });
+        props.insert("tags".into(), tags_value(tags));
+        let outputs = Props::from([("arn".into(), json!(task.task_definition_arn()))]);
         Ok(Some(Observed { props, outputs }))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let tags = Some(prop_ecs_tags(props)?);
-        let out = cloud
+        let p: TaskDefinitionProps = from_props(props)?;
+        let tags = prop_ecs_tags(props)?;
+        let architecture = required(p.cpu_architecture.as_deref(), "cpu_architecture")?;
+        let platform = RuntimePlatform::builder()
+            .operating_system_family(OsFamily::Linux)
+            .cpu_architecture(CpuArchitecture::from(architecture))
+            .build();
+        let request = cloud
             .ecs
             .register_task_definition()
-            .family(prop_str(props, "family")?)
-            .cpu(prop_i64(props, "cpu")?.to_string())
-            .memory(prop_i64(props, "memory")?.to_string())
+            .family(required(p.family, "family")?)
+            .cpu(required(p.cpu, "cpu")?.to_string())
+            .memory(required(p.memory, "memory")?.to_string())
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
-            .runtime_platform(
-                RuntimePlatform::builder()
-                    .operating_system_family(OsFamily::Linux)
-                    .cpu_architecture(CpuArchitecture::from(prop_str(props, "cpu_architecture")?))
-                    .build(),
-            )
-            .execution_role_arn(prop_str(props, "execution_role_arn")?)
-            .task_role_arn(prop_str(props, "task_role_arn")?)
-            .container_definitions(container_definition(props)?)
-            .set_tags(tags)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("RegisterTaskDefinition", e))?;
-        out.task_definition()
-            .and_then(|t| t.task_definition_arn())
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::invalid("RegisterTaskDefinition", "no task definition ARN"))
+            .runtime_platform(platform)
+            .execution_role_arn(required(p.execution_role_arn, "execution_role_arn")?)
+            .task_role_arn(required(p.task_role_arn, "task_role_arn")?)
+            .container_definitions(required(p.container, "container")?.definition()?)
+            .set_tags(Some(tags));
+        let out = sent("RegisterTaskDefinition", request.send()).await?;
+        created(
+            "RegisterTaskDefinition",
+            "task definition",
+            out.task_definition().and_then(|t| t.task_definition_arn()),
+        )
     }
 
     async fn update(
@@ -127,60 +157,44 @@ impl ResourceKind for TaskDefinition {
         if describe_task_definition(cloud, id).await?.is_none() {
             return Ok(());
         }
-        cloud
-            .ecs
-            .deregister_task_definition()
-            .task_definition(id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DeregisterTaskDefinition", e))?;
-        Ok(())
+        let request = cloud.ecs.deregister_task_definition().task_definition(id);
+        sent_ok("DeregisterTaskDefinition", request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
         // Task definition families are named after the stack.
-        let mut families = cloud
-            .ecs
-            .list_task_definition_families()
+        let request = cloud.ecs.list_task_definition_families();
+        let request = request
             .family_prefix(&cloud.stack)
-            .status(TaskDefinitionFamilyStatus::Active)
-            .into_paginator()
-            .items()
-            .send();
-        let mut family_names = Vec::new();
-        while let Some(family) = families.next().await {
-            family_names
-                .push(family.map_err(|e| CloudError::from_sdk("ListTaskDefinitionFamilies", e))?);
-        }
+            .status(TaskDefinitionFamilyStatus::Active);
+        let families = request.into_paginator().items().send().try_collect();
+        let families = sent("ListTaskDefinitionFamilies", families).await?;
         let mut found = Vec::new();
-        for family in family_names {
-            for arn in active_revisions(cloud, &family).await? {
-                if let Some((_, tags)) = describe_task_definition(cloud, &arn).await? {
-                    if in_stack(cloud, &tags) {
-                        found.push(arn);
-                    }
-                }
-            }
+        for family in families {
+            let revisions = active_revisions(cloud, &family).await?;
+            let candidates = revisions.into_iter().map(|arn| (arn.clone(), arn));
+            let tags_of = |arn: String| async move { revision_tags(cloud, &arn).await };
+            found.extend(in_stack_ids(cloud, candidates, tags_of).await?);
         }
         Ok(found)
     }
 }
 
+/// The tags of the active revision `arn`, `None` when it is not active.
+async fn revision_tags(cloud: &Cloud, arn: &str) -> Result<Option<Tags>> {
+    Ok(describe_task_definition(cloud, arn)
+        .await?
+        .map(|(_, tags)| tags))
+}
+
 /// The family's active revisions, newest first.
 async fn active_revisions(cloud: &Cloud, family: &str) -> Result<Vec<String>> {
-    let mut arns = Vec::new();
-    let mut pages = cloud
-        .ecs
-        .list_task_definitions()
-        .family_prefix(family)
+    let request = cloud.ecs.list_task_definitions().family_prefix(family);
+    let request = request
         .status(TaskDefinitionStatus::Active)
-        .sort(SortOrder::Desc)
-        .into_paginator()
-        .items()
-        .send();
-    while let Some(arn) = pages.next().await {
-        arns.push(arn.map_err(|e| CloudError::from_sdk("ListTaskDefinitions", e))?);
-    }
+        .sort(SortOrder::Desc);
+    let pages = request.into_paginator().items().send().try_collect();
+    let mut arns = sent("ListTaskDefinitions", pages).await?;
     // moto ignores `sort`, so order by revision here.
     let revision = |arn: &String| {
         arn.rsplit_once(':')
@@ -191,131 +205,75 @@ async fn active_revisions(cloud: &Cloud, family: &str) -> Result<Vec<String>> {
     Ok(arns)
 }
 
-fn container_definition(props: &Props) -> Result<ContainerDefinition> {
-    let container = match props.get("container") {
-        Some(Value::Object(map)) => map.clone().into_iter().collect::<Props>(),
-        _ => {
-            return Err(CloudError::invalid(
-                "container",
-                "property `container` must be a table",
-            ))
-        }
-    };
-    let name = prop_str(&container, "name")?;
-    let port = match container.get("port") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(prop_i32(&container, "port")?),
-    };
-    let mut definition = ContainerDefinition::builder()
-        .name(name)
-        .image(prop_str(&container, "image")?)
-        .essential(true);
-    if let Some(port) = port {
-        definition = definition.port_mappings(
-            PortMapping::builder()
-                .container_port(port)
-                .protocol(TransportProtocol::Tcp)
-                .build(),
-        );
-    }
-    for (key, value) in string_map(&container, "environment")? {
-        definition = definition.environment(KeyValuePair::builder().name(key).value(value).build());
-    }
-    for (key, arn) in string_map(&container, "secrets")? {
-        let secret = Secret::builder()
-            .name(key)
-            .value_from(arn)
-            .build()
-            .map_err(|e| CloudError::invalid("secrets", e.to_string()))?;
-        definition = definition.secrets(secret);
-    }
-    let logs = LogConfiguration::builder()
-        .log_driver(LogDriver::Awslogs)
-        .options("awslogs-group", prop_str(&container, "log_group")?)
-        .options("awslogs-region", prop_str(&container, "log_region")?)
-        .options("awslogs-stream-prefix", name)
-        .build()
-        .map_err(|e| CloudError::invalid("log_group", e.to_string()))?;
-    definition = definition.log_configuration(logs);
-    let command = prop_strings(&container, "health_check")?;
-    if !command.is_empty() {
-        let check = HealthCheck::builder()
-            .set_command(Some(command))
-            .interval(10)
-            .retries(3)
-            .start_period(15)
-            .build()
-            .map_err(|e| CloudError::invalid("health_check", e.to_string()))?;
-        definition = definition.health_check(check);
-    }
-    Ok(definition.build())
-}
-
-/// The container as the `container` property.
-fn container_value(c: &ContainerDefinition) -> Value {
-    let port = c
-        .port_mappings()
-        .first()
-        .and_then(|p| p.container_port())
-        .map_or(Value::Null, Value::from);
-    let environment: Map<String, Value> = c
-        .environment()
-        .iter()
-        .filter_map(|kv| {
-            Some((
-                kv.name()?.to_string(),
-                Value::String(kv.value()?.to_string()),
-            ))
-        })
-        .collect();
-    let secrets: Map<String, Value> = c
-        .secrets()
-        .iter()
-        .map(|s| {
-            (
-                s.name().to_string(),
-                Value::String(s.value_from().to_string()),
-            )
-        })
-        .collect();
-    let options = c.log_configuration().and_then(|l| l.options());
-    let option = |key: &str| opt_str(options.and_then(|o| o.get(key)).map(String::as_str));
-    let health = c.health_check().map_or(Value::Null, |h| {
-        Value::Array(
-            h.command()
+impl ContainerProps {
+    /// The container as ECS describes it.
+    fn of(c: &ContainerDefinition) -> Self {
+        let options = c.log_configuration().and_then(|l| l.options());
+        let option = |key: &str| options.and_then(|o| o.get(key)).cloned();
+        Self {
+            environment: c
+                .environment()
                 .iter()
-                .map(|c| Value::from(c.as_str()))
+                .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
                 .collect(),
-        )
-    });
-    let mut map = Map::new();
-    map.insert("name".into(), opt_str(c.name()));
-    map.insert("image".into(), opt_str(c.image()));
-    map.insert("port".into(), port);
-    map.insert("environment".into(), Value::Object(environment));
-    map.insert("secrets".into(), Value::Object(secrets));
-    map.insert("log_group".into(), option("awslogs-group"));
-    map.insert("log_region".into(), option("awslogs-region"));
-    map.insert("health_check".into(), health);
-    Value::Object(map)
-}
+            health_check: c.health_check().map(|h| h.command().to_vec()),
+            image: c.image().map(str::to_string),
+            log_group: option("awslogs-group"),
+            log_region: option("awslogs-region"),
+            name: c.name().map(str::to_string),
+            port: c
+                .port_mappings()
+                .first()
+                .and_then(|p| p.container_port())
+                .map(i64::from),
+            secrets: c
+                .secrets()
+                .iter()
+                .map(|s| (s.name().to_string(), s.value_from().to_string()))
+                .collect(),
+        }
+    }
 
-fn string_map(props: &Props, name: &str) -> Result<BTreeMap<String, String>> {
-    match props.get(name) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| {
-                v.as_str()
-                    .map(|v| (k.clone(), v.to_string()))
-                    .ok_or_else(|| {
-                        CloudError::invalid(name, format!("`{name}.{k}` must be a string"))
-                    })
-            })
-            .collect(),
-        Some(_) => Err(CloudError::invalid(
-            name,
-            format!("property `{name}` must be a table"),
-        )),
+    /// The container as RegisterTaskDefinition takes it: essential, logging
+    /// to its log group with its name as the stream prefix.
+    fn definition(self) -> Result<ContainerDefinition> {
+        let name = required(self.name, "name")?;
+        let mut definition = ContainerDefinition::builder()
+            .name(&name)
+            .image(required(self.image, "image")?)
+            .essential(true);
+        if let Some(port) = self.port {
+            let mapping = PortMapping::builder()
+                .container_port(fit_i32(port, "port")?)
+                .protocol(TransportProtocol::Tcp);
+            definition = definition.port_mappings(mapping.build());
+        }
+        for (key, value) in self.environment {
+            let variable = KeyValuePair::builder().name(key).value(value);
+            definition = definition.environment(variable.build());
+        }
+        for (key, arn) in self.secrets {
+            let secret = Secret::builder().name(key).value_from(arn);
+            definition = definition.secrets(secret.build().map_err(unbuilt("secrets"))?);
+        }
+        let logs = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", required(self.log_group, "log_group")?)
+            .options("awslogs-region", required(self.log_region, "log_region")?)
+            .options("awslogs-stream-prefix", name)
+            .build()
+            .map_err(unbuilt("log_group"))?;
+        definition = definition.log_configuration(logs);
+        if let Some(command) = self.health_check.filter(|c| !c.is_empty()) {
+            let check = HealthCheck::builder()
+                .set_command(Some(command))
+                .interval(10)
+                .retries(3)
+                .start_period(15)
+                .build()
+                .map_err(unbuilt("health_check"))?;
+            definition = definition.health_check(check);
+        }
+        Ok(definition.build())
     }
 }

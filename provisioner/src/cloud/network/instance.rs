@@ -4,24 +4,46 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    self, BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceAttributeName, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, ResourceType, VolumeType,
+    self, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, InstanceAttributeName, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, ResourceType, VolumeType,
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    absent, address_filters, filter, gone_ok, instance_state, instance_status, not_updatable,
-    opt_str, required, retag, stack_filters, tag_spec, tags_of,
+    answered, described, filter, first_at, gone_ok, instance_state, instance_status, observed,
+    retag, stack_filters, tag_spec,
 };
 use crate::blueprint::instance_architecture;
 use crate::cloud::resource::{Probe, Readiness, ResourceKind};
-use crate::cloud::support::{poll, prop_i64, prop_str, prop_strings};
+use crate::cloud::support::{
+    fit_i32, from_props, only_tags, opt_str, required, sent, sent_ok, wait_until,
+};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::image::Architecture;
-use crate::model::{Kind, Props, BROKER_SETUP_TAG};
+use crate::model::{Props, BROKER_SETUP_TAG};
+
+/// The broker instance's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceProps {
+    /// Its EC2 instance type; its architecture picks the image.
+    pub instance_type: Option<String>,
+    /// The subnet it runs in.
+    pub subnet_id: Option<String>,
+    /// Its security groups, sorted.
+    pub security_group_ids: Vec<String>,
+    /// The size of its root volume; `None` when the volume cannot be read.
+    pub root_volume_gib: Option<i64>,
+    /// The script it runs at first boot (its setup).
+    pub user_data: String,
+    /// The instance profile it runs as.
+    pub instance_profile: Option<String>,
+    /// Whether its setup reported failure on the [`BROKER_SETUP_TAG`]; a
+    /// broker whose setup failed is replaced by the next apply.
+    pub setup_failed: bool,
+}
 
 /// The broker's EC2 instance.
 pub struct Instance;
@@ -34,7 +56,7 @@ impl ResourceKind for Instance {
 
     // A broker whose setup failed never served the stack: nothing on it to lose.
     fn holds_data(&self, recorded: &Props) -> bool {
-        recorded.get("setup_failed") != Some(&Value::Bool(true))
+        from_props::<InstanceProps>(recorded).map_or(true, |p| !p.setup_failed)
     }
 
     // After the services that use the broker; before its security groups
@@ -44,20 +66,11 @@ impl ResourceKind for Instance {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, _props: &Props) -> Result<Option<String>> {
-        let live = filter(
-            "instance-state-name",
-            ["pending", "running", "stopping", "stopped"],
-        );
-        let out = cloud
-            .ec2
-            .describe_instances()
-            .set_filters(Some(address_filters(cloud, address)))
-            .filters(live)
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeInstances", e))?;
-        let mut ids = out.reservations().iter().flat_map(|r| r.instances());
-        Ok(ids.find_map(|i| i.instance_id()).map(str::to_string))
+        // A terminated instance keeps its tags for a while: only a live one
+        // is the one at `address`.
+        let live = ["pending", "running", "stopping", "stopped"];
+        let live = filter("instance-state-name", live);
+        first_at(cloud, address, |filters| ids(cloud, filters, live)).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
@@ -71,44 +84,33 @@ impl ResourceKind for Instance {
         ) {
             return Ok(None);
         }
-        let mut groups: Vec<&str> = instance
+        let mut security_group_ids: Vec<String> = instance
             .security_groups()
             .iter()
             .filter_map(|g| g.group_id())
+            .map(str::to_string)
             .collect();
-        groups.sort_unstable();
+        security_group_ids.sort_unstable();
 
         let root_volume_gib = match root_volume_id(&instance) {
             Some(volume_id) => {
-                let out = cloud
-                    .ec2
-                    .describe_volumes()
-                    .volume_ids(volume_id)
-                    .send()
-                    .await;
-                let out = out.map_err(|e| CloudError::from_sdk("DescribeVolumes", e));
+                let request = cloud.ec2.describe_volumes().volume_ids(volume_id);
+                let out = described("DescribeVolumes", request.send()).await?;
                 // A volume gone between the two calls reads as no size.
-                let size = absent(out)?.and_then(|o| o.volumes().first().and_then(|v| v.size()));
-                size.map_or(Value::Null, |s| json!(s))
+                out.and_then(|o| o.volumes().first().and_then(|v| v.size()))
             }
-            None => Value::Null,
+            None => None,
         };
 
         // The profile's name ends its ARN (`arn:aws:iam::ACCOUNT:instance-profile/NAME`).
-        let profile = instance
+        let instance_profile = instance
             .iam_instance_profile()
             .and_then(|p| p.arn())
             .and_then(|arn| arn.rsplit('/').next());
 
-        let out = cloud
-            .ec2
-            .describe_instance_attribute()
-            .instance_id(id)
-            .attribute(InstanceAttributeName::UserData)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeInstanceAttribute", e));
-        let Some(out) = absent(out)? else {
+        let request = cloud.ec2.describe_instance_attribute().instance_id(id);
+        let request = request.attribute(InstanceAttributeName::UserData);
+        let Some(out) = described("DescribeInstanceAttribute", request.send()).await? else {
             return Ok(None);
         };
         let encoded = out.user_data().and_then(|u| u.value()).unwrap_or_default();
@@ -116,51 +118,39 @@ impl ResourceKind for Instance {
             CloudError::invalid("DescribeInstanceAttribute", format!("userData: {e}"))
         })?;
 
-        let props = Props::from([
-            (
-                "instance_type".into(),
-                opt_str(instance.instance_type().map(|t| t.as_str())),
-            ),
-            ("subnet_id".into(), opt_str(instance.subnet_id())),
-            ("security_group_ids".into(), json!(groups)),
-            ("root_volume_gib".into(), root_volume_gib),
-            ("user_data".into(), json!(String::from_utf8_lossy(&decoded))),
-            ("instance_profile".into(), opt_str(profile)),
-            // A broker whose setup failed is replaced by the next apply.
-            ("setup_failed".into(), json!(setup_failed(&instance))),
-            ("tags".into(), tags_of(instance.tags())),
-        ]);
-        let outputs = Props::from([
-            ("id".into(), json!(id)),
-            ("private_ip".into(), opt_str(instance.private_ip_address())),
-            ("image_id".into(), opt_str(instance.image_id())),
-        ]);
-        Ok(Some(Observed { props, outputs }))
+        let p = InstanceProps {
+            instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
+            subnet_id: instance.subnet_id().map(str::to_string),
+            security_group_ids,
+            root_volume_gib: root_volume_gib.map(i64::from),
+            user_data: String::from_utf8_lossy(&decoded).into_owned(),
+            instance_profile: instance_profile.map(str::to_string),
+            setup_failed: setup_failed(&instance),
+        };
+        let mut observed = observed(&p, instance.tags(), id);
+        let private_ip = opt_str(instance.private_ip_address());
+        observed.outputs.insert("private_ip".into(), private_ip);
+        let image_id = opt_str(instance.image_id());
+        observed.outputs.insert("image_id".into(), image_id);
+        Ok(Some(observed))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let instance_type = prop_str(props, "instance_type")?;
-        let architecture = instance_architecture(instance_type).ok_or_else(|| {
+        let p: InstanceProps = from_props(props)?;
+        let instance_type = required(p.instance_type, "instance_type")?;
+        let architecture = instance_architecture(&instance_type).ok_or_else(|| {
             CloudError::invalid(
                 "instance_type",
                 format!("`{instance_type}` is not an EC2 instance type"),
             )
         })?;
-        let parameter = cloud
-            .ssm
-            .get_parameter()
-            .name(ami_parameter(architecture))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("GetParameter", e))?;
+        let request = cloud.ssm.get_parameter().name(ami_parameter(architecture));
+        let parameter = sent("GetParameter", request.send()).await?;
         let image_id = parameter.parameter().and_then(|p| p.value());
-        let image_id = required(image_id, "GetParameter", "Parameter.Value")?;
-        let size = prop_i64(props, "root_volume_gib")?;
-        let size = i32::try_from(size).map_err(|_| {
-            CloudError::invalid("root_volume_gib", format!("{size} GiB is too large"))
-        })?;
+        let image_id = answered(image_id, "GetParameter", "Parameter.Value")?;
+        let size = required(p.root_volume_gib, "root_volume_gib")?;
         let volume = EbsBlockDevice::builder()
-            .volume_size(size)
+            .volume_size(fit_i32(size, "root_volume_gib")?)
             .volume_type(VolumeType::Gp3)
             .encrypted(true)
             .delete_on_termination(true)
@@ -172,19 +162,19 @@ impl ResourceKind for Instance {
             .chars()
             .take(64)
             .collect();
-        let out = cloud
+        let request = cloud
             .ec2
             .run_instances()
             .image_id(image_id)
-            .instance_type(InstanceType::from(prop_str(props, "instance_type")?))
+            .instance_type(InstanceType::from(instance_type.as_str()))
             .min_count(1)
             .max_count(1)
-            .subnet_id(prop_str(props, "subnet_id")?)
-            .set_security_group_ids(Some(prop_strings(props, "security_group_ids")?))
-            .user_data(STANDARD.encode(prop_str(props, "user_data")?))
+            .subnet_id(required(p.subnet_id, "subnet_id")?)
+            .set_security_group_ids(Some(p.security_group_ids))
+            .user_data(STANDARD.encode(p.user_data))
             .iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
-                    .name(prop_str(props, "instance_profile")?)
+                    .name(required(p.instance_profile, "instance_profile")?)
                     .build(),
             )
             .block_device_mappings(
@@ -201,12 +191,10 @@ impl ResourceKind for Instance {
             )
             .tag_specifications(tag_spec(props, ResourceType::Instance)?)
             .tag_specifications(tag_spec(props, ResourceType::Volume)?)
-            .client_token(client_token)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("RunInstances", e))?;
+            .client_token(client_token);
+        let out = sent("RunInstances", request.send()).await?;
         let id = out.instances().first().and_then(|i| i.instance_id());
-        required(id, "RunInstances", "InstanceId")
+        answered(id, "RunInstances", "InstanceId")
     }
 
     async fn update(
@@ -216,21 +204,16 @@ impl ResourceKind for Instance {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => {
-                    retag(cloud, id, props).await?;
-                    // The root volume was tagged with the instance; keep them alike.
-                    if let Some(volume_id) =
-                        describe(cloud, id).await?.as_ref().and_then(root_volume_id)
-                    {
-                        retag(cloud, &volume_id, props).await?;
-                    }
-                }
-                _ => return Err(not_updatable(Kind::Instance, attribute)),
+        only_tags("UpdateInstance", changed, || async {
+            retag(cloud, id, props).await?;
+            // The root volume was tagged with the instance; keep them alike.
+            let instance = describe(cloud, id).await?;
+            match instance.as_ref().and_then(root_volume_id) {
+                Some(volume_id) => retag(cloud, &volume_id, props).await,
+                None => Ok(()),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
@@ -238,27 +221,9 @@ impl ResourceKind for Instance {
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let live = filter(
-            "instance-state-name",
-            ["pending", "running", "shutting-down", "stopping", "stopped"],
-        );
-        let reservations = cloud
-            .ec2
-            .describe_instances()
-            .set_filters(Some(stack_filters(cloud)))
-            .filters(live)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeInstances", e))?;
-        Ok(reservations
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| i.instance_id())
-            .map(str::to_string)
-            .collect())
+        let live = ["pending", "running", "shutting-down", "stopping", "stopped"];
+        let live = filter("instance-state-name", live);
+        ids(cloud, stack_filters(cloud), live).await
     }
 
     fn readiness(&self, id: &str) -> Option<Readiness> {
@@ -304,37 +269,37 @@ const ROOT_DEVICE: &str = "/dev/xvda";
 /// Terminates, then waits for `terminated`: the instance's security groups
 /// and subnet cannot be deleted before.
 async fn terminate(cloud: &Cloud, id: &str) -> Result<()> {
-    cloud
-        .ec2
-        .terminate_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("TerminateInstances", e))?;
-    let terminated = poll(cloud, || async {
-        Ok(match instance_state(cloud, id).await? {
-            None => Some(()),
-            Some(state) if state == InstanceStateName::Terminated.as_str() => Some(()),
-            Some(_) => None,
-        })
+    let request = cloud.ec2.terminate_instances().instance_ids(id);
+    sent_ok("TerminateInstances", request.send()).await?;
+    let terminated = || async {
+        let state = instance_state(cloud, id).await?;
+        Ok(state.is_none_or(|s| s == InstanceStateName::Terminated.as_str()))
+    };
+    wait_until(cloud, terminated, || {
+        let timeout = cloud.poll.timeout.as_secs();
+        let message = format!("instance {id} was not terminated after {timeout}s");
+        CloudError::invalid("TerminateInstances", message)
     })
-    .await?;
-    terminated.ok_or_else(|| {
-        CloudError::invalid(
-            "TerminateInstances",
-            format!(
-                "instance {id} was not terminated after {}s",
-                cloud.poll.timeout.as_secs()
-            ),
-        )
-    })
+    .await
+}
+
+/// The ids of the instances that `filters` and `state` match.
+async fn ids(cloud: &Cloud, filters: Vec<Filter>, state: Filter) -> Result<Vec<String>> {
+    let request = cloud.ec2.describe_instances().set_filters(Some(filters));
+    let items = request.filters(state).into_paginator().items().send();
+    let reservations = sent("DescribeInstances", items.try_collect()).await?;
+    let instances = reservations.iter().flat_map(|r| r.instances());
+    Ok(instances
+        .filter_map(|i| i.instance_id())
+        .map(str::to_string)
+        .collect())
 }
 
 /// The instance `id` in any state, `None` when EC2 does not know it.
 pub(super) async fn describe(cloud: &Cloud, id: &str) -> Result<Option<types::Instance>> {
-    let out = cloud.ec2.describe_instances().instance_ids(id).send().await;
-    let out = out.map_err(|e| CloudError::from_sdk("DescribeInstances", e));
-    Ok(absent(out)?.and_then(|o| {
+    let request = cloud.ec2.describe_instances().instance_ids(id);
+    let out = described("DescribeInstances", request.send()).await?;
+    Ok(out.and_then(|o| {
         let mut instances = o.reservations().iter().flat_map(|r| r.instances());
         instances.next().cloned()
     }))

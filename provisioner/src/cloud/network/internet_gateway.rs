@@ -1,16 +1,24 @@
 //! The internet gateway, attached to the VPC.
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{self, AttachmentStatus, ResourceType};
+use aws_sdk_ec2::types::{self, AttachmentStatus, Filter, ResourceType};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    absent, address_filters, gone_ok, not_found_as_one, not_updatable, observed, opt_str, required,
-    retag, stack_filters, tag_spec, tags_of, NOT_FOUND,
+    answered, deleted, described, first_at, ids_of, not_found_as_one, observed, stack_filters,
+    tag_spec, update_tagged, NOT_FOUND,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{self, prop_str};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props};
+use crate::cloud::support::{self, from_props, not_in_place, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
+use crate::model::Props;
+
+/// An internet gateway's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InternetGatewayProps {
+    /// The VPC it is attached to; `None` when it is detached (or detaching).
+    pub vpc_id: Option<String>,
+}
 
 /// An EC2 internet gateway.
 pub struct InternetGateway;
@@ -27,52 +35,26 @@ impl ResourceKind for InternetGateway {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, _props: &Props) -> Result<Option<String>> {
-        let out = cloud
-            .ec2
-            .describe_internet_gateways()
-            .set_filters(Some(address_filters(cloud, address)))
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeInternetGateways", e))?;
-        let mut ids = out
-            .internet_gateways()
-            .iter()
-            .filter_map(|g| g.internet_gateway_id());
-        Ok(ids.next().map(str::to_string))
+        first_at(cloud, address, |filters| ids(cloud, filters)).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        let out = cloud
-            .ec2
-            .describe_internet_gateways()
-            .internet_gateway_ids(id)
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeInternetGateways", e));
-        let Some(out) = absent(out)? else {
+        let Some(gateway) = describe(cloud, id).await? else {
             return Ok(None);
         };
-        let Some(gateway) = out.internet_gateways().first() else {
-            return Ok(None);
-        };
-        let props = Props::from([
-            ("vpc_id".into(), opt_str(attached_vpc(gateway))),
-            ("tags".into(), tags_of(gateway.tags())),
-        ]);
-        Ok(Some(observed(props, id)))
+        let vpc_id = attached_vpc(&gateway).map(str::to_string);
+        let p = InternetGatewayProps { vpc_id };
+        Ok(Some(observed(&p, gateway.tags(), id)))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let out = cloud
-            .ec2
-            .create_internet_gateway()
-            .tag_specifications(tag_spec(props, ResourceType::InternetGateway)?)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateInternetGateway", e))?;
+        let p: InternetGatewayProps = from_props(props)?;
+        let request = cloud.ec2.create_internet_gateway();
+        let request = request.tag_specifications(tag_spec(props, ResourceType::InternetGateway)?);
+        let out = sent("CreateInternetGateway", request.send()).await?;
         let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
-        let id = required(id, "CreateInternetGateway", "InternetGatewayId")?;
-        attach(cloud, &id, props).await?;
+        let id = answered(id, "CreateInternetGateway", "InternetGatewayId")?;
+        attach(cloud, &id, p).await?;
         Ok(id)
     }
 
@@ -83,85 +65,63 @@ impl ResourceKind for InternetGateway {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => retag(cloud, id, props).await?,
+        update_tagged(cloud, id, props, changed, |attribute| async move {
+            match attribute {
                 // Replaces the gateway for the planner; completes a half-made create.
-                "vpc_id" => attach(cloud, id, props).await?,
-                _ => return Err(not_updatable(Kind::InternetGateway, attribute)),
+                "vpc_id" => attach(cloud, id, from_props(props)?).await,
+                other => Err(not_in_place("UpdateInternetGateway", other)),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
+    // Detached from every VPC first.
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        gone_ok(detach_and_delete(cloud, id).await)
+        let Some(gateway) = describe(cloud, id).await? else {
+            return Ok(());
+        };
+        for vpc_id in gateway.attachments().iter().filter_map(|a| a.vpc_id()) {
+            let request = cloud.ec2.detach_internet_gateway().internet_gateway_id(id);
+            let detached = sent_ok("DetachInternetGateway", request.vpc_id(vpc_id).send()).await;
+            let gone = ["Gateway.NotAttached", NOT_FOUND];
+            support::gone_ok(not_found_as_one(detached), &gone)?;
+        }
+        let request = cloud.ec2.delete_internet_gateway().internet_gateway_id(id);
+        deleted("DeleteInternetGateway", request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let gateways = cloud
-            .ec2
-            .describe_internet_gateways()
-            .set_filters(Some(stack_filters(cloud)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeInternetGateways", e))?;
-        Ok(gateways
-            .iter()
-            .filter_map(|g| g.internet_gateway_id())
-            .map(str::to_string)
-            .collect())
+        ids(cloud, stack_filters(cloud)).await
     }
 }
 
-async fn attach(cloud: &Cloud, id: &str, props: &Props) -> Result<()> {
-    cloud
-        .ec2
-        .attach_internet_gateway()
-        .internet_gateway_id(id)
-        .vpc_id(prop_str(props, "vpc_id")?)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("AttachInternetGateway", e))?;
-    Ok(())
-}
-
-/// Detaches the gateway from every VPC, then deletes it.
-async fn detach_and_delete(cloud: &Cloud, id: &str) -> Result<()> {
-    let out = cloud
+/// The ids of the internet gateways `filters` match.
+async fn ids(cloud: &Cloud, filters: Vec<Filter>) -> Result<Vec<String>> {
+    let request = cloud
         .ec2
         .describe_internet_gateways()
-        .internet_gateway_ids(id)
-        .send()
-        .await;
-    let out = out.map_err(|e| CloudError::from_sdk("DescribeInternetGateways", e))?;
-    let vpcs = out.internet_gateways().iter().flat_map(|g| g.attachments());
-    for vpc_id in vpcs.filter_map(|a| a.vpc_id()) {
-        let detached = cloud
-            .ec2
-            .detach_internet_gateway()
-            .internet_gateway_id(id)
-            .vpc_id(vpc_id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DetachInternetGateway", e));
-        support::gone_ok(
-            not_found_as_one(detached),
-            &["Gateway.NotAttached", NOT_FOUND],
-        )?;
-    }
-    cloud
-        .ec2
-        .delete_internet_gateway()
-        .internet_gateway_id(id)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| CloudError::from_sdk("DeleteInternetGateway", e))
+        .set_filters(Some(filters));
+    let items = request.into_paginator().items().send().try_collect();
+    ids_of(
+        "DescribeInternetGateways",
+        items,
+        types::InternetGateway::internet_gateway_id,
+    )
+    .await
+}
+
+/// The gateway `id`, `None` when it is gone.
+async fn describe(cloud: &Cloud, id: &str) -> Result<Option<types::InternetGateway>> {
+    let request = cloud.ec2.describe_internet_gateways();
+    let request = request.internet_gateway_ids(id);
+    let out = described("DescribeInternetGateways", request.send()).await?;
+    Ok(out.and_then(|o| o.internet_gateways().first().cloned()))
+}
+
+async fn attach(cloud: &Cloud, id: &str, p: InternetGatewayProps) -> Result<()> {
+    let request = cloud.ec2.attach_internet_gateway().internet_gateway_id(id);
+    let request = request.vpc_id(required(p.vpc_id, "vpc_id")?);
+    sent_ok("AttachInternetGateway", request.send()).await
 }
 
 /// The VPC the gateway is attached to, unless detached or detaching.

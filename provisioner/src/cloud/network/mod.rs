@@ -1,7 +1,8 @@
 //! The network family on EC2: VPC, subnet, internet gateway, route table,
 //! route, route table association, security group and the broker instance,
-//! one kind per file. Here: what they share (tag filters, tags, EC2's
-//! not-found codes) and what other code asks of the network.
+//! one kind per file. Here: what they share (finding and listing by the
+//! stack's tags, EC2's not-found codes, tags, the answer of `read`) and what
+//! other code asks of the network.
 
 mod instance;
 mod internet_gateway;
@@ -12,55 +13,43 @@ mod security_group;
 mod subnet;
 mod vpc;
 
-pub use instance::Instance;
-pub use internet_gateway::InternetGateway;
-pub use route::Route;
-pub use route_table::RouteTable;
-pub use route_table_association::RouteTableAssociation;
-pub use security_group::SecurityGroup;
-pub use subnet::Subnet;
-pub use vpc::Vpc;
+pub use instance::{Instance, InstanceProps};
+pub use internet_gateway::{InternetGateway, InternetGatewayProps};
+pub use route::{Route, RouteProps};
+pub use route_table::{RouteTable, RouteTableProps};
+pub use route_table_association::{RouteTableAssociation, RouteTableAssociationProps};
+pub use security_group::{IngressRule, SecurityGroup, SecurityGroupProps};
+pub use subnet::{Subnet, SubnetProps};
+pub use vpc::{Vpc, VpcProps};
 
-use std::collections::BTreeSet;
+use std::future::Future;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::support::{self, opt_str, prop_tags, replace_tags, tags_value};
+use super::support::{self, prop_tags, replace_tags, sent, sent_ok, tags_value, to_props};
 use super::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props, ADDRESS_TAG, BROKER_SETUP_TAG, STACK_TAG};
+use crate::model::{Props, ADDRESS_TAG, BROKER_SETUP_TAG, STACK_TAG};
 
 /// Sorts an `ingress` list by (from_port, to_port, cidr,
-/// source_security_group_id), the order `read` reports it in.
+/// source_security_group_id), the order `read` reports it in; a value that
+/// is not a list of rules stays as it is.
 pub fn normalize(ingress: &Value) -> Value {
-    let Value::Array(rules) = ingress else {
+    let Ok(rules) = serde_json::from_value(ingress.clone()) else {
         return ingress.clone();
     };
-    let mut rules = rules.clone();
-    rules.sort_by_key(|r| {
-        (
-            r["from_port"].as_i64(),
-            r["to_port"].as_i64(),
-            r["cidr"].as_str().map(str::to_string),
-            r["source_security_group_id"].as_str().map(str::to_string),
-        )
-    });
-    Value::Array(rules)
+    serde_json::to_value(IngressRule::sorted(rules)).unwrap_or_else(|_| ingress.clone())
 }
 
 /// The network interfaces still using security group `group_id`, as
 /// `eni-… (description, status)`, to explain a DependencyViolation.
 pub async fn blocking_interfaces(cloud: &Cloud, group_id: &str) -> Result<Vec<String>> {
-    let interfaces = cloud
-        .ec2
-        .describe_network_interfaces()
-        .filters(filter("group-id", [group_id]))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeNetworkInterfaces", e))?;
+    let in_group = filter("group-id", [group_id]);
+    let request = cloud.ec2.describe_network_interfaces().filters(in_group);
+    let items = request.into_paginator().items().send().try_collect();
+    let interfaces = sent("DescribeNetworkInterfaces", items).await?;
     Ok(interfaces
         .iter()
         .map(|i| {
@@ -127,52 +116,93 @@ fn gone_ok(result: Result<()>) -> Result<()> {
     support::gone_ok(not_found_as_one(result), &[NOT_FOUND])
 }
 
-/// The error of an update asked to change what `kind` cannot change in place.
-fn not_updatable(kind: Kind, attribute: &str) -> CloudError {
-    CloudError::invalid(
-        "update",
-        format!("{kind} cannot change `{attribute}` in place"),
-    )
+/// The answer of a describe call by id (`operation`), `None` when EC2 does
+/// not know the id.
+async fn described<T, E>(
+    operation: &str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    absent(sent(operation, call).await)
+}
+
+/// A delete call (`operation`): `Ok` also when EC2 does not know the id.
+async fn deleted<T, E>(
+    operation: &str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<()>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    gone_ok(sent_ok(operation, call).await)
+}
+
+/// `find` of a tagged kind: the first id that `ids` (its describe call by
+/// filters) answers for the stack's tags at `address`.
+async fn first_at<Fut>(
+    cloud: &Cloud,
+    address: &str,
+    ids: impl FnOnce(Vec<Filter>) -> Fut,
+) -> Result<Option<String>>
+where
+    Fut: Future<Output = Result<Vec<String>>>,
+{
+    let ids = ids(address_filters(cloud, address)).await?;
+    Ok(ids.into_iter().next())
+}
+
+/// The ids of what a tagged kind's describe call by filters answered:
+/// `items`, every page of `operation`, each one's id by `id_of`.
+async fn ids_of<T, E>(
+    operation: &str,
+    items: impl Future<Output = std::result::Result<Vec<T>, E>>,
+    id_of: impl Fn(&T) -> Option<&str>,
+) -> Result<Vec<String>>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    let items = sent(operation, items).await?;
+    Ok(items.iter().filter_map(id_of).map(str::to_string).collect())
+}
+
+/// `update` of a tagged kind: [`retag`] when its tags changed, `change`
+/// (the kind's own) for each other attribute that changed.
+async fn update_tagged<'a, Fut>(
+    cloud: &Cloud,
+    id: &str,
+    props: &Props,
+    changed: &'a [String],
+    mut change: impl FnMut(&'a str) -> Fut,
+) -> Result<()>
+where
+    Fut: Future<Output = Result<()>>,
+{
+    for attribute in changed {
+        match attribute.as_str() {
+            "tags" => retag(cloud, id, props).await?,
+            other => change(other).await?,
+        }
+    }
+    Ok(())
 }
 
 /// Sets the desired tags on one EC2 resource and removes the others.
 async fn retag(cloud: &Cloud, id: &str, props: &Props) -> Result<()> {
-    let out = cloud
-        .ec2
-        .describe_tags()
-        .filters(filter("resource-id", [id]))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| CloudError::from_sdk("DescribeTags", e))?;
-    let current: BTreeSet<&str> = out.iter().filter_map(|t| t.key()).collect();
-    let tag = |desired: Vec<(String, String)>| async move {
-        cloud
-            .ec2
-            .create_tags()
-            .resources(id)
-            .set_tags(Some(ec2_tags(desired)))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("CreateTags", e))
+    let by_id = filter("resource-id", [id]);
+    let items = cloud.ec2.describe_tags().filters(by_id).into_paginator();
+    let current = sent("DescribeTags", items.items().send().try_collect()).await?;
+    let current = current.iter().filter_map(|t| t.key());
+    let tag = |desired: Vec<(String, String)>| {
+        let request = cloud.ec2.create_tags().resources(id);
+        let request = request.set_tags(Some(ec2_tags(desired)));
+        sent_ok("CreateTags", request.send())
     };
-    let untag = |stale: Vec<String>| async move {
-        let stale = stale
-            .into_iter()
-            .map(|k| Tag::builder().key(k).build())
-            .collect();
-        cloud
-            .ec2
-            .delete_tags()
-            .resources(id)
-            .set_tags(Some(stale))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteTags", e))
+    let untag = |stale: Vec<String>| {
+        let stale = stale.into_iter().map(|k| Tag::builder().key(k).build());
+        let request = cloud.ec2.delete_tags().resources(id);
+        sent_ok("DeleteTags", request.set_tags(Some(stale.collect())).send())
     };
     replace_tags(props, current, tag, untag).await
 }
@@ -189,15 +219,6 @@ fn tag_spec(props: &Props, resource: ResourceType) -> Result<TagSpecification> {
         .resource_type(resource)
         .set_tags(Some(ec2_tags(prop_tags(props)?)))
         .build())
-}
-
-/// Tags as the `tags` property: without the broker's own setup report.
-fn tags_of(tags: &[Tag]) -> Value {
-    tags_value(
-        tags.iter()
-            .filter(|t| t.key() != Some(BROKER_SETUP_TAG))
-            .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
-    )
 }
 
 fn filter<const N: usize>(name: &str, values: [&str; N]) -> Filter {
@@ -219,15 +240,26 @@ fn address_filters(cloud: &Cloud, address: &str) -> Vec<Filter> {
     filters
 }
 
-/// `props` with the `id` output.
-fn observed(props: Props, id: &str) -> Observed {
+/// The `id` output.
+fn id_output(id: &str) -> Props {
+    Props::from([("id".into(), json!(id))])
+}
+
+/// What `read` answers for a tagged resource: its `typed` properties, its
+/// `tags` (without the broker's own setup report), and the `id` output.
+fn observed<T: Serialize>(typed: &T, tags: &[Tag], id: &str) -> Observed {
+    let mut props = to_props(typed);
+    let tags = tags.iter().filter(|t| t.key() != Some(BROKER_SETUP_TAG));
+    let tags = tags.filter_map(|t| Some((t.key()?, t.value().unwrap_or_default())));
+    props.insert("tags".into(), tags_value(tags));
     Observed {
         props,
-        outputs: Props::from([("id".into(), json!(id))]),
+        outputs: id_output(id),
     }
 }
 
-fn required(value: Option<&str>, operation: &str, field: &str) -> Result<String> {
+/// A field that `operation`'s answer always has.
+fn answered(value: Option<&str>, operation: &str, field: &str) -> Result<String> {
     value
         .map(str::to_string)
         .ok_or_else(|| CloudError::invalid(operation, format!("the answer has no {field}")))

@@ -2,16 +2,23 @@
 //! of their own.
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{self, ResourceType};
+use aws_sdk_ec2::types::{self, Filter, ResourceType};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    absent, address_filters, gone_ok, not_updatable, observed, opt_str, required, retag,
-    stack_filters, tag_spec, tags_of,
+    answered, deleted, described, first_at, ids_of, observed, retag, stack_filters, tag_spec,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::prop_str;
-use crate::cloud::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props};
+use crate::cloud::support::{from_props, only_tags, required, sent};
+use crate::cloud::{Cloud, Observed, Result};
+use crate::model::Props;
+
+/// A route table's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteTableProps {
+    /// The VPC it routes for.
+    pub vpc_id: Option<String>,
+}
 
 /// An EC2 route table.
 pub struct RouteTable;
@@ -28,42 +35,29 @@ impl ResourceKind for RouteTable {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, _props: &Props) -> Result<Option<String>> {
-        let out = cloud
-            .ec2
-            .describe_route_tables()
-            .set_filters(Some(address_filters(cloud, address)))
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeRouteTables", e))?;
-        Ok(out
-            .route_tables()
-            .iter()
-            .find_map(|t| t.route_table_id())
-            .map(str::to_string))
+        first_at(cloud, address, |filters| ids(cloud, filters)).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         let Some(table) = describe(cloud, id).await? else {
             return Ok(None);
         };
-        let props = Props::from([
-            ("vpc_id".into(), opt_str(table.vpc_id())),
-            ("tags".into(), tags_of(table.tags())),
-        ]);
-        Ok(Some(observed(props, id)))
+        let vpc_id = table.vpc_id().map(str::to_string);
+        Ok(Some(observed(
+            &RouteTableProps { vpc_id },
+            table.tags(),
+            id,
+        )))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let out = cloud
-            .ec2
-            .create_route_table()
-            .vpc_id(prop_str(props, "vpc_id")?)
-            .tag_specifications(tag_spec(props, ResourceType::RouteTable)?)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateRouteTable", e))?;
+        let p: RouteTableProps = from_props(props)?;
+        let request = cloud.ec2.create_route_table();
+        let request = request.vpc_id(required(p.vpc_id, "vpc_id")?);
+        let request = request.tag_specifications(tag_spec(props, ResourceType::RouteTable)?);
+        let out = sent("CreateRouteTable", request.send()).await?;
         let id = out.route_table().and_then(|t| t.route_table_id());
-        required(id, "CreateRouteTable", "RouteTableId")
+        answered(id, "CreateRouteTable", "RouteTableId")
     }
 
     async fn update(
@@ -73,55 +67,35 @@ impl ResourceKind for RouteTable {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => retag(cloud, id, props).await?,
-                _ => return Err(not_updatable(Kind::RouteTable, attribute)),
-            }
-        }
-        Ok(())
+        only_tags("UpdateRouteTable", changed, || retag(cloud, id, props)).await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .ec2
-            .delete_route_table()
-            .route_table_id(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteRouteTable", e));
-        gone_ok(deleted)
+        let request = cloud.ec2.delete_route_table().route_table_id(id);
+        deleted("DeleteRouteTable", request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let tables = cloud
-            .ec2
-            .describe_route_tables()
-            .set_filters(Some(stack_filters(cloud)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeRouteTables", e))?;
-        Ok(tables
-            .iter()
-            .filter_map(|t| t.route_table_id())
-            .map(str::to_string)
-            .collect())
+        ids(cloud, stack_filters(cloud)).await
     }
+}
+
+/// The ids of the route tables `filters` match.
+async fn ids(cloud: &Cloud, filters: Vec<Filter>) -> Result<Vec<String>> {
+    let request = cloud.ec2.describe_route_tables().set_filters(Some(filters));
+    let items = request.into_paginator().items().send().try_collect();
+    ids_of(
+        "DescribeRouteTables",
+        items,
+        types::RouteTable::route_table_id,
+    )
+    .await
 }
 
 /// The route table `id` with its routes and associations, `None` when it
 /// is gone.
 pub(super) async fn describe(cloud: &Cloud, id: &str) -> Result<Option<types::RouteTable>> {
-    let out = cloud
-        .ec2
-        .describe_route_tables()
-        .route_table_ids(id)
-        .send()
-        .await;
-    let out = out.map_err(|e| CloudError::from_sdk("DescribeRouteTables", e));
-    Ok(absent(out)?.and_then(|o| o.route_tables().first().cloned()))
+    let request = cloud.ec2.describe_route_tables().route_table_ids(id);
+    let out = described("DescribeRouteTables", request.send()).await?;
+    Ok(out.and_then(|o| o.route_tables().first().cloned()))
 }

@@ -2,20 +2,52 @@
 //! stays as AWS makes it.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{self, IpPermission, IpRange, ResourceType, UserIdGroupPair};
+use aws_sdk_ec2::types::{self, Filter, IpPermission, IpRange, ResourceType, UserIdGroupPair};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{
-    absent, address_filters, blocking_interfaces, gone_ok, normalize, not_updatable, observed,
-    opt_str, required, retag, stack_filters, tag_spec, tags_of,
+    answered, blocking_interfaces, deleted, described, first_at, ids_of, observed, stack_filters,
+    tag_spec, update_tagged,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::prop_str;
+use crate::cloud::support::{fit_i32, from_props, not_in_place, required, sent, sent_ok};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props};
+use crate::model::Props;
+
+/// A security group's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupProps {
+    /// Its name, unique in the VPC.
+    pub name: Option<String>,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The VPC it is in.
+    pub vpc_id: Option<String>,
+    /// What it admits, in the order of [`IngressRule::sorted`].
+    pub ingress: Vec<IngressRule>,
+}
+
+/// One ingress rule of a security group, as the `ingress` property lists
+/// it: a port range admitted from one CIDR or one security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressRule {
+    /// The IP protocol (`tcp`, `udp`, ...).
+    pub protocol: String,
+    /// The first port admitted (-1 when the protocol has no ports).
+    pub from_port: i64,
+    /// The last port admitted (-1 when the protocol has no ports).
+    pub to_port: i64,
+    /// The IPv4 range admitted; `None` when a security group is.
+    pub cidr: Option<String>,
+    /// The security group admitted; `None` when a range is.
+    pub source_security_group_id: Option<String>,
+    /// What the rule is for (empty when it says nothing).
+    #[serde(default)]
+    pub description: String,
+}
 
 /// An EC2 security group.
 pub struct SecurityGroup;
@@ -33,50 +65,35 @@ impl ResourceKind for SecurityGroup {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, _props: &Props) -> Result<Option<String>> {
-        let out = cloud
-            .ec2
-            .describe_security_groups()
-            .set_filters(Some(address_filters(cloud, address)))
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeSecurityGroups", e))?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .find_map(|g| g.group_id())
-            .map(str::to_string))
+        first_at(cloud, address, |filters| ids(cloud, filters)).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         let Some(group) = describe(cloud, id).await? else {
             return Ok(None);
         };
-        let ingress = serde_json::to_value(rules_of(&group))
-            .map_err(|e| CloudError::invalid("DescribeSecurityGroups", e.to_string()))?;
-        let props = Props::from([
-            ("name".into(), opt_str(group.group_name())),
-            ("description".into(), opt_str(group.description())),
-            ("vpc_id".into(), opt_str(group.vpc_id())),
-            ("ingress".into(), normalize(&ingress)),
-            ("tags".into(), tags_of(group.tags())),
-        ]);
-        Ok(Some(observed(props, id)))
+        let p = SecurityGroupProps {
+            name: group.group_name().map(str::to_string),
+            description: group.description().map(str::to_string),
+            vpc_id: group.vpc_id().map(str::to_string),
+            ingress: IngressRule::sorted(rules_of(&group)),
+        };
+        Ok(Some(observed(&p, group.tags(), id)))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let out = cloud
+        let p: SecurityGroupProps = from_props(props)?;
+        let request = cloud
             .ec2
             .create_security_group()
-            .group_name(prop_str(props, "name")?)
-            .description(prop_str(props, "description")?)
-            .vpc_id(prop_str(props, "vpc_id")?)
-            .tag_specifications(tag_spec(props, ResourceType::SecurityGroup)?)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateSecurityGroup", e))?;
-        let id = required(out.group_id(), "CreateSecurityGroup", "GroupId")?;
+            .group_name(required(p.name, "name")?)
+            .description(required(p.description, "description")?)
+            .vpc_id(required(p.vpc_id, "vpc_id")?)
+            .tag_specifications(tag_spec(props, ResourceType::SecurityGroup)?);
+        let out = sent("CreateSecurityGroup", request.send()).await?;
+        let id = answered(out.group_id(), "CreateSecurityGroup", "GroupId")?;
         // The default allow-all egress stays; only ingress is ours.
-        authorize(cloud, &id, &desired_rules(props)?).await?;
+        authorize(cloud, &id, &p.ingress.iter().collect::<Vec<_>>()).await?;
         Ok(id)
     }
 
@@ -87,44 +104,22 @@ impl ResourceKind for SecurityGroup {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => retag(cloud, id, props).await?,
-                "ingress" => update_ingress(cloud, id, props).await?,
-                _ => return Err(not_updatable(Kind::SecurityGroup, attribute)),
+        update_tagged(cloud, id, props, changed, |attribute| async move {
+            match attribute {
+                "ingress" => update_ingress(cloud, id, from_props(props)?).await,
+                other => Err(not_in_place("UpdateSecurityGroup", other)),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .ec2
-            .delete_security_group()
-            .group_id(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteSecurityGroup", e));
-        gone_ok(deleted)
+        let request = cloud.ec2.delete_security_group().group_id(id);
+        deleted("DeleteSecurityGroup", request.send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let groups = cloud
-            .ec2
-            .describe_security_groups()
-            .set_filters(Some(stack_filters(cloud)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeSecurityGroups", e))?;
-        Ok(groups
-            .iter()
-            .filter_map(|g| g.group_id())
-            .map(str::to_string)
-            .collect())
+        ids(cloud, stack_filters(cloud)).await
     }
 
     async fn users(&self, cloud: &Cloud, id: &str) -> Result<Vec<String>> {
@@ -132,21 +127,24 @@ impl ResourceKind for SecurityGroup {
     }
 }
 
-/// One ingress rule of a security group, as the `ingress` property lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Rule {
-    protocol: String,
-    from_port: i64,
-    to_port: i64,
-    cidr: Option<String>,
-    source_security_group_id: Option<String>,
-    #[serde(default)]
-    description: String,
-}
+/// What AWS matches a rule on; the description rides along.
+type RuleKey = (String, i64, i64, Option<String>, Option<String>);
 
-impl Rule {
-    /// What AWS matches a rule on; the description rides along.
-    fn key(&self) -> (String, i64, i64, Option<String>, Option<String>) {
+impl IngressRule {
+    /// `rules` in the order `read` reports them: by ports, then CIDR, then
+    /// source group (rules alike in those keep their order).
+    pub fn sorted(mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
+        rules.sort_by(|a, b| a.order().cmp(&b.order()));
+        rules
+    }
+
+    /// What [`IngressRule::sorted`] orders by.
+    fn order(&self) -> (i64, i64, Option<&str>, Option<&str>) {
+        let source = self.source_security_group_id.as_deref();
+        (self.from_port, self.to_port, self.cidr.as_deref(), source)
+    }
+
+    fn key(&self) -> RuleKey {
         (
             self.protocol.clone(),
             self.from_port,
@@ -161,8 +159,8 @@ impl Rule {
             (with_description && !self.description.is_empty()).then(|| self.description.clone());
         let permission = IpPermission::builder()
             .ip_protocol(&self.protocol)
-            .from_port(port(self.from_port)?)
-            .to_port(port(self.to_port)?);
+            .from_port(fit_i32(self.from_port, "from_port")?)
+            .to_port(fit_i32(self.to_port, "to_port")?);
         Ok(match (&self.cidr, &self.source_security_group_id) {
             (Some(cidr), None) => permission.ip_ranges(
                 IpRange::builder()
@@ -187,13 +185,9 @@ impl Rule {
     }
 }
 
-fn port(value: i64) -> Result<i32> {
-    i32::try_from(value).map_err(|_| CloudError::invalid("ingress", format!("bad port {value}")))
-}
-
 /// Authorizes missing rules, fixes descriptions, then revokes the rules not
 /// desired (in that order so a replaced rule leaves no gap).
-async fn update_ingress(cloud: &Cloud, id: &str, props: &Props) -> Result<()> {
+async fn update_ingress(cloud: &Cloud, id: &str, p: SecurityGroupProps) -> Result<()> {
     let Some(group) = describe(cloud, id).await? else {
         return Err(CloudError {
             operation: "DescribeSecurityGroups".into(),
@@ -201,104 +195,77 @@ async fn update_ingress(cloud: &Cloud, id: &str, props: &Props) -> Result<()> {
             message: format!("security group {id} does not exist"),
         });
     };
-    let current: BTreeMap<_, _> = rules_of(&group).into_iter().map(|r| (r.key(), r)).collect();
-    let desired: BTreeMap<_, _> = desired_rules(props)?
-        .into_iter()
-        .map(|r| (r.key(), r))
-        .collect();
+    let by_key = |rules: Vec<IngressRule>| -> BTreeMap<RuleKey, IngressRule> {
+        rules.into_iter().map(|r| (r.key(), r)).collect()
+    };
+    let current = by_key(rules_of(&group));
+    let desired = by_key(p.ingress);
 
-    let missing: Vec<Rule> = desired
-        .iter()
-        .filter(|(k, _)| !current.contains_key(*k))
-        .map(|(_, r)| r.clone())
-        .collect();
-    authorize(cloud, id, &missing).await?;
+    let missing = desired.iter().filter(|(k, _)| !current.contains_key(*k));
+    authorize(cloud, id, &missing.map(|(_, r)| r).collect::<Vec<_>>()).await?;
 
-    let redescribed: Vec<&Rule> = desired
-        .iter()
-        .filter(|(k, r)| {
-            current
-                .get(*k)
-                .is_some_and(|c| c.description != r.description)
-        })
-        .map(|(_, r)| r)
-        .collect();
-    if !redescribed.is_empty() {
-        let permissions = redescribed
-            .iter()
-            .map(|r| r.permission(true))
-            .collect::<Result<Vec<_>>>()?;
-        cloud
-            .ec2
-            .update_security_group_rule_descriptions_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("UpdateSecurityGroupRuleDescriptionsIngress", e))?;
-    }
+    let redescribed = desired.iter().filter(|(k, r)| {
+        current
+            .get(*k)
+            .is_some_and(|c| c.description != r.description)
+    });
+    let redescribed: Vec<_> = redescribed.map(|(_, r)| r).collect();
+    with_permissions(&redescribed, true, |permissions| {
+        let request = cloud.ec2.update_security_group_rule_descriptions_ingress();
+        let request = request.group_id(id).set_ip_permissions(Some(permissions));
+        sent_ok("UpdateSecurityGroupRuleDescriptionsIngress", request.send())
+    })
+    .await?;
 
-    let unwanted: Vec<&Rule> = current
-        .iter()
-        .filter(|(k, _)| !desired.contains_key(*k))
-        .map(|(_, r)| r)
-        .collect();
-    if !unwanted.is_empty() {
-        let permissions = unwanted
-            .iter()
-            .map(|r| r.permission(false))
-            .collect::<Result<Vec<_>>>()?;
-        cloud
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("RevokeSecurityGroupIngress", e))?;
-    }
-    Ok(())
+    let unwanted = current.iter().filter(|(k, _)| !desired.contains_key(*k));
+    let unwanted: Vec<_> = unwanted.map(|(_, r)| r).collect();
+    with_permissions(&unwanted, false, |permissions| {
+        let request = cloud.ec2.revoke_security_group_ingress().group_id(id);
+        let request = request.set_ip_permissions(Some(permissions));
+        sent_ok("RevokeSecurityGroupIngress", request.send())
+    })
+    .await
 }
 
-async fn authorize(cloud: &Cloud, id: &str, rules: &[Rule]) -> Result<()> {
+async fn authorize(cloud: &Cloud, id: &str, rules: &[&IngressRule]) -> Result<()> {
+    with_permissions(rules, true, |permissions| {
+        let request = cloud.ec2.authorize_security_group_ingress().group_id(id);
+        let request = request.set_ip_permissions(Some(permissions));
+        sent_ok("AuthorizeSecurityGroupIngress", request.send())
+    })
+    .await
+}
+
+/// Makes `call` with `rules` as permissions (their descriptions with them
+/// when `with_description`), unless there are none.
+async fn with_permissions<Fut>(
+    rules: &[&IngressRule],
+    with_description: bool,
+    call: impl FnOnce(Vec<IpPermission>) -> Fut,
+) -> Result<()>
+where
+    Fut: Future<Output = Result<()>>,
+{
     if rules.is_empty() {
         return Ok(());
     }
-    let permissions = rules
-        .iter()
-        .map(|r| r.permission(true))
-        .collect::<Result<Vec<_>>>()?;
-    cloud
-        .ec2
-        .authorize_security_group_ingress()
-        .group_id(id)
-        .set_ip_permissions(Some(permissions))
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("AuthorizeSecurityGroupIngress", e))?;
-    Ok(())
-}
-
-fn desired_rules(props: &Props) -> Result<Vec<Rule>> {
-    match props.get("ingress") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(value) => serde_json::from_value(value.clone())
-            .map_err(|e| CloudError::invalid("ingress", format!("property `ingress`: {e}"))),
-    }
+    let permissions = rules.iter().map(|r| r.permission(with_description));
+    call(permissions.collect::<Result<_>>()?).await
 }
 
 /// The group's ingress, one rule per CIDR or source group.
-fn rules_of(group: &types::SecurityGroup) -> Vec<Rule> {
+fn rules_of(group: &types::SecurityGroup) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for permission in group.ip_permissions() {
-        let rule = |cidr: Option<&str>, source: Option<&str>, description: Option<&str>| Rule {
-            protocol: permission.ip_protocol().unwrap_or_default().to_string(),
-            from_port: permission.from_port().map_or(-1, i64::from),
-            to_port: permission.to_port().map_or(-1, i64::from),
-            cidr: cidr.map(str::to_string),
-            source_security_group_id: source.map(str::to_string),
-            description: description.unwrap_or_default().to_string(),
-        };
+        let rule =
+            |cidr: Option<&str>, source: Option<&str>, description: Option<&str>| IngressRule {
+                protocol: permission.ip_protocol().unwrap_or_default().to_string(),
+                from_port: permission.from_port().map_or(-1, i64::from),
+                to_port: permission.to_port().map_or(-1, i64::from),
+                cidr: cidr.map(str::to_string),
+                source_security_group_id: source.map(str::to_string),
+                description: description.unwrap_or_default().to_string(),
+            };
         for range in permission.ip_ranges() {
             rules.push(rule(range.cidr_ip(), None, range.description()));
         }
@@ -309,13 +276,24 @@ fn rules_of(group: &types::SecurityGroup) -> Vec<Rule> {
     rules
 }
 
-async fn describe(cloud: &Cloud, id: &str) -> Result<Option<types::SecurityGroup>> {
-    let out = cloud
+/// The ids of the security groups `filters` match.
+async fn ids(cloud: &Cloud, filters: Vec<Filter>) -> Result<Vec<String>> {
+    let request = cloud
         .ec2
         .describe_security_groups()
-        .group_ids(id)
-        .send()
-        .await;
-    let out = out.map_err(|e| CloudError::from_sdk("DescribeSecurityGroups", e));
-    Ok(absent(out)?.and_then(|o| o.security_groups().first().cloned()))
+        .set_filters(Some(filters));
+    let items = request.into_paginator().items().send().try_collect();
+    ids_of(
+        "DescribeSecurityGroups",
+        items,
+        types::SecurityGroup::group_id,
+    )
+    .await
+}
+
+/// The group `id` with its rules, `None` when it is gone.
+async fn describe(cloud: &Cloud, id: &str) -> Result<Option<types::SecurityGroup>> {
+    let request = cloud.ec2.describe_security_groups().group_ids(id);
+    let out = described("DescribeSecurityGroups", request.send()).await?;
+    Ok(out.and_then(|o| o.security_groups().first().cloned()))
 }

@@ -1,17 +1,30 @@
 //! A subnet of the VPC, in one availability zone.
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
-use serde_json::json;
+use aws_sdk_ec2::types::{self, AttributeBooleanValue, Filter, ResourceType};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    absent, address_filters, gone_ok, not_updatable, observed, opt_str, required, retag,
-    stack_filters, tag_spec, tags_of,
+    answered, deleted, described, first_at, ids_of, observed, stack_filters, tag_spec,
+    update_tagged,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{prop_bool, prop_str};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props};
+use crate::cloud::support::{from_props, not_in_place, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
+use crate::model::Props;
+
+/// A subnet's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubnetProps {
+    /// The VPC it is in.
+    pub vpc_id: Option<String>,
+    /// Its IPv4 address range, within the VPC's.
+    pub cidr_block: Option<String>,
+    /// The availability zone it is in.
+    pub availability_zone: Option<String>,
+    /// Whether instances launched in it get a public IPv4 address.
+    pub map_public_ip_on_launch: bool,
+}
 
 /// An EC2 subnet.
 pub struct Subnet;
@@ -29,58 +42,37 @@ impl ResourceKind for Subnet {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, _props: &Props) -> Result<Option<String>> {
-        let out = cloud
-            .ec2
-            .describe_subnets()
-            .set_filters(Some(address_filters(cloud, address)))
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeSubnets", e))?;
-        Ok(out
-            .subnets()
-            .iter()
-            .find_map(|s| s.subnet_id())
-            .map(str::to_string))
+        first_at(cloud, address, |filters| ids(cloud, filters)).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        let out = cloud.ec2.describe_subnets().subnet_ids(id).send().await;
-        let Some(out) = absent(out.map_err(|e| CloudError::from_sdk("DescribeSubnets", e)))? else {
+        let request = cloud.ec2.describe_subnets().subnet_ids(id);
+        let out = described("DescribeSubnets", request.send()).await?;
+        let Some(subnet) = out.and_then(|o| o.subnets().first().cloned()) else {
             return Ok(None);
         };
-        let Some(subnet) = out.subnets().first() else {
-            return Ok(None);
+        let p = SubnetProps {
+            vpc_id: subnet.vpc_id().map(str::to_string),
+            cidr_block: subnet.cidr_block().map(str::to_string),
+            availability_zone: subnet.availability_zone().map(str::to_string),
+            map_public_ip_on_launch: subnet.map_public_ip_on_launch().unwrap_or(false),
         };
-        let props = Props::from([
-            ("vpc_id".into(), opt_str(subnet.vpc_id())),
-            ("cidr_block".into(), opt_str(subnet.cidr_block())),
-            (
-                "availability_zone".into(),
-                opt_str(subnet.availability_zone()),
-            ),
-            (
-                "map_public_ip_on_launch".into(),
-                json!(subnet.map_public_ip_on_launch().unwrap_or(false)),
-            ),
-            ("tags".into(), tags_of(subnet.tags())),
-        ]);
-        Ok(Some(observed(props, id)))
+        Ok(Some(observed(&p, subnet.tags(), id)))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let out = cloud
+        let p: SubnetProps = from_props(props)?;
+        let request = cloud
             .ec2
             .create_subnet()
-            .vpc_id(prop_str(props, "vpc_id")?)
-            .cidr_block(prop_str(props, "cidr_block")?)
-            .availability_zone(prop_str(props, "availability_zone")?)
-            .tag_specifications(tag_spec(props, ResourceType::Subnet)?)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateSubnet", e))?;
+            .vpc_id(required(p.vpc_id, "vpc_id")?)
+            .cidr_block(required(p.cidr_block, "cidr_block")?)
+            .availability_zone(required(p.availability_zone, "availability_zone")?)
+            .tag_specifications(tag_spec(props, ResourceType::Subnet)?);
+        let out = sent("CreateSubnet", request.send()).await?;
         let id = out.subnet().and_then(|s| s.subnet_id());
-        let id = required(id, "CreateSubnet", "SubnetId")?;
-        if prop_bool(props, "map_public_ip_on_launch")? {
+        let id = answered(id, "CreateSubnet", "SubnetId")?;
+        if p.map_public_ip_on_launch {
             set_map_public_ip(cloud, &id, true).await?;
         }
         Ok(id)
@@ -93,57 +85,42 @@ impl ResourceKind for Subnet {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => retag(cloud, id, props).await?,
+        let p: SubnetProps = from_props(props)?;
+        let p = &p;
+        update_tagged(cloud, id, props, changed, |attribute| async move {
+            match attribute {
                 "map_public_ip_on_launch" => {
-                    set_map_public_ip(cloud, id, prop_bool(props, attribute)?).await?;
+                    set_map_public_ip(cloud, id, p.map_public_ip_on_launch).await
                 }
-                _ => return Err(not_updatable(Kind::Subnet, attribute)),
+                other => Err(not_in_place("UpdateSubnet", other)),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .ec2
-            .delete_subnet()
-            .subnet_id(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteSubnet", e));
-        gone_ok(deleted)
+        deleted(
+            "DeleteSubnet",
+            cloud.ec2.delete_subnet().subnet_id(id).send(),
+        )
+        .await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let subnets = cloud
-            .ec2
-            .describe_subnets()
-            .set_filters(Some(stack_filters(cloud)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeSubnets", e))?;
-        Ok(subnets
-            .iter()
-            .filter_map(|s| s.subnet_id())
-            .map(str::to_string)
-            .collect())
+        ids(cloud, stack_filters(cloud)).await
     }
 }
 
+/// The ids of the subnets `filters` match.
+async fn ids(cloud: &Cloud, filters: Vec<Filter>) -> Result<Vec<String>> {
+    let request = cloud.ec2.describe_subnets().set_filters(Some(filters));
+    let items = request.into_paginator().items().send().try_collect();
+    ids_of("DescribeSubnets", items, types::Subnet::subnet_id).await
+}
+
 async fn set_map_public_ip(cloud: &Cloud, id: &str, value: bool) -> Result<()> {
-    cloud
-        .ec2
-        .modify_subnet_attribute()
-        .subnet_id(id)
-        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(value).build())
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ModifySubnetAttribute", e))?;
-    Ok(())
+    let request = cloud.ec2.modify_subnet_attribute().subnet_id(id);
+    let value = AttributeBooleanValue::builder().value(value).build();
+    let request = request.map_public_ip_on_launch(value);
+    sent_ok("ModifySubnetAttribute", request.send()).await
 }

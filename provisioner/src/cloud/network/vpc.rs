@@ -1,17 +1,29 @@
 //! The VPC, with its two DNS attributes.
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
-use serde_json::json;
+use aws_sdk_ec2::types::VpcAttributeName::{self, EnableDnsHostnames, EnableDnsSupport};
+use aws_sdk_ec2::types::{self, AttributeBooleanValue, Filter, ResourceType};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    absent, address_filters, gone_ok, not_updatable, observed, opt_str, required, retag,
-    stack_filters, tag_spec, tags_of,
+    answered, deleted, described, first_at, ids_of, observed, stack_filters, tag_spec,
+    update_tagged,
 };
 use crate::cloud::resource::ResourceKind;
-use crate::cloud::support::{prop_bool, prop_str};
-use crate::cloud::{Cloud, CloudError, Observed, Result};
-use crate::model::{Kind, Props};
+use crate::cloud::support::{from_props, not_in_place, required, sent, sent_ok};
+use crate::cloud::{Cloud, Observed, Result};
+use crate::model::Props;
+
+/// A VPC's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VpcProps {
+    /// Its IPv4 address range; `None` when EC2 reports none.
+    pub cidr_block: Option<String>,
+    /// Whether its instances get public DNS hostnames.
+    pub enable_dns_hostnames: bool,
+    /// Whether the Amazon DNS server answers in it.
+    pub enable_dns_support: bool,
+}
 
 /// An EC2 VPC.
 pub struct Vpc;
@@ -28,79 +40,40 @@ impl ResourceKind for Vpc {
     }
 
     async fn find(&self, cloud: &Cloud, address: &str, _props: &Props) -> Result<Option<String>> {
-        let out = cloud
-            .ec2
-            .describe_vpcs()
-            .set_filters(Some(address_filters(cloud, address)))
-            .send()
-            .await;
-        let out = out.map_err(|e| CloudError::from_sdk("DescribeVpcs", e))?;
-        Ok(out
-            .vpcs()
-            .iter()
-            .find_map(|v| v.vpc_id())
-            .map(str::to_string))
+        first_at(cloud, address, |filters| ids(cloud, filters)).await
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        let out = cloud.ec2.describe_vpcs().vpc_ids(id).send().await;
-        let Some(out) = absent(out.map_err(|e| CloudError::from_sdk("DescribeVpcs", e)))? else {
+        let request = cloud.ec2.describe_vpcs().vpc_ids(id);
+        let out = described("DescribeVpcs", request.send()).await?;
+        let Some(vpc) = out.and_then(|o| o.vpcs().first().cloned()) else {
             return Ok(None);
         };
-        let Some(vpc) = out.vpcs().first() else {
+        // One attribute per call.
+        let Some(enable_dns_hostnames) = dns(cloud, id, EnableDnsHostnames).await? else {
             return Ok(None);
         };
-        let mut props = Props::from([
-            ("cidr_block".into(), opt_str(vpc.cidr_block())),
-            ("tags".into(), tags_of(vpc.tags())),
-        ]);
-        for (name, attribute) in [
-            ("enable_dns_hostnames", VpcAttributeName::EnableDnsHostnames),
-            ("enable_dns_support", VpcAttributeName::EnableDnsSupport),
-        ] {
-            let out = cloud
-                .ec2
-                .describe_vpc_attribute()
-                .vpc_id(id)
-                .attribute(attribute)
-                .send()
-                .await;
-            let out = out.map_err(|e| CloudError::from_sdk("DescribeVpcAttribute", e));
-            let Some(out) = absent(out)? else {
-                return Ok(None);
-            };
-            let value = match name {
-                "enable_dns_hostnames" => out.enable_dns_hostnames(),
-                _ => out.enable_dns_support(),
-            };
-            props.insert(
-                name.into(),
-                json!(value.and_then(|v| v.value()).unwrap_or(false)),
-            );
-        }
-        Ok(Some(observed(props, id)))
+        let Some(enable_dns_support) = dns(cloud, id, EnableDnsSupport).await? else {
+            return Ok(None);
+        };
+        let p = VpcProps {
+            cidr_block: vpc.cidr_block().map(str::to_string),
+            enable_dns_hostnames,
+            enable_dns_support,
+        };
+        Ok(Some(observed(&p, vpc.tags(), id)))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
-        let out = cloud
-            .ec2
-            .create_vpc()
-            .cidr_block(prop_str(props, "cidr_block")?)
-            .tag_specifications(tag_spec(props, ResourceType::Vpc)?)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("CreateVpc", e))?;
-        let id = required(out.vpc().and_then(|v| v.vpc_id()), "CreateVpc", "VpcId")?;
+        let p: VpcProps = from_props(props)?;
+        let request = cloud.ec2.create_vpc();
+        let request = request.cidr_block(required(p.cidr_block, "cidr_block")?);
+        let request = request.tag_specifications(tag_spec(props, ResourceType::Vpc)?);
+        let out = sent("CreateVpc", request.send()).await?;
+        let id = answered(out.vpc().and_then(|v| v.vpc_id()), "CreateVpc", "VpcId")?;
         // One attribute per call; support first, hostnames need it.
-        set_dns(
-            cloud,
-            &id,
-            "enable_dns_support",
-            prop_bool(props, "enable_dns_support")?,
-        )
-        .await?;
-        let hostnames = prop_bool(props, "enable_dns_hostnames")?;
-        set_dns(cloud, &id, "enable_dns_hostnames", hostnames).await?;
+        set_dns(cloud, &id, EnableDnsSupport, p.enable_dns_support).await?;
+        set_dns(cloud, &id, EnableDnsHostnames, p.enable_dns_hostnames).await?;
         Ok(id)
     }
 
@@ -111,59 +84,58 @@ impl ResourceKind for Vpc {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        for attribute in changed {
-            match attribute.as_str() {
-                "tags" => retag(cloud, id, props).await?,
-                "enable_dns_hostnames" | "enable_dns_support" => {
-                    set_dns(cloud, id, attribute, prop_bool(props, attribute)?).await?;
+        let p: VpcProps = from_props(props)?;
+        let p = &p;
+        update_tagged(cloud, id, props, changed, |attribute| async move {
+            match attribute {
+                "enable_dns_hostnames" => {
+                    set_dns(cloud, id, EnableDnsHostnames, p.enable_dns_hostnames).await
                 }
-                _ => return Err(not_updatable(Kind::Vpc, attribute)),
+                "enable_dns_support" => {
+                    set_dns(cloud, id, EnableDnsSupport, p.enable_dns_support).await
+                }
+                other => Err(not_in_place("UpdateVpc", other)),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()> {
-        let deleted = cloud
-            .ec2
-            .delete_vpc()
-            .vpc_id(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| CloudError::from_sdk("DeleteVpc", e));
-        gone_ok(deleted)
+        deleted("DeleteVpc", cloud.ec2.delete_vpc().vpc_id(id).send()).await
     }
 
     async fn list_tagged(&self, cloud: &Cloud) -> Result<Vec<String>> {
-        let vpcs = cloud
-            .ec2
-            .describe_vpcs()
-            .set_filters(Some(stack_filters(cloud)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| CloudError::from_sdk("DescribeVpcs", e))?;
-        Ok(vpcs
-            .iter()
-            .filter_map(|v| v.vpc_id())
-            .map(str::to_string)
-            .collect())
+        ids(cloud, stack_filters(cloud)).await
     }
 }
 
-async fn set_dns(cloud: &Cloud, id: &str, attribute: &str, value: bool) -> Result<()> {
+/// The ids of the VPCs `filters` match.
+async fn ids(cloud: &Cloud, filters: Vec<Filter>) -> Result<Vec<String>> {
+    let request = cloud.ec2.describe_vpcs().set_filters(Some(filters));
+    let items = request.into_paginator().items().send().try_collect();
+    ids_of("DescribeVpcs", items, types::Vpc::vpc_id).await
+}
+
+/// The VPC's DNS `attribute`, `None` when the VPC is gone.
+async fn dns(cloud: &Cloud, id: &str, attribute: VpcAttributeName) -> Result<Option<bool>> {
+    let request = cloud.ec2.describe_vpc_attribute().vpc_id(id);
+    let request = request.attribute(attribute.clone());
+    let Some(out) = described("DescribeVpcAttribute", request.send()).await? else {
+        return Ok(None);
+    };
+    let value = match attribute {
+        EnableDnsHostnames => out.enable_dns_hostnames(),
+        _ => out.enable_dns_support(),
+    };
+    Ok(Some(value.and_then(|v| v.value()).unwrap_or(false)))
+}
+
+async fn set_dns(cloud: &Cloud, id: &str, attribute: VpcAttributeName, value: bool) -> Result<()> {
     let value = AttributeBooleanValue::builder().value(value).build();
     let request = cloud.ec2.modify_vpc_attribute().vpc_id(id);
     let request = match attribute {
-        "enable_dns_hostnames" => request.enable_dns_hostnames(value),
+        EnableDnsHostnames => request.enable_dns_hostnames(value),
         _ => request.enable_dns_support(value),
     };
-    request
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ModifyVpcAttribute", e))?;
-    Ok(())
+    sent_ok("ModifyVpcAttribute", request.send()).await
 }
