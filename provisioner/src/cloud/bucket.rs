@@ -17,7 +17,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{
     absent, deleted, fit_i32, from_props, in_stack_ids, name_and_arn, not_in_place, ours, ours_id,
     prop_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, unbuilt, Tags,
@@ -175,13 +175,8 @@ impl ResourceKind for S3Bucket {
         Ok(p.name)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: BucketProps = from_props(props)?;
         let mut lifecycle = false;
         for attribute in changed {

@@ -8,7 +8,7 @@ use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Reposit
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{
     absent, deleted, from_props, in_stack_ids, look_at, name_and_arn, not_in_place, ours_id,
     prop_tags, replace_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props,
@@ -102,13 +102,8 @@ impl ResourceKind for EcrRepository {
         Ok(p.name)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: EcrRepositoryProps = from_props(props)?;
         let ecr = &cloud.ecr;
         for attribute in changed {

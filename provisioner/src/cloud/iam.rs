@@ -9,7 +9,7 @@ use aws_sdk_iam::types::Tag;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{
     absent, deleted, from_props, gone_ok, in_stack_ids, look_at, not_in_place, ours_id, prop_tags,
     replace_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, Tags,
@@ -132,13 +132,8 @@ impl ResourceKind for IamRole {
         Ok(p.name)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: IamRoleProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{from_props, to_props};
 use super::{Cloud, CloudError, Observed, Result};
 use crate::engine::Progress;
@@ -181,16 +181,13 @@ impl ResourceKind for Image {
     }
 
     /// Nothing changes in place.
-    async fn update(
-        &self,
-        _cloud: &Cloud,
-        _id: &str,
-        _props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, _cloud: &Cloud, change: Update<'_>) -> Result<()> {
         Err(CloudError::invalid(
             "PushImage",
-            format!("an image cannot change in place ({})", changed.join(", ")),
+            format!(
+                "an image cannot change in place ({})",
+                change.changed.join(", ")
+            ),
         ))
     }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::types;
 use serde::{Deserialize, Serialize};
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{
     deleted, fit_i32, from_props, in_stack_ids, look_at, name_and_arn, not_in_place, ours_id,
     prop_tags, replace_tags, required, sent, sent_ok, tag_map, tags_value, to_props, vanished,
@@ -73,13 +73,8 @@ impl ResourceKind for LogGroup {
         Ok(p.name)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: LogGroupProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {

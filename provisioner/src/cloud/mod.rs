@@ -24,6 +24,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Kind, Props};
+use resource::Update;
 use support::Poll;
 
 /// The SDK clients for one stack, and the stack's name.
@@ -119,7 +120,8 @@ impl Cloud {
         props: &Props,
         changed: &[String],
     ) -> Result<()> {
-        kind.implementation().update(self, id, props, changed).await
+        let change = Update { id, props, changed };
+        kind.implementation().update(self, change).await
     }
 
     /// Deletes the resource; `Ok` when it is already gone.

@@ -25,7 +25,8 @@ pub trait ResourceKind: Send + Sync {
     }
 
     /// Whether deleting it, as `recorded`, deletes data users wrote that
-    /// nothing can make again.
+    /// nothing can make again. `recorded` may hold only some attributes
+    /// (those a plan changes).
     fn holds_data(&self, _recorded: &Props) -> bool {
         false
     }
@@ -45,16 +46,11 @@ pub trait ResourceKind: Send + Sync {
     /// Creates it with `props` (references already resolved) and its tags.
     async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String>;
 
-    /// Changes the `changed` attributes in place: those in `updatable`, and
-    /// every attribute `create` sets after its first call, so that a create
-    /// that failed half way and is found again by its retry can be completed.
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()>;
+    /// Makes the change in place: the `changed` attributes, which are those
+    /// in `updatable`, and every attribute `create` sets after its first
+    /// call, so that a create that failed half way and is found again by its
+    /// retry can be completed.
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()>;
 
     /// Deletes it; `Ok` when it is already gone.
     async fn delete(&self, cloud: &Cloud, id: &str) -> Result<()>;
@@ -79,6 +75,24 @@ pub trait ResourceKind: Send + Sync {
     /// One look at whether it is ready (see [`ResourceKind::readiness`]).
     async fn probe(&self, _cloud: &Cloud, _id: &str, _observed: &Observed) -> Result<Probe> {
         Ok(Probe::ready("exists"))
+    }
+}
+
+/// What [`ResourceKind::update`] is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Update<'a> {
+    /// The resource's id.
+    pub id: &'a str,
+    /// Its desired properties, references resolved.
+    pub props: &'a Props,
+    /// The attributes that differ from the cloud's, to set.
+    pub changed: &'a [String],
+}
+
+impl Update<'_> {
+    /// Whether `attribute` is one to change.
+    pub fn has(&self, attribute: &str) -> bool {
+        self.changed.iter().any(|c| c == attribute)
     }
 }
 

@@ -9,7 +9,7 @@ use aws_sdk_ssm::types::{
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{
     absent, deleted, from_props, in_stack_ids, look_at, name_and_arn, only_tags, ours_id,
     prop_tags, replace_tags, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, unbuilt, Tags,
@@ -86,13 +86,8 @@ impl ResourceKind for SsmParameter {
         Ok(p.name)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         only_tags("UpdateParameter", changed, || retag(cloud, id, props)).await
     }
 

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 use event_store::hot::dynamodb::DynamoHotStore;
 use serde::{Deserialize, Serialize};
 
-use super::resource::ResourceKind;
+use super::resource::{ResourceKind, Update};
 use super::support::{
     absent, from_props, in_stack_ids, look_at, name_and_arn, not_in_place, ours_id, prop_tags,
     replace_tags, required, sdk_tags, sent, sent_ok, tag_map, tags_value, to_props, unbuilt,
@@ -141,13 +141,8 @@ impl ResourceKind for DynamodbTable {
         Ok(p.name)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: TableProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {

@@ -13,7 +13,7 @@ use super::{
     all_listeners, created, find_ours, forward, forward_target, in_stack_only, listeners_of,
     observed, prop_elb_tags, retag, GONE,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -88,21 +88,18 @@ impl ResourceKind for Listener {
         created("CreateListener", "listener", arn)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: ListenerProps = from_props(props)?;
-        let has = |name: &str| changed.iter().any(|c| c == name);
-        if has("default_target_group_arn") || has("redirect_to_https") || has("ssl_policy") {
+        if change.has("default_target_group_arn")
+            || change.has("redirect_to_https")
+            || change.has("ssl_policy")
+        {
             let mut request = cloud.elb.modify_listener().listener_arn(id);
-            if has("default_target_group_arn") || has("redirect_to_https") {
+            if change.has("default_target_group_arn") || change.has("redirect_to_https") {
                 request = request.default_actions(listener_action(&p)?);
             }
-            if has("ssl_policy") {
+            if change.has("ssl_policy") {
                 request = request.set_ssl_policy(p.ssl_policy);
             }
             sent_ok("ModifyListener", request.send()).await?;

@@ -11,7 +11,7 @@ use super::{
     all_listeners, created, find_ours, forward, forward_target, in_stack_only, observed, of_each,
     path_patterns, prop_elb_tags, retag, rules_of, GONE,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -70,21 +70,18 @@ impl ResourceKind for ListenerRule {
         created("CreateRule", "rule", arn)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: ListenerRuleProps = from_props(props)?;
-        let has = |name: &str| changed.iter().any(|c| c == name);
-        if has("path_patterns") || has("target_group_arn") || has("fixed_status") {
+        if change.has("path_patterns")
+            || change.has("target_group_arn")
+            || change.has("fixed_status")
+        {
             let mut request = cloud.elb.modify_rule().rule_arn(id);
-            if has("path_patterns") {
+            if change.has("path_patterns") {
                 request = request.conditions(path_condition(&p));
             }
-            if has("target_group_arn") || has("fixed_status") {
+            if change.has("target_group_arn") || change.has("fixed_status") {
                 request = request.actions(rule_action(&p)?);
             }
             sent_ok("ModifyRule", request.send()).await?;

@@ -11,7 +11,7 @@ use super::{
     created, describe_load_balancer, find_ours, ids, in_stack_only, load_balancer_state,
     load_balancers, observed, prop_elb_tags, retag, GONE,
 };
-use crate::cloud::resource::{Probe, Readiness, ResourceKind};
+use crate::cloud::resource::{Probe, Readiness, ResourceKind, Update};
 use crate::cloud::support::{absent, from_props, opt_str, required, sent, sent_ok, wait_until};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
@@ -77,16 +77,10 @@ impl ResourceKind for LoadBalancer {
         created("CreateLoadBalancer", "load balancer", arn)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: LoadBalancerProps = from_props(props)?;
-        let has = |name: &str| changed.iter().any(|c| c == name);
-        if has("security_group_ids") {
+        if change.has("security_group_ids") {
             let request = cloud.elb.set_security_groups().load_balancer_arn(id);
             let request = request.set_security_groups(Some(p.security_group_ids));
             sent_ok("SetSecurityGroups", request.send()).await?;

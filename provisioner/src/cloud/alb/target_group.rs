@@ -6,7 +6,7 @@ use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetGroupAttribute, 
 use serde::{Deserialize, Serialize};
 
 use super::{created, find_ours, ids, in_stack_only, observed, prop_elb_tags, retag, GONE};
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -81,21 +81,15 @@ impl ResourceKind for TargetGroup {
         Ok(arn)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: TargetGroupProps = from_props(props)?;
-        let has = |name: &str| changed.iter().any(|c| c == name);
-        if has("health_check_path") {
+        if change.has("health_check_path") {
             let request = cloud.elb.modify_target_group().target_group_arn(id);
             let path = required(p.health_check_path, "health_check_path")?;
             sent_ok("ModifyTargetGroup", request.health_check_path(path).send()).await?;
         }
-        if has("deregistration_delay_seconds") {
+        if change.has("deregistration_delay_seconds") {
             set_deregistration_delay(cloud, id, p.deregistration_delay_seconds).await?;
         }
         retag(cloud, id, props, changed).await

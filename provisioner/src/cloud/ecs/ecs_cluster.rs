@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     active_clusters, created, in_stack_arns, observed, ours_arn, prop_ecs_tags, retag, GONE,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{deleted, from_props, not_in_place, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -71,13 +71,8 @@ impl ResourceKind for EcsCluster {
         )
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: EcsClusterProps = from_props(props)?;
         for attribute in changed {
             match attribute.as_str() {

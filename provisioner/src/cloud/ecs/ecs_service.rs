@@ -15,7 +15,7 @@ use super::{
     retag, service_stable, GONE,
 };
 use crate::cloud::alb;
-use crate::cloud::resource::{Probe, Readiness, ResourceKind};
+use crate::cloud::resource::{Probe, Readiness, ResourceKind, Update};
 use crate::cloud::support::{
     absent, deleted, fit_i32, from_props, not_in_place, required, sent, sent_ok, unbuilt,
     wait_until,
@@ -170,32 +170,26 @@ impl ResourceKind for EcsService {
         )
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: EcsServiceProps = from_props(props)?;
         let updatable = self.updatable();
         if let Some(other) = changed.iter().find(|c| !updatable.contains(&c.as_str())) {
             return Err(not_in_place("UpdateService", other));
         }
-        let has = |name: &str| changed.iter().any(|c| c == name);
-        if has("desired_count") || has("task_definition_arn") {
+        if change.has("desired_count") || change.has("task_definition_arn") {
             let request = cloud.ecs.update_service();
             let mut request = request.cluster(cluster_of_service(id)).service(id);
-            if has("desired_count") {
+            if change.has("desired_count") {
                 request = request.desired_count(fit_i32(p.desired_count, "desired_count")?);
             }
-            if has("task_definition_arn") {
+            if change.has("task_definition_arn") {
                 let task_definition = required(p.task_definition_arn, "task_definition_arn")?;
                 request = request.task_definition(task_definition);
             }
             sent_ok("UpdateService", request.send()).await?;
         }
-        if has("tags") {
+        if change.has("tags") {
             let service = describe_service(cloud, &cluster_of_service(id), id).await?;
             retag(cloud, id, service, props).await?;
         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{created, describe_task_definition, prop_ecs_tags};
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{
     fit_i32, from_props, in_stack_ids, ours_id, required, sent, sent_ok, tags_value, to_props,
     unbuilt, Tags,
@@ -140,13 +140,7 @@ impl ResourceKind for TaskDefinition {
         )
     }
 
-    async fn update(
-        &self,
-        _cloud: &Cloud,
-        _id: &str,
-        _props: &Props,
-        _changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, _cloud: &Cloud, _change: Update<'_>) -> Result<()> {
         Err(CloudError::invalid(
             "update",
             "a task definition is never changed in place",

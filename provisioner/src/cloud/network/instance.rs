@@ -17,7 +17,7 @@ use super::{
     retag, stack_filters, tag_spec,
 };
 use crate::blueprint::instance_architecture;
-use crate::cloud::resource::{Probe, Readiness, ResourceKind};
+use crate::cloud::resource::{Probe, Readiness, ResourceKind, Update};
 use crate::cloud::support::{
     fit_i32, from_props, only_tags, opt_str, required, sent, sent_ok, wait_until,
 };
@@ -56,7 +56,8 @@ impl ResourceKind for Instance {
 
     // A broker whose setup failed never served the stack: nothing on it to lose.
     fn holds_data(&self, recorded: &Props) -> bool {
-        from_props::<InstanceProps>(recorded).map_or(true, |p| !p.setup_failed)
+        // `recorded` may hold only the attributes a plan changes: read the one.
+        recorded.get("setup_failed") != Some(&serde_json::Value::Bool(true))
     }
 
     // After the services that use the broker; before its security groups
@@ -197,13 +198,8 @@ impl ResourceKind for Instance {
         answered(id, "RunInstances", "InstanceId")
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         only_tags("UpdateInstance", changed, || async {
             retag(cloud, id, props).await?;
             // The root volume was tagged with the instance; keep them alike.

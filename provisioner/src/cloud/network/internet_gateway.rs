@@ -8,7 +8,7 @@ use super::{
     answered, deleted, described, first_at, ids_of, not_found_as_one, observed, stack_filters,
     tag_spec, update_tagged, NOT_FOUND,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{self, from_props, not_in_place, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -58,13 +58,8 @@ impl ResourceKind for InternetGateway {
         Ok(id)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         update_tagged(cloud, id, props, changed, |attribute| async move {
             match attribute {
                 // Replaces the gateway for the planner; completes a half-made create.

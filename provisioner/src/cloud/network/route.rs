@@ -6,7 +6,7 @@ use aws_sdk_ec2::types;
 use serde::{Deserialize, Serialize};
 
 use super::{deleted, route_table};
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{from_props, not_in_place, required, sent_ok, to_props};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
@@ -69,13 +69,8 @@ impl ResourceKind for Route {
         Ok(route_id(&p.route_table_id, &p.destination_cidr_block))
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: RouteProps = from_props(props)?;
         let (table_id, destination) = split_route_id(id)?;
         for attribute in changed {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     answered, deleted, described, first_at, ids_of, observed, retag, stack_filters, tag_spec,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{from_props, only_tags, required, sent};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -60,13 +60,8 @@ impl ResourceKind for RouteTable {
         answered(id, "CreateRouteTable", "RouteTableId")
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         only_tags("UpdateRouteTable", changed, || retag(cloud, id, props)).await
     }
 

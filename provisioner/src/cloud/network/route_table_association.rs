@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{self, RouteTableAssociationStateCode};
 use serde::{Deserialize, Serialize};
 
 use super::{answered, deleted, filter, id_output, route_table};
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{from_props, not_in_place, required, sent, to_props};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -80,14 +80,8 @@ impl ResourceKind for RouteTableAssociation {
         answered(out.association_id(), "AssociateRouteTable", "AssociationId")
     }
 
-    async fn update(
-        &self,
-        _cloud: &Cloud,
-        _id: &str,
-        _props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
-        match changed.first() {
+    async fn update(&self, _cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        match change.changed.first() {
             Some(attribute) => Err(not_in_place("UpdateRouteTableAssociation", attribute)),
             None => Ok(()),
         }

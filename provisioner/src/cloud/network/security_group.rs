@@ -12,7 +12,7 @@ use super::{
     answered, blocking_interfaces, deleted, described, first_at, ids_of, observed, stack_filters,
     tag_spec, update_tagged,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{fit_i32, from_props, not_in_place, required, sent, sent_ok};
 use crate::cloud::{Cloud, CloudError, Observed, Result};
 use crate::model::Props;
@@ -97,13 +97,8 @@ impl ResourceKind for SecurityGroup {
         Ok(id)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         update_tagged(cloud, id, props, changed, |attribute| async move {
             match attribute {
                 "ingress" => update_ingress(cloud, id, from_props(props)?).await,

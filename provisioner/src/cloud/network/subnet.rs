@@ -8,7 +8,7 @@ use super::{
     answered, deleted, described, first_at, ids_of, observed, stack_filters, tag_spec,
     update_tagged,
 };
-use crate::cloud::resource::ResourceKind;
+use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{from_props, not_in_place, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
@@ -78,13 +78,8 @@ impl ResourceKind for Subnet {
         Ok(id)
     }
 
-    async fn update(
-        &self,
-        cloud: &Cloud,
-        id: &str,
-        props: &Props,
-        changed: &[String],
-    ) -> Result<()> {
+    async fn update(&self, cloud: &Cloud, change: Update<'_>) -> Result<()> {
+        let Update { id, props, changed } = change;
         let p: SubnetProps = from_props(props)?;
         let p = &p;
         update_tagged(cloud, id, props, changed, |attribute| async move {
