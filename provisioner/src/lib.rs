@@ -9,15 +9,27 @@
 //!   kind), with the [`state`] file; [`stack`] ties them together.
 //! - [`image`]: service images built from binaries and pushed to a registry.
 //! - [`local`]: the deployed stack on this machine (`run-local`).
+//!
+//! All but `dev` and `token` need the `aws` feature (on by default).
 
+#[cfg(feature = "aws")]
 pub mod blueprint;
 pub mod cli;
+#[cfg(feature = "aws")]
 pub mod cloud;
+#[cfg(feature = "aws")]
 pub mod desired;
+#[cfg(feature = "aws")]
 pub mod engine;
+#[cfg(feature = "aws")]
 pub mod image;
+#[cfg(feature = "aws")]
 pub mod local;
+#[cfg(feature = "aws")]
 pub mod model;
+#[cfg(feature = "aws")]
 pub mod plan;
+#[cfg(feature = "aws")]
 pub mod stack;
+#[cfg(feature = "aws")]
 pub mod state;

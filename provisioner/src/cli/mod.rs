@@ -1,14 +1,23 @@
 //! The command line: one module per subcommand.
 
+#[cfg(feature = "aws")]
 mod apply;
+#[cfg(feature = "aws")]
 mod check;
+#[cfg(feature = "aws")]
 mod destroy;
 mod dev;
+#[cfg(feature = "aws")]
 mod image;
+#[cfg(feature = "aws")]
 mod output;
+#[cfg(feature = "aws")]
 mod plan;
+#[cfg(feature = "aws")]
 mod run_local;
+#[cfg(feature = "aws")]
 mod stack;
+#[cfg(feature = "aws")]
 mod state;
 mod token;
 
@@ -31,20 +40,28 @@ enum Command {
     /// Mint a JWT for a subject (what the reference platform's generate_jwt_token did).
     Token(token::TokenArgs),
     /// Validate and lint a blueprint (no AWS call).
+    #[cfg(feature = "aws")]
     Check(check::CheckArgs),
     /// Refresh from the cloud and show what apply would change.
+    #[cfg(feature = "aws")]
     Plan(plan::PlanArgs),
     /// Make the cloud match the blueprint.
+    #[cfg(feature = "aws")]
     Apply(apply::ApplyArgs),
     /// Delete everything the stack made.
+    #[cfg(feature = "aws")]
     Destroy(destroy::DestroyArgs),
     /// Build the service images and push them (no Docker needed).
+    #[cfg(feature = "aws")]
     Image(image::ImageArgs),
     /// Run the deployed stack's tasks on this machine behind its load balancer rules.
+    #[cfg(feature = "aws")]
     RunLocal(run_local::RunLocalArgs),
     /// Print the stack's outputs (URLs, broker address).
+    #[cfg(feature = "aws")]
     Output(output::OutputArgs),
     /// Inspect the state file.
+    #[cfg(feature = "aws")]
     State(state::StateArgs),
 }
 
@@ -54,13 +71,21 @@ impl Cli {
         match self.command {
             Command::Dev(args) => args.run().await?,
             Command::Token(args) => args.run()?,
+            #[cfg(feature = "aws")]
             Command::Check(args) => args.run()?,
+            #[cfg(feature = "aws")]
             Command::Plan(args) => return args.run().await,
+            #[cfg(feature = "aws")]
             Command::Apply(args) => args.run().await?,
+            #[cfg(feature = "aws")]
             Command::Destroy(args) => args.run().await?,
+            #[cfg(feature = "aws")]
             Command::Image(args) => args.run().await?,
+            #[cfg(feature = "aws")]
             Command::RunLocal(args) => args.run().await?,
+            #[cfg(feature = "aws")]
             Command::Output(args) => args.run()?,
+            #[cfg(feature = "aws")]
             Command::State(args) => args.run()?,
         }
         Ok(ExitCode::SUCCESS)

@@ -1,20 +1,10 @@
 //! Processor configuration: the reference platform's variable names, plus
 //! batching, backoff and store selection.
 
-use std::path::PathBuf;
-
 use event_common::config::{ConfigError, Env};
 use event_store::aws::AwsSettings;
+pub use event_store::cold::ColdStoreKind;
 pub use event_store::hot::HotStoreKind;
-
-/// Which cold store to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColdStoreKind {
-    /// S3 bucket `S3_BUCKET`.
-    S3,
-    /// A local directory (`provision dev`).
-    Directory(PathBuf),
-}
 
 /// Everything the processor reads at start-up.
 #[derive(Debug, Clone)]
@@ -62,19 +52,7 @@ impl ProcessorConfig {
     /// Reads the configuration; errors name the variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let hot_store = HotStoreKind::from_env(env)?;
-        let cold_store = match env.string("COLD_STORE", "s3").as_str() {
-            "s3" => ColdStoreKind::S3,
-            "directory" => {
-                ColdStoreKind::Directory(env.string("COLD_STORE_DIR", "raw-events").into())
-            }
-            other => {
-                return Err(ConfigError::invalid(
-                    "COLD_STORE",
-                    other,
-                    "expected s3 or directory",
-                ))
-            }
-        };
+        let cold_store = ColdStoreKind::from_env(env)?;
         let batch_max_events: usize = env.parse("BATCH_MAX_EVENTS", 500)?;
         if batch_max_events == 0 {
             return Err(ConfigError::invalid(

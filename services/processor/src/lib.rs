@@ -20,9 +20,7 @@ use axum::Router;
 use event_common::lifecycle::{self, Health};
 use event_common::telemetry;
 use event_store::aws;
-use event_store::cold::local::LocalColdStore;
-use event_store::cold::s3::S3ColdStore;
-use event_store::cold::ColdStore;
+use event_store::cold::{self, ColdStore};
 use event_store::hot::{self, HotWriter};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
@@ -43,10 +41,9 @@ pub struct Stores {
 impl Stores {
     /// Opens the stores `config` names.
     pub async fn from_config(config: &ProcessorConfig) -> anyhow::Result<Self> {
-        let sdk = match (&config.hot_store, &config.cold_store) {
-            (HotStoreKind::Sqlite(_), ColdStoreKind::Directory(_)) => None,
-            _ => Some(aws::sdk_config(&config.aws).await),
-        };
+        let needs_aws =
+            config.hot_store == HotStoreKind::DynamoDb || config.cold_store == ColdStoreKind::S3;
+        let sdk = aws::sdk_config_when(needs_aws, &config.aws).await;
         let hot = hot::open_writer(
             &config.hot_store,
             sdk.as_ref(),
@@ -54,11 +51,7 @@ impl Stores {
             config.hot_ttl_days,
             config.hot_write_shards,
         )?;
-        let cold: Arc<dyn ColdStore> = match (&config.cold_store, &sdk) {
-            (ColdStoreKind::Directory(dir), _) => Arc::new(LocalColdStore::new(dir)?),
-            (ColdStoreKind::S3, Some(sdk)) => Arc::new(S3ColdStore::new(sdk, &config.s3_bucket)),
-            (ColdStoreKind::S3, None) => anyhow::bail!("S3 needs AWS settings"),
-        };
+        let cold = cold::open(&config.cold_store, sdk.as_ref(), &config.s3_bucket)?;
         Ok(Self { hot, cold })
     }
 }

@@ -1,8 +1,21 @@
 //! AWS SDK configuration for the adapters: region, an optional endpoint
 //! (LocalStack, moto) and, with an endpoint, static test credentials when
-//! none are configured.
+//! none are configured. Without the `aws` feature the settings remain (the
+//! services read them from their environment as always) but no SDK
+//! configuration can be made, and the stores refuse the AWS adapters.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+#[cfg(feature = "aws")]
+pub use aws_config::SdkConfig;
+#[cfg(feature = "aws")]
+use aws_config::{BehaviorVersion, Region};
+
+/// The SDK's configuration in a build without AWS support: none can exist.
+#[cfg(not(feature = "aws"))]
+#[derive(Debug)]
+pub enum SdkConfig {}
+
+/// Whether this build has the AWS adapters (the `aws` feature).
+pub const SUPPORTED: bool = cfg!(feature = "aws");
 
 /// Where the AWS adapters connect.
 #[derive(Debug, Clone)]
@@ -26,7 +39,19 @@ impl AwsSettings {
     }
 }
 
+/// The SDK configuration for `settings` when an adapter `needs` it; `None`
+/// otherwise, and always in a build without AWS support.
+pub async fn sdk_config_when(needs: bool, settings: &AwsSettings) -> Option<SdkConfig> {
+    #[cfg(feature = "aws")]
+    if needs {
+        return Some(sdk_config(settings).await);
+    }
+    let _ = (needs, settings);
+    None
+}
+
 /// Loads the SDK configuration for `settings`.
+#[cfg(feature = "aws")]
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()));

@@ -11,16 +11,70 @@
 
 pub mod local;
 pub mod parquet;
+#[cfg(feature = "aws")]
 pub mod s3;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use event_common::config::{ConfigError, Env};
 
 use crate::hot::{Batch, Delivered};
 use crate::rollup::hour_of;
 use crate::StoreError;
+
+/// Which cold store a service writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColdStoreKind {
+    /// S3 bucket `S3_BUCKET`.
+    S3,
+    /// A local directory (`provision dev`).
+    Directory(PathBuf),
+}
+
+impl ColdStoreKind {
+    /// `COLD_STORE`: `s3` (default), or `directory` with `COLD_STORE_DIR`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.string("COLD_STORE", "s3").as_str() {
+            "s3" if crate::aws::SUPPORTED => Ok(Self::S3),
+            "s3" => Err(ConfigError::invalid(
+                "COLD_STORE",
+                "s3",
+                "this build has no AWS support (built without the `aws` feature)",
+            )),
+            "directory" => Ok(Self::Directory(
+                env.string("COLD_STORE_DIR", "raw-events").into(),
+            )),
+            other => Err(ConfigError::invalid(
+                "COLD_STORE",
+                other,
+                "expected s3 or directory",
+            )),
+        }
+    }
+}
+
+/// Opens the cold store `kind` names; S3 needs `sdk` and writes to `bucket`.
+pub fn open(
+    kind: &ColdStoreKind,
+    sdk: Option<&crate::aws::SdkConfig>,
+    bucket: &str,
+) -> Result<Arc<dyn ColdStore>, StoreError> {
+    Ok(match (kind, sdk) {
+        (ColdStoreKind::Directory(dir), _) => Arc::new(local::LocalColdStore::new(dir)?),
+        #[cfg(feature = "aws")]
+        (ColdStoreKind::S3, Some(sdk)) => Arc::new(s3::S3ColdStore::new(sdk, bucket)),
+        #[cfg(not(feature = "aws"))]
+        (ColdStoreKind::S3, Some(sdk)) => match *sdk {},
+        (ColdStoreKind::S3, None) => {
+            let _ = bucket;
+            return Err(StoreError::Unavailable("S3 needs AWS settings".into()));
+        }
+    })
+}
 
 /// The archive port.
 #[async_trait]

@@ -22,6 +22,7 @@
 //! A crash anywhere leaves a state that redelivery completes: offsets at or
 //! below `W` never count again, and steps 6 are replays of the same values.
 
+#[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod sqlite;
 
@@ -51,7 +52,12 @@ impl HotStoreKind {
     /// `HOT_STORE`: `dynamodb` (default), or `sqlite` with `SQLITE_PATH`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         match env.string("HOT_STORE", "dynamodb").as_str() {
-            "dynamodb" => Ok(Self::DynamoDb),
+            "dynamodb" if crate::aws::SUPPORTED => Ok(Self::DynamoDb),
+            "dynamodb" => Err(ConfigError::invalid(
+                "HOT_STORE",
+                "dynamodb",
+                "this build has no AWS support (built without the `aws` feature)",
+            )),
             "sqlite" => Ok(Self::Sqlite(
                 env.string("SQLITE_PATH", "events-hot.sqlite3").into(),
             )),
@@ -67,7 +73,7 @@ impl HotStoreKind {
 /// Opens the hot store `kind` names for writing; DynamoDB needs `sdk`.
 pub fn open_writer(
     kind: &HotStoreKind,
-    sdk: Option<&aws_config::SdkConfig>,
+    sdk: Option<&crate::aws::SdkConfig>,
     table: &str,
     ttl_days: u32,
     write_shards: u32,
@@ -79,7 +85,7 @@ pub fn open_writer(
 /// `write_shards` must be the writers' count: readers merge that many shards.
 pub fn open_reader(
     kind: &HotStoreKind,
-    sdk: Option<&aws_config::SdkConfig>,
+    sdk: Option<&crate::aws::SdkConfig>,
     table: &str,
     write_shards: u32,
 ) -> Result<Arc<dyn HotReader>, StoreError> {
@@ -89,19 +95,25 @@ pub fn open_reader(
 
 fn open(
     kind: &HotStoreKind,
-    sdk: Option<&aws_config::SdkConfig>,
+    sdk: Option<&crate::aws::SdkConfig>,
     table: &str,
     ttl_days: u32,
     write_shards: u32,
 ) -> Result<Arc<dyn HotStore>, StoreError> {
     Ok(match (kind, sdk) {
         (HotStoreKind::Sqlite(path), _) => Arc::new(sqlite::SqliteHotStore::open(path, ttl_days)?),
+        #[cfg(feature = "aws")]
         (HotStoreKind::DynamoDb, Some(sdk)) => Arc::new(dynamodb::DynamoHotStore::new(
             sdk,
             table,
             ttl_days,
             write_shards,
         )),
+        #[cfg(not(feature = "aws"))]
+        (HotStoreKind::DynamoDb, Some(sdk)) => {
+            let _ = (table, write_shards);
+            match *sdk {}
+        }
         (HotStoreKind::DynamoDb, None) => {
             return Err(StoreError::Unavailable(
                 "DynamoDB needs AWS settings".into(),
