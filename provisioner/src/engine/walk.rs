@@ -213,22 +213,68 @@ async fn change_walk(
     run(ctx, steps).await
 }
 
+/// For each step, the number of steps in the longest chain that starts with
+/// it (itself, then what waits on it, and so on).
+fn chain_lengths(steps: &BTreeMap<String, (BTreeSet<String>, Step)>) -> BTreeMap<String, usize> {
+    let mut waiting_on: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (address, (after, _)) in steps {
+        for before in after {
+            waiting_on.entry(before).or_default().push(address);
+        }
+    }
+    fn length<'a>(
+        address: &'a str,
+        waiting_on: &BTreeMap<&'a str, Vec<&'a str>>,
+        known: &mut BTreeMap<&'a str, usize>,
+        visiting: &mut BTreeSet<&'a str>,
+    ) -> usize {
+        if let Some(n) = known.get(address) {
+            return *n;
+        }
+        // A cycle (which `run` reports) counts as the end of the chain.
+        if !visiting.insert(address) {
+            return 0;
+        }
+        let next = waiting_on.get(address).map_or(0, |waiting| {
+            waiting
+                .iter()
+                .map(|w| length(w, waiting_on, known, visiting))
+                .max()
+                .unwrap_or(0)
+        });
+        visiting.remove(address);
+        known.insert(address, next + 1);
+        next + 1
+    }
+    let mut known = BTreeMap::new();
+    let mut visiting = BTreeSet::new();
+    for address in steps.keys() {
+        length(address, &waiting_on, &mut known, &mut visiting);
+    }
+    known.into_iter().map(|(a, n)| (a.to_string(), n)).collect()
+}
+
 /// Runs `steps` (each with the steps it must wait for), `parallelism` at a
-/// time. After a failure no new step starts; running ones finish.
+/// time, the longest chains first. After a failure no new step starts; running ones finish.
 async fn run(
     ctx: &Arc<Ctx>,
     mut pending: BTreeMap<String, (BTreeSet<String>, Step)>,
 ) -> Result<(), WalkError> {
+    let chain = chain_lengths(&pending);
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut running = JoinSet::new();
     let mut errors = Vec::new();
     loop {
         if errors.is_empty() {
-            let ready: Vec<String> = pending
+            let mut ready: Vec<String> = pending
                 .iter()
                 .filter(|(_, (after, _))| after.iter().all(|a| done.contains(a)))
                 .map(|(a, _)| a.clone())
                 .collect();
+            // Longest chain first: with more ready than may run, what the
+            // most steps wait on starts first, so the walk ends with the
+            // longest chain rather than after it.
+            ready.sort_by_key(|a| std::cmp::Reverse(chain.get(a).copied().unwrap_or(0)));
             for address in ready {
                 if running.len() >= ctx.options.parallelism.max(1) {
                     break;
