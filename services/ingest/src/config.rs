@@ -17,8 +17,11 @@ pub struct IngestConfig {
     /// `KAFKA_DELIVERY_TIMEOUT_MS` (default 5000): how long a request waits for
     /// the broker's acknowledgement before it is answered 503.
     pub kafka_delivery_timeout_ms: u64,
-    /// `KAFKA_LINGER_MS` (default 2): producer batching delay.
-    pub kafka_linger_ms: u64,
+    /// `KAFKA_LINGER_MS` (default 0): producer batching delay, in
+    /// milliseconds (fractions allowed, as librdkafka takes them). At 0 a
+    /// lone request waits only for the broker; under load the producer still
+    /// batches what queues while earlier requests are in flight.
+    pub kafka_linger_ms: f64,
     /// `KAFKA_COMPRESSION` (default `lz4`).
     pub kafka_compression: String,
     /// Request, batch and event limits (`MAX_EVENT_BYTES`, `MAX_BODY_BYTES`,
@@ -63,7 +66,7 @@ impl IngestConfig {
             kafka_bootstrap_servers: env.string("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
             kafka_topic: env.string("KAFKA_TOPIC", "events.raw"),
             kafka_delivery_timeout_ms: env.parse("KAFKA_DELIVERY_TIMEOUT_MS", 5_000)?,
-            kafka_linger_ms: env.parse("KAFKA_LINGER_MS", 2)?,
+            kafka_linger_ms: env.parse("KAFKA_LINGER_MS", 0.0)?,
             kafka_compression: env.string("KAFKA_COMPRESSION", "lz4"),
             limits,
             jwt: JwtConfig::from_env(env, env.dev_mode())?,
@@ -80,7 +83,7 @@ impl IngestConfig {
             kafka_bootstrap_servers: bootstrap_servers.into(),
             kafka_topic: topic.into(),
             kafka_delivery_timeout_ms: 5_000,
-            kafka_linger_ms: 2,
+            kafka_linger_ms: 0.0,
             kafka_compression: "lz4".into(),
             limits: Limits::default(),
             jwt: JwtConfig::for_dev(),
