@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_iam::operation::get_role::GetRoleOutput;
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::types::{EntityType, Tag};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -74,44 +74,67 @@ impl ResourceKind for IamRole {
         let Some(role) = get_role(cloud, id).await?.and_then(|out| out.role) else {
             return Ok(None);
         };
-        let trust = role
-            .assume_role_policy_document()
-            .map(parse_policy)
-            .transpose()?
-            .unwrap_or(Value::Null);
-        let mut managed_policies = attached(cloud, id).await?;
-        managed_policies.sort();
         let iam = &cloud.iam;
         let inline = iam
             .get_role_policy()
             .role_name(id)
             .policy_name(INLINE_POLICY);
-        let inline_policy = match absent(sent("GetRolePolicy", inline.send()).await, GONE)? {
-            Some(out) => Some(parse_policy(out.policy_document())?),
-            None => None,
-        };
-        let instance_profile = profile_holds_role(cloud, id).await?;
-        let mut props = to_props(&IamRoleProps {
-            name: role.role_name().to_string(),
-            // A trust policy we did not write reads as null, so the plan replaces it.
-            trust_service: trust_service(&trust),
-            trust_account: trust_statements(&trust)
+        let inline = absent(sent("GetRolePolicy", inline.send()).await, GONE)?;
+        let tags = role_tags(cloud, id).await?;
+        observed(RoleRead {
+            name: role.role_name(),
+            arn: role.arn(),
+            trust: role.assume_role_policy_document(),
+            managed_policies: attached(cloud, id).await?,
+            inline: inline.as_ref().map(|out| out.policy_document()),
+            instance_profile: profile_holds_role(cloud, id).await?,
+            tags,
+        })
+        .map(Some)
+    }
+
+    /// One paginated listing of the account's roles with their policies,
+    /// instance profiles and tags, where reading a role alone takes five
+    /// calls.
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        let request = cloud
+            .iam
+            .get_account_authorization_details()
+            .filter(EntityType::Role);
+        let pages = request.into_paginator().send();
+        let pages = sent("GetAccountAuthorizationDetails", pages.try_collect()).await?;
+        let mut by_name = std::collections::BTreeMap::new();
+        for role in pages.iter().flat_map(|page| page.role_detail_list()) {
+            let Some(name) = role.role_name() else {
+                continue;
+            };
+            if !ids.iter().any(|id| id == name) {
+                continue;
+            }
+            let inline = role
+                .role_policy_list()
                 .iter()
-                .find(|s| s["Sid"] == RUN_LOCAL_SID)
-                .and_then(|s| s["Principal"]["AWS"].as_str().map(str::to_string)),
-            managed_policies,
-            inline_policy,
-            instance_profile,
-        });
-        props.insert("tags".into(), tags_value(role_tags(cloud, id).await?));
-        let mut outputs = Props::from([
-            ("name".to_string(), json!(role.role_name())),
-            ("arn".to_string(), json!(role.arn())),
-        ]);
-        if instance_profile {
-            outputs.insert("instance_profile".into(), json!(id));
+                .find(|p| p.policy_name() == Some(INLINE_POLICY))
+                .and_then(|p| p.policy_document());
+            let read = observed(RoleRead {
+                name,
+                arn: role.arn().unwrap_or_default(),
+                trust: role.assume_role_policy_document(),
+                managed_policies: role
+                    .attached_managed_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string))
+                    .collect(),
+                inline,
+                instance_profile: role
+                    .instance_profile_list()
+                    .iter()
+                    .any(|p| p.instance_profile_name() == name),
+                tags: tag_map(role.tags().iter().map(|t| (t.key(), t.value()))),
+            })?;
+            by_name.insert(name.to_string(), read);
         }
-        Ok(Some(Observed { props, outputs }))
+        Ok(ids.iter().map(|id| by_name.remove(id)).collect())
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -218,6 +241,51 @@ impl ResourceKind for IamRole {
 }
 
 /// The role named `name`, `None` when there is none.
+/// What a role read found, from its own calls or the account's listing.
+struct RoleRead<'a> {
+    name: &'a str,
+    arn: &'a str,
+    /// The trust policy document (URL-encoded as IAM answers it, or not).
+    trust: Option<&'a str>,
+    managed_policies: Vec<String>,
+    /// The document of the inline policy [`INLINE_POLICY`], if it has one.
+    inline: Option<&'a str>,
+    instance_profile: bool,
+    tags: Tags,
+}
+
+/// The role as the planner sees it.
+fn observed(read: RoleRead<'_>) -> Result<Observed> {
+    let trust = read
+        .trust
+        .map(parse_policy)
+        .transpose()?
+        .unwrap_or(Value::Null);
+    let mut managed_policies = read.managed_policies;
+    managed_policies.sort();
+    let mut props = to_props(&IamRoleProps {
+        name: read.name.to_string(),
+        // A trust policy we did not write reads as null, so the plan replaces it.
+        trust_service: trust_service(&trust),
+        trust_account: trust_statements(&trust)
+            .iter()
+            .find(|s| s["Sid"] == RUN_LOCAL_SID)
+            .and_then(|s| s["Principal"]["AWS"].as_str().map(str::to_string)),
+        managed_policies,
+        inline_policy: read.inline.map(parse_policy).transpose()?,
+        instance_profile: read.instance_profile,
+    });
+    props.insert("tags".into(), tags_value(read.tags));
+    let mut outputs = Props::from([
+        ("name".to_string(), json!(read.name)),
+        ("arn".to_string(), json!(read.arn)),
+    ]);
+    if read.instance_profile {
+        outputs.insert("instance_profile".into(), json!(read.name));
+    }
+    Ok(Observed { props, outputs })
+}
+
 async fn get_role(cloud: &Cloud, name: &str) -> Result<Option<GetRoleOutput>> {
     let request = cloud.iam.get_role().role_name(name);
     absent(sent("GetRole", request.send()).await, GONE)

@@ -50,17 +50,29 @@ impl ResourceKind for LogGroup {
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        let Some(group) = describe(cloud, id).await? else {
-            return Ok(None);
-        };
-        let arn = arn_of(&group)?;
-        let mut props = to_props(&LogGroupProps {
-            name: id.to_string(),
-            retention_days: group.retention_in_days().map(i64::from),
-        });
-        props.insert("tags".into(), tags_value(tags_of(cloud, &arn).await?));
-        let outputs = name_and_arn(id, &arn);
-        Ok(Some(Observed { props, outputs }))
+        match describe(cloud, id).await? {
+            Some(group) => observe(cloud, &group, id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// One listing of the groups under the names' common prefix (the
+    /// stack's `/ecs/STACK/`), where reading each group lists it alone.
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        // The API takes no empty prefix: with none in common, list them all.
+        let prefix = common_prefix(ids);
+        let found = groups(cloud, (!prefix.is_empty()).then_some(prefix)).await?;
+        let mut each = Vec::with_capacity(ids.len());
+        for id in ids {
+            let group = found
+                .iter()
+                .find(|g| g.log_group_name() == Some(id.as_str()));
+            each.push(match group {
+                Some(group) => Some(observe(cloud, group, id).await?),
+                None => None,
+            });
+        }
+        Ok(each)
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -124,6 +136,36 @@ async fn describe(cloud: &Cloud, name: &str) -> Result<Option<types::LogGroup>> 
         .find(|g| g.log_group_name() == Some(name)))
 }
 
+/// The group as `read` answers it.
+async fn observe(cloud: &Cloud, group: &types::LogGroup, id: &str) -> Result<Observed> {
+    let arn = arn_of(group)?;
+    let mut props = to_props(&LogGroupProps {
+        name: id.to_string(),
+        retention_days: group.retention_in_days().map(i64::from),
+    });
+    props.insert("tags".into(), tags_value(tags_of(cloud, &arn).await?));
+    let outputs = name_and_arn(id, &arn);
+    Ok(Observed { props, outputs })
+}
+
+/// The longest prefix all of `names` share.
+fn common_prefix(names: &[String]) -> &str {
+    let Some((first, rest)) = names.split_first() else {
+        return "";
+    };
+    let mut len = first.len();
+    for name in rest {
+        len = first
+            .char_indices()
+            .zip(name.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, a), _)| i + a.len_utf8())
+            .min(len);
+    }
+    &first[..len]
+}
+
 /// The ARN the tagging calls take: without the `:*` of `arn`.
 fn arn_of(group: &types::LogGroup) -> Result<String> {
     group
@@ -161,4 +203,21 @@ async fn retag(cloud: &Cloud, name: &str, props: &Props) -> Result<()> {
         sent_ok("UntagResource", request.set_tag_keys(Some(stale)).send())
     };
     replace_tags(props, current, tag, untag).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn the_common_prefix_of_names_stops_at_their_first_difference() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stack = names(&["/ecs/ep/ingest", "/ecs/ep/graphql", "/ecs/ep/processor"]);
+        assert_eq!(common_prefix(&stack), "/ecs/ep/");
+        assert_eq!(common_prefix(&names(&["/a/x"])), "/a/x");
+        assert_eq!(common_prefix(&names(&["/a", "/b"])), "/");
+        assert_eq!(common_prefix(&names(&["a", "b"])), "");
+        assert_eq!(common_prefix(&names(&["/é/x", "/é/y"])), "/é/");
+        assert_eq!(common_prefix(&[]), "");
+    }
 }

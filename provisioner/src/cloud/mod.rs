@@ -107,6 +107,11 @@ impl Cloud {
         kind.implementation().read(self, id).await
     }
 
+    /// Reads every resource of `ids` of one kind, in their order.
+    pub async fn read_each(&self, kind: Kind, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        kind.implementation().read_each(self, ids).await
+    }
+
     /// Creates the resource; returns its id.
     pub async fn create(&self, kind: Kind, address: &str, props: &Props) -> Result<String> {
         kind.implementation().create(self, address, props).await

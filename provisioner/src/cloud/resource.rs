@@ -43,6 +43,13 @@ pub trait ResourceKind: Send + Sync {
     /// planner produces, `None` when it is gone.
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>>;
 
+    /// What [`ResourceKind::read`] answers for each of `ids`, in their order:
+    /// the refresh reads a kind's resources together. One `read` each,
+    /// concurrently, unless the kind's API describes many in one call.
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        futures::future::try_join_all(ids.iter().map(|id| self.read(cloud, id))).await
+    }
+
     /// Creates it with `props` (references already resolved) and its tags.
     async fn create(&self, cloud: &Cloud, address: &str, props: &Props) -> Result<String>;
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{retry, OperationError, Options};
 use crate::cloud::Cloud;
-use crate::model::Resource;
+use crate::model::{Kind, Resource};
 use crate::plan::{resolve_props, Current, UNKNOWN};
 use crate::state::State;
 
@@ -22,32 +22,39 @@ pub async fn refresh(
     state: &State,
     options: &Options,
 ) -> Result<BTreeMap<String, Current>, OperationError> {
-    let reads = stream::iter(
-        state
-            .resources
-            .iter()
-            .map(|(address, recorded)| async move {
-                let observed = retry(&options.retry, address, "refresh", || {
-                    cloud.read(recorded.kind, &recorded.id)
-                })
-                .await?;
-                Ok::<_, OperationError>((
-                    address.clone(),
-                    Current {
-                        id: recorded.id.clone(),
-                        observed,
-                        adopted: false,
-                    },
-                ))
-            }),
-    )
+    // One read per kind: kinds whose API describes many at once make one
+    // call where they would make one per resource.
+    let mut by_kind: BTreeMap<Kind, Vec<(&String, &String)>> = BTreeMap::new();
+    for (address, recorded) in &state.resources {
+        by_kind
+            .entry(recorded.kind)
+            .or_default()
+            .push((address, &recorded.id));
+    }
+    let reads = stream::iter(by_kind.into_iter().map(|(kind, recorded)| async move {
+        let ids: Vec<String> = recorded.iter().map(|(_, id)| (*id).clone()).collect();
+        let name = kind.prefix();
+        let observed = retry(&options.retry, name, "refresh", || {
+            cloud.read_each(kind, &ids)
+        })
+        .await?;
+        Ok::<_, OperationError>(recorded.into_iter().zip(observed).map(
+            |((address, id), observed)| {
+                let now = Current {
+                    id: id.clone(),
+                    observed,
+                    adopted: false,
+                };
+                (address.clone(), now)
+            },
+        ))
+    }))
     .buffer_unordered(options.parallelism.max(1))
     .collect::<Vec<_>>()
     .await;
     let mut current = BTreeMap::new();
     for read in reads {
-        let (address, now) = read?;
-        current.insert(address, now);
+        current.extend(read?);
     }
     // Look for unrecorded resources in waves: all whose parents are known
     // at once; a parent found in one wave lets its children be looked for

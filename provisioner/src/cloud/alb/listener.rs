@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     all_listeners, created, find_ours, forward, forward_target, in_stack_only, listeners_of,
-    observed, prop_elb_tags, retag, GONE,
+    observed, prop_elb_tags, read_tagged, retag, GONE,
 };
 use crate::cloud::resource::{ResourceKind, Update};
-use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
+use crate::cloud::support::{deleted, fit_i32, from_props, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
 
@@ -64,7 +64,12 @@ impl ResourceKind for Listener {
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        Ok(absent(observe(cloud, id).await, GONE)?.flatten())
+        let ids = [id.to_string()];
+        Ok(read_tagged(cloud, &ids, observe).await?.pop().flatten())
+    }
+
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        read_tagged(cloud, ids, observe).await
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -139,7 +144,7 @@ async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         // moto reports a policy on HTTP listeners too; AWS has one only for HTTPS.
         ssl_policy: listener.ssl_policy().filter(|_| https).map(str::to_string),
     };
-    observed(cloud, id, &typed).await.map(Some)
+    Ok(Some(observed(id, &typed)))
 }
 
 /// A listener's default action: a permanent redirect to HTTPS on 443 with

@@ -3,13 +3,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, FixedResponseActionConfig, PathPatternConditionConfig, RuleCondition,
+    Action, ActionTypeEnum, FixedResponseActionConfig, PathPatternConditionConfig, Rule,
+    RuleCondition,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
     all_listeners, created, find_ours, forward, forward_target, in_stack_only, observed, of_each,
-    path_patterns, prop_elb_tags, retag, rules_of, GONE,
+    path_patterns, prop_elb_tags, read_tagged, retag, rules_of, with_tags, GONE,
 };
 use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
@@ -52,7 +53,29 @@ impl ResourceKind for ListenerRule {
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        Ok(absent(observe(cloud, id).await, GONE)?.flatten())
+        let ids = [id.to_string()];
+        Ok(read_tagged(cloud, &ids, observe).await?.pop().flatten())
+    }
+
+    /// One DescribeRules for all (one each if some rule is gone: the call
+    /// then fails whole), and their tags in one call.
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        let request = cloud.elb.describe_rules().set_rule_arns(Some(ids.to_vec()));
+        let described = sent("DescribeRules", request.send()).await;
+        let Some(out) = absent(described, GONE)? else {
+            return read_tagged(cloud, ids, observe).await;
+        };
+        let untagged = ids
+            .iter()
+            .map(|id| {
+                let rule = out
+                    .rules()
+                    .iter()
+                    .find(|r| r.rule_arn() == Some(id.as_str()));
+                rule.map(|rule| observed_rule(rule, id))
+            })
+            .collect();
+        with_tags(cloud, ids, untagged).await
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -106,9 +129,11 @@ impl ResourceKind for ListenerRule {
 async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
     let request = cloud.elb.describe_rules().rule_arns(id);
     let out = sent("DescribeRules", request.send()).await?;
-    let Some(rule) = out.rules().first() else {
-        return Ok(None);
-    };
+    Ok(out.rules().first().map(|rule| observed_rule(rule, id)))
+}
+
+/// The rule as `read` answers it, but for its tags.
+fn observed_rule(rule: &Rule, id: &str) -> Observed {
     let conditions = rule.conditions().iter();
     let paths = conditions.filter(|c| c.field() == Some("path-pattern"));
     let mut patterns: Vec<String> = paths.flat_map(path_patterns).collect();
@@ -120,7 +145,7 @@ async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         priority: rule.priority().and_then(|p| p.parse::<i64>().ok()),
         target_group_arn: forward_target(rule.actions()).map(str::to_string),
     };
-    observed(cloud, id, &typed).await.map(Some)
+    observed(id, &typed)
 }
 
 /// A rule's action: answer `fixed_status` itself, else forward.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     created, describe_load_balancer, find_ours, ids, in_stack_only, load_balancer_state,
-    load_balancers, observed, prop_elb_tags, retag, GONE,
+    load_balancers, observed, prop_elb_tags, read_tagged, retag, GONE,
 };
 use crate::cloud::resource::{Probe, Readiness, ResourceKind, Update};
 use crate::cloud::support::{absent, from_props, opt_str, required, sent, sent_ok, wait_until};
@@ -53,7 +53,12 @@ impl ResourceKind for LoadBalancer {
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        Ok(absent(observe(cloud, id).await, GONE)?.flatten())
+        let ids = [id.to_string()];
+        Ok(read_tagged(cloud, &ids, observe).await?.pop().flatten())
+    }
+
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        read_tagged(cloud, ids, observe).await
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -141,7 +146,7 @@ async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         security_group_ids,
         subnet_ids,
     };
-    let mut observed = observed(cloud, id, &typed).await?;
+    let mut observed = observed(id, &typed);
     observed
         .outputs
         .insert("dns_name".into(), opt_str(lb.dns_name()));

@@ -104,13 +104,61 @@ async fn in_stack_only(cloud: &Cloud, arns: Vec<String>) -> Result<Vec<String>> 
         .collect())
 }
 
-/// What `read` answers for the resource at `arn` with the attributes
-/// `typed`: those and its tags, and its ARN as the output `arn`.
-async fn observed<T: Serialize>(cloud: &Cloud, arn: &str, typed: &T) -> Result<Observed> {
-    let mut props = to_props(typed);
-    props.insert("tags".into(), tags_value(one_tags(cloud, arn).await?));
+/// What `observe` answers for the resource at `arn` with the attributes
+/// `typed`: those, and its ARN as the output `arn` ([`read_tagged`] adds
+/// its tags).
+fn observed<T: Serialize>(arn: &str, typed: &T) -> Observed {
     let outputs = Props::from([("arn".into(), Value::String(arn.to_string()))]);
-    Ok(Observed { props, outputs })
+    Observed {
+        props: to_props(typed),
+        outputs,
+    }
+}
+
+/// What `read_each` answers for every ALB kind: each of `ids` as its
+/// kind's `observe` reads it (`None`: gone), with the tags of all of them
+/// from one DescribeTags (20 ARNs a call).
+async fn read_tagged<'a, F, Fut>(
+    cloud: &'a Cloud,
+    ids: &'a [String],
+    observe: F,
+) -> Result<Vec<Option<Observed>>>
+where
+    F: Fn(&'a Cloud, &'a str) -> Fut,
+    Fut: Future<Output = Result<Option<Observed>>>,
+{
+    let each = ids
+        .iter()
+        .map(|id| async { Ok::<_, CloudError>(absent(observe(cloud, id).await, GONE)?.flatten()) });
+    let untagged = futures::future::try_join_all(each).await?;
+    with_tags(cloud, ids, untagged).await
+}
+
+/// The `untagged` reads of `ids` (in their order) with their tags, from
+/// one DescribeTags (20 ARNs a call).
+async fn with_tags(
+    cloud: &Cloud,
+    ids: &[String],
+    untagged: Vec<Option<Observed>>,
+) -> Result<Vec<Option<Observed>>> {
+    let present: Vec<String> = ids
+        .iter()
+        .zip(&untagged)
+        .filter(|(_, read)| read.is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut tags = tags_of(cloud, &present).await?;
+    Ok(ids
+        .iter()
+        .zip(untagged)
+        .map(|(id, read)| {
+            read.map(|mut read| {
+                let tags = tags.remove(id).unwrap_or_default();
+                read.props.insert("tags".into(), tags_value(tags));
+                read
+            })
+        })
+        .collect())
 }
 
 /// The ARN a create call answered (`None`: an error of `operation` saying

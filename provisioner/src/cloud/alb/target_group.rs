@@ -5,9 +5,11 @@ use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
 use serde::{Deserialize, Serialize};
 
-use super::{created, find_ours, ids, in_stack_only, observed, prop_elb_tags, retag, GONE};
+use super::{
+    created, find_ours, ids, in_stack_only, observed, prop_elb_tags, read_tagged, retag, GONE,
+};
 use crate::cloud::resource::{ResourceKind, Update};
-use crate::cloud::support::{absent, deleted, fit_i32, from_props, required, sent, sent_ok};
+use crate::cloud::support::{deleted, fit_i32, from_props, required, sent, sent_ok};
 use crate::cloud::{Cloud, Observed, Result};
 use crate::model::Props;
 
@@ -53,7 +55,12 @@ impl ResourceKind for TargetGroup {
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        Ok(absent(observe(cloud, id).await, GONE)?.flatten())
+        let ids = [id.to_string()];
+        Ok(read_tagged(cloud, &ids, observe).await?.pop().flatten())
+    }
+
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        read_tagged(cloud, ids, observe).await
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -129,7 +136,7 @@ async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         port: tg.port().map(i64::from),
         vpc_id: tg.vpc_id().map(str::to_string),
     };
-    observed(cloud, id, &typed).await.map(Some)
+    Ok(Some(observed(id, &typed)))
 }
 
 async fn set_deregistration_delay(cloud: &Cloud, arn: &str, seconds: Option<i64>) -> Result<()> {

@@ -82,40 +82,37 @@ impl ResourceKind for EcsService {
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         let service = describe_service(cloud, &cluster_of_service(id), id).await?;
-        let Some(service) = service.filter(live) else {
-            return Ok(None);
-        };
-        let vpc = service
-            .network_configuration()
-            .and_then(|n| n.awsvpc_configuration());
-        let sorted = |ids: Option<&[String]>| {
-            let mut ids = ids.unwrap_or_default().to_vec();
-            ids.sort();
-            ids
-        };
-        let load_balancer = service.load_balancers().first();
-        let container_name = match load_balancer {
-            Some(lb) => lb.container_name().map(str::to_string),
-            // Without a load balancer the container is the task definition's one.
-            None => container_of(cloud, service.task_definition()).await?,
-        };
-        let owned = |text: Option<&str>| text.map(str::to_string);
-        let typed = EcsServiceProps {
-            assign_public_ip: vpc.and_then(|v| v.assign_public_ip())
-                == Some(&AssignPublicIp::Enabled),
-            cluster_arn: owned(service.cluster_arn()),
-            container_name,
-            container_port: load_balancer
-                .and_then(|lb| lb.container_port())
-                .map(i64::from),
-            desired_count: service.desired_count().into(),
-            name: owned(service.service_name()),
-            security_group_ids: sorted(vpc.map(|v| v.security_groups())),
-            subnet_ids: sorted(vpc.map(|v| v.subnets())),
-            target_group_arn: owned(load_balancer.and_then(|lb| lb.target_group_arn())),
-            task_definition_arn: owned(service.task_definition()),
-        };
-        Ok(Some(observed(&service, &typed)))
+        match service.filter(live) {
+            Some(service) => observe(cloud, &service).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// One DescribeServices per cluster (ten services a call) for all.
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        let mut clusters: Vec<String> = ids.iter().map(|id| cluster_of_service(id)).collect();
+        clusters.sort();
+        clusters.dedup();
+        let mut found = Vec::new();
+        for cluster in &clusters {
+            let in_cluster: Vec<String> = ids
+                .iter()
+                .filter(|id| cluster_of_service(id) == *cluster)
+                .cloned()
+                .collect();
+            for chunk in in_cluster.chunks(10) {
+                found.extend(describe_services(cloud, cluster, chunk).await?);
+            }
+        }
+        let mut each = Vec::with_capacity(ids.len());
+        for id in ids {
+            let service = found.iter().find(|s| s.service_arn() == Some(id.as_str()));
+            each.push(match service.filter(|s| live(s)) {
+                Some(service) => Some(observe(cloud, service).await?),
+                None => None,
+            });
+        }
+        Ok(each)
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -278,6 +275,40 @@ impl ResourceKind for EcsService {
 }
 
 /// Whether the service is not (yet) `INACTIVE`, that is deleted.
+/// The service as `read` answers it.
+async fn observe(cloud: &Cloud, service: &Service) -> Result<Observed> {
+    let vpc = service
+        .network_configuration()
+        .and_then(|n| n.awsvpc_configuration());
+    let sorted = |ids: Option<&[String]>| {
+        let mut ids = ids.unwrap_or_default().to_vec();
+        ids.sort();
+        ids
+    };
+    let load_balancer = service.load_balancers().first();
+    let container_name = match load_balancer {
+        Some(lb) => lb.container_name().map(str::to_string),
+        // Without a load balancer the container is the task definition's one.
+        None => container_of(cloud, service.task_definition()).await?,
+    };
+    let owned = |text: Option<&str>| text.map(str::to_string);
+    let typed = EcsServiceProps {
+        assign_public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
+        cluster_arn: owned(service.cluster_arn()),
+        container_name,
+        container_port: load_balancer
+            .and_then(|lb| lb.container_port())
+            .map(i64::from),
+        desired_count: service.desired_count().into(),
+        name: owned(service.service_name()),
+        security_group_ids: sorted(vpc.map(|v| v.security_groups())),
+        subnet_ids: sorted(vpc.map(|v| v.subnets())),
+        target_group_arn: owned(load_balancer.and_then(|lb| lb.target_group_arn())),
+        task_definition_arn: owned(service.task_definition()),
+    };
+    Ok(observed(service, &typed))
+}
+
 fn live(service: &Service) -> bool {
     service.status() != Some("INACTIVE")
 }

@@ -228,6 +228,32 @@ fn filter<const N: usize>(name: &str, values: [&str; N]) -> Filter {
         .build()
 }
 
+/// The resources whose `id_filter` (`subnet-id`, `group-id`, ...) is one of
+/// `ids`: a filter, unlike a list of ids, leaves out the ones that are gone
+/// instead of failing the whole call.
+fn ids_filter(id_filter: &str, ids: &[String]) -> Filter {
+    Filter::builder()
+        .name(id_filter)
+        .set_values(Some(ids.to_vec()))
+        .build()
+}
+
+/// What `read_each` answers: each of `ids` looked up among the `found`
+/// resources (by `id_of`), read as `read` reads one.
+fn each_of<T>(
+    ids: &[String],
+    found: &[T],
+    id_of: impl Fn(&T) -> Option<&str>,
+    observe: impl Fn(&T, &str) -> Observed,
+) -> Vec<Option<Observed>> {
+    ids.iter()
+        .map(|id| {
+            let one = found.iter().find(|item| id_of(item) == Some(id.as_str()));
+            one.map(|item| observe(item, id))
+        })
+        .collect()
+}
+
 /// Everything carrying the stack's tag.
 fn stack_filters(cloud: &Cloud) -> Vec<Filter> {
     vec![filter(&format!("tag:{STACK_TAG}"), [cloud.stack.as_str()])]

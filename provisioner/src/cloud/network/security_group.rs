@@ -9,8 +9,8 @@ use aws_sdk_ec2::types::{self, Filter, IpPermission, IpRange, ResourceType, User
 use serde::{Deserialize, Serialize};
 
 use super::{
-    answered, blocking_interfaces, deleted, described, first_at, ids_of, observed, stack_filters,
-    tag_spec, update_tagged,
+    answered, blocking_interfaces, deleted, described, each_of, first_at, ids_filter, ids_of,
+    observed, stack_filters, tag_spec, update_tagged,
 };
 use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{fit_i32, from_props, not_in_place, required, sent, sent_ok};
@@ -69,16 +69,15 @@ impl ResourceKind for SecurityGroup {
     }
 
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
-        let Some(group) = describe(cloud, id).await? else {
-            return Ok(None);
-        };
-        let p = SecurityGroupProps {
-            name: group.group_name().map(str::to_string),
-            description: group.description().map(str::to_string),
-            vpc_id: group.vpc_id().map(str::to_string),
-            ingress: IngressRule::sorted(rules_of(&group)),
-        };
-        Ok(Some(observed(&p, group.tags(), id)))
+        Ok(describe(cloud, id).await?.map(|group| observe(&group, id)))
+    }
+
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        let request = cloud.ec2.describe_security_groups();
+        let request = request.filters(ids_filter("group-id", ids));
+        let items = request.into_paginator().items().send();
+        let groups: Vec<_> = sent("DescribeSecurityGroups", items.try_collect()).await?;
+        Ok(each_of(ids, &groups, |g| g.group_id(), observe))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -249,6 +248,17 @@ where
 }
 
 /// The group's ingress, one rule per CIDR or source group.
+/// The group as `read` answers it.
+fn observe(group: &types::SecurityGroup, id: &str) -> Observed {
+    let p = SecurityGroupProps {
+        name: group.group_name().map(str::to_string),
+        description: group.description().map(str::to_string),
+        vpc_id: group.vpc_id().map(str::to_string),
+        ingress: IngressRule::sorted(rules_of(group)),
+    };
+    observed(&p, group.tags(), id)
+}
+
 fn rules_of(group: &types::SecurityGroup) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for permission in group.ip_permissions() {

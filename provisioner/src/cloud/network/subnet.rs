@@ -5,8 +5,8 @@ use aws_sdk_ec2::types::{self, AttributeBooleanValue, Filter, ResourceType};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    answered, deleted, described, first_at, ids_of, observed, stack_filters, tag_spec,
-    update_tagged,
+    answered, deleted, described, each_of, first_at, ids_filter, ids_of, observed, stack_filters,
+    tag_spec, update_tagged,
 };
 use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{from_props, not_in_place, required, sent, sent_ok};
@@ -48,16 +48,15 @@ impl ResourceKind for Subnet {
     async fn read(&self, cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         let request = cloud.ec2.describe_subnets().subnet_ids(id);
         let out = described("DescribeSubnets", request.send()).await?;
-        let Some(subnet) = out.and_then(|o| o.subnets().first().cloned()) else {
-            return Ok(None);
-        };
-        let p = SubnetProps {
-            vpc_id: subnet.vpc_id().map(str::to_string),
-            cidr_block: subnet.cidr_block().map(str::to_string),
-            availability_zone: subnet.availability_zone().map(str::to_string),
-            map_public_ip_on_launch: subnet.map_public_ip_on_launch().unwrap_or(false),
-        };
-        Ok(Some(observed(&p, subnet.tags(), id)))
+        Ok(out.and_then(|o| Some(observe(o.subnets().first()?, id))))
+    }
+
+    async fn read_each(&self, cloud: &Cloud, ids: &[String]) -> Result<Vec<Option<Observed>>> {
+        let request = cloud.ec2.describe_subnets();
+        let request = request.filters(ids_filter("subnet-id", ids));
+        let items = request.into_paginator().items().send();
+        let subnets: Vec<_> = sent("DescribeSubnets", items.try_collect()).await?;
+        Ok(each_of(ids, &subnets, |s| s.subnet_id(), observe))
     }
 
     async fn create(&self, cloud: &Cloud, _address: &str, props: &Props) -> Result<String> {
@@ -111,6 +110,17 @@ async fn ids(cloud: &Cloud, filters: Vec<Filter>) -> Result<Vec<String>> {
     let request = cloud.ec2.describe_subnets().set_filters(Some(filters));
     let items = request.into_paginator().items().send().try_collect();
     ids_of("DescribeSubnets", items, types::Subnet::subnet_id).await
+}
+
+/// The subnet as `read` answers it.
+fn observe(subnet: &types::Subnet, id: &str) -> Observed {
+    let p = SubnetProps {
+        vpc_id: subnet.vpc_id().map(str::to_string),
+        cidr_block: subnet.cidr_block().map(str::to_string),
+        availability_zone: subnet.availability_zone().map(str::to_string),
+        map_public_ip_on_launch: subnet.map_public_ip_on_launch().unwrap_or(false),
+    };
+    observed(&p, subnet.tags(), id)
 }
 
 async fn set_map_public_ip(cloud: &Cloud, id: &str, value: bool) -> Result<()> {
