@@ -24,6 +24,10 @@ pub struct ProcessorConfig {
     /// be retried (consumption paused) before this member leaves the group
     /// and its partitions go to another.
     pub kafka_max_poll_interval_ms: u64,
+    /// `KAFKA_FETCH_WAIT_MAX_MS` (default 500): longest a fetch waits at
+    /// the broker for data. Kafka and Redpanda answer as soon as data comes;
+    /// the embedded broker of `provision dev` waits it out, so dev sets it low.
+    pub kafka_fetch_wait_max_ms: u32,
     /// `DYNAMODB_TABLE` (default `EventsHot`).
     pub dynamodb_table: String,
     /// `S3_BUCKET` (default `event-platform-raw-events`).
@@ -68,6 +72,7 @@ impl ProcessorConfig {
             kafka_consumer_group: env.string("KAFKA_CONSUMER_GROUP", "event-processors"),
             kafka_session_timeout_ms: env.parse("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
             kafka_max_poll_interval_ms: env.parse("KAFKA_MAX_POLL_INTERVAL_MS", 600_000)?,
+            kafka_fetch_wait_max_ms: env.parse("KAFKA_FETCH_WAIT_MAX_MS", 500)?,
             dynamodb_table: env.string("DYNAMODB_TABLE", "EventsHot"),
             s3_bucket: env.string("S3_BUCKET", "event-platform-raw-events"),
             aws: AwsSettings {
@@ -96,6 +101,7 @@ impl ProcessorConfig {
             kafka_consumer_group: group.into(),
             kafka_session_timeout_ms: 6_000,
             kafka_max_poll_interval_ms: 600_000,
+            kafka_fetch_wait_max_ms: 10,
             dynamodb_table: "EventsHot".into(),
             s3_bucket: "event-platform-raw-events".into(),
             aws: AwsSettings {
@@ -105,7 +111,8 @@ impl ProcessorConfig {
             },
             metrics_port: 0,
             batch_max_events: 500,
-            batch_flush_interval_ms: 200,
+            // An event shows in queries within about this long (a few more archive files).
+            batch_flush_interval_ms: 100,
             store_backoff_max_ms: 2_000,
             hot_ttl_days: 30,
             hot_write_shards: 1,

@@ -85,6 +85,10 @@ impl Processor {
                 "max.poll.interval.ms",
                 config.kafka_max_poll_interval_ms.to_string(),
             )
+            .set(
+                "fetch.wait.max.ms",
+                config.kafka_fetch_wait_max_ms.to_string(),
+            )
             .create_with_context(RebalanceContext::default())
             .context("creating the Kafka consumer")?;
         consumer
