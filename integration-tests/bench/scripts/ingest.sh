@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../../.."
 secs=${1:-10}
 bin=target/release
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 
 "$bin/mock-broker" > "$work/broker.addr" 2> "$work/broker.log" &
 for _ in $(seq 100); do [ -s "$work/broker.addr" ] && break; sleep 0.1; done
