@@ -166,10 +166,11 @@ impl ProcessorServer {
         stores: processor::Stores,
     ) -> anyhow::Result<Self> {
         // Logs are captured per test and shown when it fails.
-        event_common::telemetry::init_tracing(&event_common::config::Env::from_pairs([(
-            "ENVIRONMENT",
+        // No OTLP endpoint here, so there is no export to keep alive.
+        let _no_export = event_common::telemetry::init_tracing(
+            &event_common::config::Env::from_pairs([("ENVIRONMENT", "test")]),
             "test",
-        )]));
+        );
         let source = (
             config.kafka_bootstrap_servers.clone(),
             config.kafka_consumer_group.clone(),

@@ -652,6 +652,23 @@ impl<'a> Graph<'a> {
             env.insert("S3_BUCKET".into(), reference(bucket, "name"));
             env.insert("HOT_TTL_DAYS".into(), spec.table.ttl_days.to_string());
         }
+        let telemetry = &spec.telemetry;
+        if let Some(endpoint) = &telemetry.otlp_endpoint {
+            env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone());
+            env.insert("OTEL_SERVICE_NAME".into(), service.name.into());
+            env.insert(
+                "OTEL_RESOURCE_ATTRIBUTES".into(),
+                format!("deployment.environment.name={}", spec.stack.name),
+            );
+            if let Some(ratio) = telemetry.sample_ratio {
+                env.insert(
+                    "OTEL_TRACES_SAMPLER".into(),
+                    "parentbased_traceidratio".into(),
+                );
+                env.insert("OTEL_TRACES_SAMPLER_ARG".into(), ratio.to_string());
+            }
+        }
+        // The blueprint's own per-service settings win, OTEL_* included.
         env.extend(service.env.clone());
         env
     }

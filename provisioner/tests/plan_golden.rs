@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use provisioner::blueprint::Blueprint;
+use anyhow::Context;
+use provisioner::blueprint::{Blueprint, Severity};
 use provisioner::cloud::Observed;
 use provisioner::desired;
 use provisioner::image::Architecture;
@@ -781,6 +782,50 @@ fn http_redirects_with_a_certificate_and_internals_are_refused_at_the_listener(
                 .all(|r| r.props["fixed_status"].is_null()),
             "{blueprint}"
         );
+    }
+    Ok(())
+}
+
+#[test]
+fn telemetry_sends_every_service_s_traces_to_the_blueprint_s_collector() -> anyhow::Result<()> {
+    let blueprint = edit(
+        "production.toml",
+        "[logs]",
+        "[telemetry]\notlp_endpoint = \"http://collector.internal:4318\"\nsample_ratio = 0.25\n\n[logs]",
+    )?;
+    assert!(blueprint
+        .check()
+        .iter()
+        .all(|f| f.severity != Severity::Error));
+    let traced = resources(&blueprint);
+    for service in ["ingest", "processor", "graphql"] {
+        let task = traced
+            .iter()
+            .find(|r| r.address == format!("task_definition.{service}"))
+            .with_context(|| format!("no task definition for {service}"))?;
+        let env = &task.props["container"]["environment"];
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "http://collector.internal:4318"
+        );
+        assert_eq!(env["OTEL_SERVICE_NAME"], service);
+        assert_eq!(
+            env["OTEL_RESOURCE_ATTRIBUTES"],
+            "deployment.environment.name=ep-prod"
+        );
+        assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+    }
+    // Without the section, no task gets any of it.
+    let plain = load("production.toml")?;
+    for task in resources(&plain)
+        .iter()
+        .filter(|r| r.address.starts_with("task_definition."))
+    {
+        let env = task.props["container"]["environment"]
+            .as_object()
+            .context("an environment")?;
+        assert!(env.keys().all(|k| !k.starts_with("OTEL_")), "{env:?}");
     }
     Ok(())
 }

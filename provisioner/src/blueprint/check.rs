@@ -101,6 +101,26 @@ impl Blueprint {
                 );
             }
         }
+        if let Some(endpoint) = &spec.telemetry.otlp_endpoint {
+            if parse_endpoint(endpoint).is_none() || !endpoint.starts_with("http://") {
+                out.error(
+                    "telemetry.otlp_endpoint",
+                    "must be http://HOST[:PORT] (the services send OTLP over plain HTTP, to a \
+                     collector inside the VPC such as ADOT, which forwards over TLS)",
+                );
+            }
+        }
+        if let Some(ratio) = spec.telemetry.sample_ratio {
+            if !(0.0..=1.0).contains(&ratio) {
+                out.error("telemetry.sample_ratio", "must be between 0 and 1");
+            }
+            if spec.telemetry.otlp_endpoint.is_none() {
+                out.warning(
+                    "telemetry.sample_ratio",
+                    "has no effect without `otlp_endpoint`: no traces are sent",
+                );
+            }
+        }
         self.check_network(&mut out);
         self.check_services(&mut out);
         let bucket = &spec.bucket;
@@ -476,6 +496,36 @@ subnets = [
         assert!(
             errs[0].starts_with("bp.toml:5: unknown field `regoin`"),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_telemetry_endpoint_must_be_plain_http_and_a_ratio_a_share() {
+        let with = |section: &str| format!("{GOOD}\n[telemetry]\n{section}\n");
+        assert_eq!(
+            errors(&with(
+                "otlp_endpoint = \"http://collector.internal:4318\"\nsample_ratio = 0.5"
+            )),
+            Vec::<String>::new()
+        );
+        let https = errors(&with("otlp_endpoint = \"https://otlp.example.com\""));
+        assert_eq!(https.len(), 1, "{https:?}");
+        assert!(
+            https[0].contains("`telemetry.otlp_endpoint`: must be http://HOST[:PORT]"),
+            "{https:?}"
+        );
+        let ratio = errors(&with(
+            "otlp_endpoint = \"http://c:4318\"\nsample_ratio = 1.5",
+        ));
+        assert_eq!(ratio.len(), 1, "{ratio:?}");
+        assert!(
+            ratio[0].contains("`telemetry.sample_ratio`: must be between 0 and 1"),
+            "{ratio:?}"
+        );
+        let unknown = errors(&with("endpoint = \"http://c:4318\""));
+        assert!(
+            unknown.iter().any(|e| e.contains("endpoint")),
+            "{unknown:?}"
         );
     }
 

@@ -32,6 +32,9 @@ pub struct Spec {
     /// The three services.
     #[serde(default)]
     pub services: Services,
+    /// Where the services send their traces.
+    #[serde(default)]
+    pub telemetry: Telemetry,
     /// Where service images are pushed.
     #[serde(default)]
     pub images: Images,
@@ -206,6 +209,18 @@ impl Default for Logs {
     fn default() -> Self {
         Self { retention_days: 30 }
     }
+}
+
+/// `[telemetry]`: OpenTelemetry traces of the deployed services.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// OTLP/HTTP endpoint the services export to (`http://HOST:4318`: an
+    /// ADOT collector or any OTLP receiver the tasks can reach); none: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces kept (0 to 1; default 1). A trace a caller
+    /// started keeps its caller's decision.
+    pub sample_ratio: Option<f64>,
 }
 
 /// `[services]`: exactly the platform's three.

@@ -25,7 +25,7 @@ pub struct DevArgs {
 impl DevArgs {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let env = Env::from_process().with("ENVIRONMENT", "development");
-        telemetry::init_tracing(&env);
+        let _traces = telemetry::init_tracing(&env, "provision-dev");
         let platform = DevPlatform::start(DevOptions {
             port: self.port,
             partitions: self.partitions,

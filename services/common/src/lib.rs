@@ -1,6 +1,7 @@
 //! What the Event Platform services share: the event contract ([`event`]),
 //! problem responses ([`problem`]), JWT auth ([`auth`]), configuration from
-//! the environment ([`config`]), logs and metrics ([`telemetry`]), health
+//! the environment ([`config`]), logs and metrics ([`telemetry`]), traces
+//! ([`traces`]), health
 //! and shutdown plumbing ([`lifecycle`]), and the topics and path rules
 //! that wire the services together ([`platform`]).
 
@@ -11,3 +12,4 @@ pub mod lifecycle;
 pub mod platform;
 pub mod problem;
 pub mod telemetry;
+pub mod traces;

@@ -13,9 +13,12 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::Env;
+use crate::traces::TraceExport;
 
 /// Latency buckets in seconds, fine-grained below 10 ms where ingest lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -24,24 +27,41 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Installs the global `tracing` subscriber: JSON with the current span (and
 /// so the request id) on every line when `ENVIRONMENT=production`, pretty
-/// otherwise. Level from `RUST_LOG`, else `LOG_LEVEL`, else `info`.
+/// otherwise. Level from `RUST_LOG`, else `LOG_LEVEL`, else `info`. Spans
+/// also go to an OTLP endpoint when one is configured ([`crate::traces`]);
+/// keep the returned guard until exit, it sends the last ones.
 /// A second call is a no-op, so tests may call it freely.
-pub fn init_tracing(env: &Env) {
+#[must_use = "dropping it stops the export of traces"]
+pub fn init_tracing(env: &Env, service: &'static str) -> TraceExport {
     let filter = env
         .optional("RUST_LOG")
         .or_else(|| env.optional("LOG_LEVEL"))
         .unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _already_set = if env.environment() == "production" {
-        builder
+    let logs = if env.environment() == "production" {
+        fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init()
+            .boxed()
     } else {
-        builder.compact().try_init()
+        fmt::layer().compact().boxed()
     };
+    #[cfg(feature = "otel")]
+    let (spans, export) = crate::traces::layer(env, service);
+    #[cfg(not(feature = "otel"))]
+    let (spans, export) = {
+        let _ = service;
+        (
+            None::<tracing_subscriber::layer::Identity>,
+            TraceExport::default(),
+        )
+    };
+    let _already_set = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .try_init();
+    export
 }
 
 /// The process-wide Prometheus handle; the recorder is installed on first use.
@@ -92,7 +112,9 @@ pub fn instrument(router: Router, service: &'static str) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", service, request_id = %id, method = %req.method(), path = %req.uri().path())
+            let span = tracing::info_span!("request", service, request_id = %id, method = %req.method(), path = %req.uri().path());
+            crate::traces::continue_from(&span, req.headers().get(crate::traces::TRACEPARENT).and_then(|v| v.to_str().ok()));
+            span
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }

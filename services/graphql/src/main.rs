@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", graphql::schema::sdl());
         return Ok(());
     }
-    telemetry::init_tracing(&env);
+    let _traces = telemetry::init_tracing(&env, "graphql");
     let config = config(&env)?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     graphql::run(config, listener, lifecycle::shutdown_signal()).await

@@ -30,13 +30,20 @@ pub type EventSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 /// The schema over `hot`, with the guard rails of `limits`.
 pub fn build(hot: Arc<dyn HotReader>, limits: QueryLimits) -> EventSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    let builder = Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(hot)
         .data(limits)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .extension(Observe)
-        .finish()
+        .extension(Observe);
+    // Parse, validation and every resolver as spans, only while traces are exported.
+    #[cfg(feature = "otel")]
+    let builder = if event_common::traces::enabled() {
+        builder.extension(async_graphql::extensions::Tracing)
+    } else {
+        builder
+    };
+    builder.finish()
 }
 
 /// The schema in SDL, as `graphql --print-schema` prints it.

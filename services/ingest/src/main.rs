@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     if lifecycle::healthcheck_requested() {
         lifecycle::exit_with_health(config.port);
     }
-    telemetry::init_tracing(&env);
+    let _traces = telemetry::init_tracing(&env, "ingest");
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     ingest::run(config, listener, lifecycle::shutdown_signal()).await
 }

@@ -5,10 +5,14 @@
 use std::time::Duration;
 
 use event_common::event::Event;
+use event_common::traces;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
+
+use tracing::Instrument;
 
 use crate::config::IngestConfig;
 
@@ -61,13 +65,38 @@ impl KafkaPublisher {
     }
 
     /// Publishes `events`; `Ok` only once the broker acknowledged all of them.
+    /// With traces on, this is the `produce` span, and each message carries
+    /// its `traceparent` for the processor to continue the trace.
     pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+        if !traces::enabled() {
+            return self.send_all(events, None).await;
+        }
+        let span = tracing::info_span!("produce", events = events.len(), topic = %self.topic);
+        let headers = span
+            .in_scope(traces::current_traceparent)
+            .map(|traceparent| {
+                OwnedHeaders::new().insert(Header {
+                    key: traces::TRACEPARENT,
+                    value: Some(traceparent.as_str()),
+                })
+            });
+        self.send_all(events, headers).instrument(span).await
+    }
+
+    async fn send_all(
+        &self,
+        events: &[Event],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), PublishError> {
         let mut deliveries = Vec::with_capacity(events.len());
         for event in events {
             let value = serde_json::to_vec(event)?;
-            let record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(event.user_id.as_bytes())
                 .payload(&value);
+            if let Some(headers) = &headers {
+                record = record.headers(headers.clone());
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

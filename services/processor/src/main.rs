@@ -16,6 +16,6 @@ async fn main() -> anyhow::Result<()> {
     if lifecycle::healthcheck_requested() {
         lifecycle::exit_with_health(config.metrics_port);
     }
-    telemetry::init_tracing(&env);
+    let _traces = telemetry::init_tracing(&env, "processor");
     processor::run(config, lifecycle::shutdown_signal()).await
 }

@@ -30,20 +30,22 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use event_common::event::Event;
 use event_common::lifecycle::Health;
+use event_common::traces;
 use event_store::cold::ColdStore;
 use event_store::hot::{ApplyOutcome, Batch, Delivered, HotWriter};
 use event_store::StoreError;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::ProcessorConfig;
 
@@ -151,6 +153,15 @@ struct PartitionBuffer {
     events: Vec<Delivered>,
     dead: Vec<DeadLetter>,
     opened: Instant,
+    /// The events that came with a `traceparent` (only kept while traces are on).
+    traced: Vec<TracedEvent>,
+}
+
+/// An event whose trace the batch's write continues.
+struct TracedEvent {
+    traceparent: String,
+    event_id: String,
+    offset: i64,
 }
 
 /// How far a batch's write got, so a retry resumes where it failed instead
@@ -316,13 +327,23 @@ impl Pipeline {
                 events: Vec::new(),
                 dead: Vec::new(),
                 opened: Instant::now(),
+                traced: Vec::new(),
             });
         buffer.last_offset = message.offset;
         match decode(message.payload.as_deref()) {
-            Ok(event) => buffer.events.push(Delivered {
-                offset: message.offset,
-                event,
-            }),
+            Ok(event) => {
+                if let Some(traceparent) = message.traceparent {
+                    buffer.traced.push(TracedEvent {
+                        traceparent,
+                        event_id: event.event_id.to_string(),
+                        offset: message.offset,
+                    });
+                }
+                buffer.events.push(Delivered {
+                    offset: message.offset,
+                    event,
+                })
+            }
             Err((kind, error)) => buffer.dead.push(DeadLetter {
                 offset: message.offset,
                 key: message.key,
@@ -391,11 +412,21 @@ impl Pipeline {
     }
 
     /// Writes and commits one partition's batch, retrying until it succeeds
-    /// or, once shutdown is requested, until draining time is up.
+    /// or, once shutdown is requested, until draining time is up. With
+    /// traces on, that is the `batch write` span.
     async fn flush(&mut self, partition: i32) {
+        if !traces::enabled() {
+            return self.write_and_commit(partition).await;
+        }
+        let span = tracing::info_span!("batch write", partition);
+        self.write_and_commit(partition).instrument(span).await;
+    }
+
+    async fn write_and_commit(&mut self, partition: i32) {
         let Some(buffer) = self.buffers.remove(&partition) else {
             return;
         };
+        let started_at = SystemTime::now();
         let batch = Batch {
             cluster: buffer.cluster,
             topic: self.config.kafka_topic.clone(),
@@ -500,6 +531,19 @@ impl Pipeline {
                 ?outcome,
                 "batch committed"
             );
+            // One span per traced event, in its own trace, linked to this batch.
+            for traced in &buffer.traced {
+                traces::record_child(
+                    "process event",
+                    &traced.traceparent,
+                    started_at,
+                    &[
+                        ("event.id", traced.event_id.clone()),
+                        ("messaging.destination.partition.id", partition.to_string()),
+                        ("messaging.kafka.offset", traced.offset.to_string()),
+                    ],
+                );
+            }
         } else {
             self.rewind(partition, batch.first_offset).await;
         }
@@ -692,15 +736,29 @@ struct Received {
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
+    /// Read only while traces are on.
+    traceparent: Option<String>,
 }
 
 impl From<&BorrowedMessage<'_>> for Received {
     fn from(m: &BorrowedMessage<'_>) -> Self {
+        let traceparent = if traces::enabled() {
+            m.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == traces::TRACEPARENT)
+                    .and_then(|h| std::str::from_utf8(h.value?).ok())
+                    .map(str::to_owned)
+            })
+        } else {
+            None
+        };
         Self {
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
+            traceparent,
         }
     }
 }
