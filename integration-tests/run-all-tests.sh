@@ -28,6 +28,8 @@ apt_install() {
 command -v cc >/dev/null && command -v make >/dev/null || apt_install build-essential
 command -v perl >/dev/null || apt_install perl
 command -v chromium >/dev/null || apt_install --no-install-recommends chromium fonts-dejavu-core
+# promtool checks the shipped Prometheus config and alert rules (ops/).
+command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
 if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null \
   || ! command -v umoci >/dev/null || [ ! -f /etc/ssl/certs/ca-certificates.crt ]; then
   apt_install --no-install-recommends docker-registry skopeo umoci ca-certificates

@@ -35,6 +35,7 @@ pub struct Health {
 impl Health {
     /// Health for `service`, ready when `check` passes and not draining.
     pub fn new(service: &'static str, check: ReadyCheck) -> Self {
+        metrics::gauge!("service_ready", "service" => service).set(0.0);
         Self {
             service,
             draining: Arc::new(AtomicBool::new(false)),
@@ -58,6 +59,7 @@ impl Health {
         if let Ok(mut blocked) = self.blocked.lock() {
             *blocked = Some(reason);
         }
+        metrics::gauge!("service_ready", "service" => self.service).set(0.0);
     }
 
     /// Clears what [`Health::block`] reported.
@@ -67,8 +69,19 @@ impl Health {
         }
     }
 
-    /// Runs the readiness check unless draining or blocked.
+    /// Runs the readiness check unless draining or blocked, and reports the
+    /// answer as `service_ready{service}` (1 or 0).
     pub async fn ready(&self) -> Result<(), String> {
+        let answer = self.answer().await;
+        metrics::gauge!("service_ready", "service" => self.service).set(if answer.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
+        answer
+    }
+
+    async fn answer(&self) -> Result<(), String> {
         if self.is_draining() {
             return Err("draining".into());
         }

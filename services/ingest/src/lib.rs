@@ -42,6 +42,8 @@ impl Ingest {
     pub fn new(config: &IngestConfig) -> Result<Self, PublishError> {
         // Install the recorder now: anything counted before it exists is lost.
         telemetry::prometheus();
+        // At 0 from the start, so that the first failure is a rate (see the shipped alerts).
+        metrics::counter!("kafka_delivery_failures_total").increment(0);
         let publisher = Arc::new(KafkaPublisher::new(config)?);
         let limiter = rate_limit::SubjectLimiter::new(
             config.rate_limit_events_per_second,

@@ -66,6 +66,7 @@ impl Processor {
     /// Connects to the broker (lazily) and subscribes to the topic.
     pub fn new(config: ProcessorConfig, stores: Stores) -> anyhow::Result<Self> {
         telemetry::prometheus();
+        pipeline::zero_series();
         let consumer: EventConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka_bootstrap_servers)
             .set("group.id", &config.kafka_consumer_group)

@@ -100,6 +100,22 @@ pub fn report_lag(consumer: &EventConsumer) {
     }
 }
 
+/// Puts the failure counters on `/metrics` at 0 before the first failure:
+/// a series that appears only with its first increment is one Prometheus's
+/// `rate()` and `increase()` miss, and the shipped alerts would not fire.
+pub fn zero_series() {
+    for store in ["hot", "cold", "dlq"] {
+        metrics::counter!("store_write_retries_total", "store" => store, "reason" => "error")
+            .increment(0);
+    }
+    for store in ["hot", "cold"] {
+        metrics::counter!("store_throttles_total", "store" => store).increment(0);
+    }
+    for reason in ["decode", "contract"] {
+        metrics::counter!("consumer_dlq_messages_total", "reason" => reason).increment(0);
+    }
+}
+
 /// How long draining may take after shutdown is requested: well within the
 /// 30 s ECS waits between SIGTERM and SIGKILL.
 pub const DRAIN_TIME: Duration = Duration::from_secs(8);
