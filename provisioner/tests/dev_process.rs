@@ -13,7 +13,7 @@ use test_support::kafka::read_topic;
 
 mod platform;
 
-use platform::{start, stop, Dev};
+use platform::{start, start_in, stop, stop_keeping_data, Dev};
 
 async fn post_event(dev: &Dev) -> String {
     let response = reqwest::Client::new()
@@ -71,4 +71,96 @@ async fn dev_on_a_chosen_port_exits_0_on_sigterm() {
     assert!(dev.url.ends_with(&port));
     post_event(&dev).await;
     assert!(stop(dev, "-TERM").success(), "exit status 0 on SIGTERM");
+}
+
+/// `eventCount` from yesterday to tomorrow, whole days, as the dashboard asks.
+async fn total(dev: &Dev) -> i64 {
+    let now = chrono::Utc::now();
+    let query = format!(
+        r#"{{ eventCount(from: "{}", to: "{}", bucket: HOUR) {{ total }} }}"#,
+        (now - chrono::Duration::days(1)).format("%Y-%m-%dT00:00:00Z"),
+        (now + chrono::Duration::days(2)).format("%Y-%m-%dT00:00:00Z")
+    );
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/graphql", dev.url))
+        .bearer_auth(&dev.token)
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("json");
+    answer["data"]["eventCount"]["total"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no total: {answer}"))
+}
+
+async fn wait_for_total(dev: &Dev, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = total(dev).await;
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "eventCount total {seen}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event id in the archive, once per copy.
+async fn archived(data: &std::path::Path) -> Vec<uuid::Uuid> {
+    let archive = LocalColdStore::new(data).expect("archive");
+    let mut ids = Vec::new();
+    for key in archive.list("raw/").await.expect("list") {
+        let file = archive.get(&key).await.expect("read");
+        ids.extend(event_store::cold::parquet::event_ids(file).expect("parquet"));
+    }
+    ids
+}
+
+#[tokio::test]
+async fn dev_keeps_its_data_across_restarts_and_counts_each_event_once() {
+    let port = test_support::free_port().expect("port").to_string();
+    let dev = start(&["--port", &port]);
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        sent.push(post_event(&dev).await);
+    }
+    wait_for_total(&dev, 5).await;
+    let (status, data) = stop_keeping_data(dev, "-TERM");
+    assert!(status.success());
+
+    // A new broker counts offsets from 0 again; the stores must not take
+    // its events for redeliveries of the first run's.
+    let dev = start_in(data, &["--port", &port]);
+    assert_eq!(
+        total(&dev).await,
+        5,
+        "the first run's events are still there"
+    );
+    for _ in 0..3 {
+        sent.push(post_event(&dev).await);
+    }
+    wait_for_total(&dev, 8).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut ids = archived(dev.data.path()).await;
+    while ids.len() < 8 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ids = archived(dev.data.path()).await;
+    }
+    ids.sort();
+    let mut expected: Vec<uuid::Uuid> = sent.iter().map(|s| s.parse().expect("uuid")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every event archived once, none overwritten");
+    let (status, data) = stop_keeping_data(dev, "-TERM");
+    assert!(status.success());
+
+    let dev = start_in(data, &["--port", &port, "--fresh"]);
+    assert_eq!(total(&dev).await, 0, "--fresh starts empty");
+    assert!(archived(dev.data.path()).await.is_empty());
+    assert!(stop(dev, "-TERM").success());
 }

@@ -17,9 +17,12 @@ pub struct DevArgs {
     /// Partitions of the events topic on the embedded broker.
     #[arg(long, env = "EVENT_PLATFORM_DEV_PARTITIONS", default_value_t = 4)]
     partitions: i32,
-    /// Where the embedded stores keep their data; emptied at every start.
+    /// Where the embedded stores keep their data, across restarts.
     #[arg(long, env = "EVENT_PLATFORM_DEV_DATA_DIR", default_value = "state/dev")]
     data_dir: std::path::PathBuf,
+    /// Start with empty stores (the events and the archive in --data-dir are deleted).
+    #[arg(long)]
+    fresh: bool,
 }
 
 impl DevArgs {
@@ -30,6 +33,7 @@ impl DevArgs {
             port: self.port,
             partitions: self.partitions,
             data_dir: self.data_dir,
+            fresh: self.fresh,
         })
         .await?;
         // Write errors are ignored: a closed stdout (`| head`) must not stop the platform.

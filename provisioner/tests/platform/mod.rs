@@ -22,7 +22,11 @@ pub struct Dev {
 
 /// Starts `provision dev` with `args` (and a fresh data directory) and reads its banner.
 pub fn start(args: &[&str]) -> Dev {
-    let data = tempfile::tempdir().expect("data dir");
+    start_in(tempfile::tempdir().expect("data dir"), args)
+}
+
+/// Starts `provision dev` with `args` on the data directory `data`.
+pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
         .arg("dev")
         .args(args)
@@ -66,7 +70,15 @@ pub fn start(args: &[&str]) -> Dev {
 }
 
 /// Sends `signal` and waits for the exit status.
-pub fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
+pub fn stop(dev: Dev, signal: &str) -> std::process::ExitStatus {
+    stop_keeping_data(dev, signal).0
+}
+
+/// Stops as [`stop`] does, and hands back the data directory.
+pub fn stop_keeping_data(
+    mut dev: Dev,
+    signal: &str,
+) -> (std::process::ExitStatus, tempfile::TempDir) {
     let killed = Command::new("kill")
         .args([signal, &dev.child.id().to_string()])
         .status()
@@ -75,7 +87,9 @@ pub fn stop(mut dev: Dev, signal: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = dev.child.try_wait().expect("wait") {
-            return status;
+            let data =
+                std::mem::replace(&mut dev.data, tempfile::tempdir().expect("a placeholder"));
+            return (status, data);
         }
         assert!(
             Instant::now() < deadline,

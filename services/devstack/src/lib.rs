@@ -6,9 +6,10 @@
 //! rules the load balancer has in AWS. The processor writes to the embedded
 //! stores: SQLite for hot data and a directory of Parquet files for the
 //! archive, under the data directory; `graphql` reads the same SQLite store
-//! and serves the dashboard at `/`. The broker keeps nothing across runs,
-//! so the data directory is emptied at start: stores that remembered offsets
-//! of an earlier broker would take the new run's events for redeliveries.
+//! and serves the dashboard at `/`. The stores are kept across restarts
+//! (`fresh` empties them); the broker keeps nothing, so each start's broker
+//! is a new cluster to the stores (see `ProcessorConfig::broker_run`): its
+//! offsets start at 0 again without being taken for redeliveries.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -43,8 +44,10 @@ pub struct DevOptions {
     pub port: u16,
     /// Partitions of the events topic.
     pub partitions: i32,
-    /// Where the embedded stores live (emptied at start).
+    /// Where the embedded stores live, kept across restarts.
     pub data_dir: PathBuf,
+    /// Empty the stores first.
+    pub fresh: bool,
 }
 
 /// A running local platform. Not `Send`: the embedded broker lives on the
@@ -79,9 +82,15 @@ impl DevPlatform {
 
         let ingest = Ingest::new(&IngestConfig::for_dev(&bootstrap, EVENTS_TOPIC))
             .context("starting ingest")?;
-        let processor_config =
+        let mut processor_config =
             ProcessorConfig::for_dev(&bootstrap, EVENTS_TOPIC, DLQ_TOPIC, CONSUMER_GROUP);
-        let hot = open_hot_store(&options.data_dir, processor_config.hot_ttl_days)?;
+        // Each start's broker is a new cluster to the stores (offsets from 0 again).
+        processor_config.broker_run = Some(uuid::Uuid::now_v7().simple().to_string());
+        let hot = open_hot_store(
+            &options.data_dir,
+            processor_config.hot_ttl_days,
+            options.fresh,
+        )?;
         let stores = Stores {
             hot: hot.clone(),
             cold: Arc::new(LocalColdStore::new(&options.data_dir)?),
@@ -143,7 +152,7 @@ impl DevPlatform {
              \x20 front door:  {url}  (/events, /v1/events, /graphql, /health/ready, /metrics, /openapi.json)\n\
              \x20 dashboard:   {url}/#token={token}\n\
              \x20 broker:      {broker}  (topics {EVENTS_TOPIC}, {DLQ_TOPIC}; try: kcat -b {broker} -t {EVENTS_TOPIC} -C)\n\
-             \x20 data:        {data}  (hot.sqlite3, and raw/dt=.../hour=.../*.parquet)\n\
+             \x20 data:        {data}  (hot.sqlite3, and raw/dt=.../hour=.../*.parquet; kept, --fresh empties)\n\
              \x20 dev JWT:     {token}\n\
              \x20 try:         curl -s -X POST {url}/events -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n\
              \x20                -d '{{\"event_type\":\"page_view\",\"user_id\":\"user-001\",\"payload\":{{\"page\":\"/home\"}}}}'\n\
@@ -186,19 +195,22 @@ impl DevPlatform {
 /// The hot store's file under the data directory.
 const HOT_STORE_FILE: &str = "hot.sqlite3";
 
-/// Empties the stores under `data_dir` and opens a fresh hot store there.
+/// Opens the hot store under `data_dir`, emptying the stores first if `fresh`.
 fn open_hot_store(
     data_dir: &std::path::Path,
     ttl_days: u32,
+    fresh: bool,
 ) -> anyhow::Result<Arc<SqliteHotStore>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    // Remove only what the stores own, never anything else in a directory the user named.
-    for suffix in ["", "-wal", "-shm"] {
-        let file = format!("{HOT_STORE_FILE}{suffix}");
-        gone(std::fs::remove_file(data_dir.join(&file)), &file)?;
+    if fresh {
+        // Remove only what the stores own, never anything else in a directory the user named.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{HOT_STORE_FILE}{suffix}");
+            gone(std::fs::remove_file(data_dir.join(&file)), &file)?;
+        }
+        gone(std::fs::remove_dir_all(data_dir.join("raw")), "raw/")?;
     }
-    gone(std::fs::remove_dir_all(data_dir.join("raw")), "raw/")?;
     Ok(Arc::new(SqliteHotStore::open(
         &data_dir.join(HOT_STORE_FILE),
         ttl_days,

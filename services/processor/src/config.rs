@@ -50,6 +50,11 @@ pub struct ProcessorConfig {
     pub hot_store: HotStoreKind,
     /// `COLD_STORE` (`s3`, or `directory` with `COLD_STORE_DIR`).
     pub cold_store: ColdStoreKind,
+    /// `provision dev` only: this run of its embedded broker, added to the
+    /// broker's cluster id. That id (`mockCluster` and a memory address) may
+    /// repeat across restarts, and a restarted broker counts offsets from 0
+    /// again: taken for the same cluster, its events would look replayed.
+    pub broker_run: Option<String>,
 }
 
 impl ProcessorConfig {
@@ -88,6 +93,7 @@ impl ProcessorConfig {
             hot_write_shards: env.parse("HOT_WRITE_SHARDS", 1)?,
             hot_store,
             cold_store,
+            broker_run: None,
         })
     }
 
@@ -118,6 +124,7 @@ impl ProcessorConfig {
             hot_write_shards: 1,
             hot_store: HotStoreKind::Sqlite("events-hot.sqlite3".into()),
             cold_store: ColdStoreKind::Directory("raw-events".into()),
+            broker_run: None,
         }
     }
 }

@@ -411,12 +411,16 @@ impl Pipeline {
 
     async fn fetch_cluster_id(&self) -> Result<String, String> {
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || {
+        let id = tokio::task::spawn_blocking(move || {
             consumer.client().fetch_cluster_id(Duration::from_secs(5))
         })
         .await
         .map_err(|e| format!("cluster id task: {e}"))?
-        .ok_or_else(|| "the broker did not tell its cluster id".to_string())
+        .ok_or_else(|| "the broker did not tell its cluster id".to_string())?;
+        Ok(match &self.config.broker_run {
+            Some(run) => format!("{id}.{run}"),
+            None => id,
+        })
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
