@@ -30,6 +30,9 @@ echo "## processor"
 target/release/procbench --store sqlite --events 400000
 echo "## freshness"
 "$scripts/freshness.sh" 5000 150
+echo "## import"
+"$scripts/import.sh" 100000
+"$scripts/import.sh" 100000 --concurrency 8
 echo "## GraphQL queries"
 target/release/querybench queries --store sqlite --events 1000000
 echo "## provision on moto"

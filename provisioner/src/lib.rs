@@ -10,7 +10,9 @@
 //! - [`image`]: service images built from binaries and pushed to a registry.
 //! - [`local`]: the deployed stack on this machine (`run-local`).
 //!
-//! All but `dev` and `token` need the `aws` feature (on by default).
+//! - [`import`]: historical events through the ingest API.
+//!
+//! All but `dev`, `token` and `import` need the `aws` feature (on by default).
 
 #[cfg(feature = "aws")]
 pub mod blueprint;
@@ -23,6 +25,7 @@ pub mod desired;
 pub mod engine;
 #[cfg(feature = "aws")]
 pub mod image;
+pub mod import;
 #[cfg(feature = "aws")]
 pub mod local;
 #[cfg(feature = "aws")]

@@ -73,27 +73,15 @@ async fn dev_on_a_chosen_port_exits_0_on_sigterm() {
     assert!(stop(dev, "-TERM").success(), "exit status 0 on SIGTERM");
 }
 
-/// `eventCount` from yesterday to tomorrow, whole days, as the dashboard asks.
+/// `eventCount` from yesterday to tomorrow, whole days.
 async fn total(dev: &Dev) -> i64 {
     let now = chrono::Utc::now();
-    let query = format!(
-        r#"{{ eventCount(from: "{}", to: "{}", bucket: HOUR) {{ total }} }}"#,
-        (now - chrono::Duration::days(1)).format("%Y-%m-%dT00:00:00Z"),
-        (now + chrono::Duration::days(2)).format("%Y-%m-%dT00:00:00Z")
-    );
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/graphql", dev.url))
-        .bearer_auth(&dev.token)
-        .json(&serde_json::json!({ "query": query }))
-        .send()
-        .await
-        .expect("POST /graphql")
-        .json()
-        .await
-        .expect("json");
-    answer["data"]["eventCount"]["total"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no total: {answer}"))
+    let day = |days: i64| {
+        (now + chrono::Duration::days(days))
+            .format("%Y-%m-%dT00:00:00Z")
+            .to_string()
+    };
+    platform::event_total(dev, &day(-1), &day(2)).await
 }
 
 async fn wait_for_total(dev: &Dev, expected: i64) {

@@ -130,6 +130,13 @@ fn spawn(name: &str, env: &[(&str, String)]) -> Service {
     Service(child)
 }
 
+/// A token the services (signed with [`SECRET`]) accept.
+fn token(subject: &str) -> String {
+    let jwt = JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET_KEY", SECRET)]), true)
+        .expect("jwt config");
+    mint(&jwt, subject, Duration::from_secs(600), None).expect("token")
+}
+
 async fn wait_ready(client: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -211,9 +218,7 @@ async fn one_event_is_one_trace_from_the_ingest_request_to_the_processor_write()
     let ingest = format!("http://127.0.0.1:{ingest_port}");
     wait_ready(&client, &format!("{ingest}/health/ready")).await;
 
-    let jwt = JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET_KEY", SECRET)]), true)
-        .expect("jwt config");
-    let token = mint(&jwt, "tracer", Duration::from_secs(600), None).expect("token");
+    let token = token("tracer");
     // The client's own trace: ingest continues it.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let reply: Value = client
@@ -338,9 +343,7 @@ async fn without_an_endpoint_messages_carry_no_traceparent() {
     let client = reqwest::Client::new();
     let ingest = format!("http://127.0.0.1:{port}");
     wait_ready(&client, &format!("{ingest}/health/ready")).await;
-    let jwt = JwtConfig::from_env(&Env::from_pairs([("JWT_SECRET_KEY", SECRET)]), true)
-        .expect("jwt config");
-    let token = mint(&jwt, "quiet", Duration::from_secs(600), None).expect("token");
+    let token = token("quiet");
     let status = client
         .post(format!("{ingest}/events"))
         .bearer_auth(&token)

@@ -9,6 +9,7 @@ mod destroy;
 mod dev;
 #[cfg(feature = "aws")]
 mod image;
+mod import;
 #[cfg(feature = "aws")]
 mod output;
 #[cfg(feature = "aws")]
@@ -39,6 +40,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Mint a JWT for a subject (what the reference platform's generate_jwt_token did).
     Token(token::TokenArgs),
+    /// Send historical events from CSV or NDJSON through the ingest API (resumable).
+    Import(import::ImportArgs),
     /// Validate and lint a blueprint (no AWS call).
     #[cfg(feature = "aws")]
     Check(check::CheckArgs),
@@ -71,6 +74,7 @@ impl Cli {
         match self.command {
             Command::Dev(args) => args.run().await?,
             Command::Token(args) => args.run()?,
+            Command::Import(args) => return args.run().await,
             #[cfg(feature = "aws")]
             Command::Check(args) => args.run()?,
             #[cfg(feature = "aws")]

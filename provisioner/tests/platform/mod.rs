@@ -166,3 +166,13 @@ pub async fn graphql(url: &str, token: &str, query: &str) -> serde_json::Value {
         .await
         .expect("json")
 }
+
+/// `eventCount(from, to)`'s total (whole hours, as the dashboard asks).
+pub async fn event_total(dev: &Dev, from: &str, to: &str) -> i64 {
+    let query =
+        format!(r#"{{ eventCount(from: "{from}", to: "{to}", bucket: HOUR) {{ total }} }}"#);
+    let answer = graphql(&dev.url, &dev.token, &query).await;
+    answer["data"]["eventCount"]["total"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no total: {answer}"))
+}
