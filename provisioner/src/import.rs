@@ -52,8 +52,6 @@ pub struct ImportOptions {
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Rows handled in this run (after the checkpoint): accepted or rejected.
-    pub rows: u64,
     /// Rows the API accepted in this run.
     pub accepted: u64,
     /// Rows refused in this run, each in the rejects file.
@@ -195,20 +193,18 @@ fn read_ndjson(file: File, after_line: u64) -> anyhow::Result<Rows> {
 }
 
 fn ndjson_row(line: u64, text: &str) -> Result<Row, Reject> {
-    {
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(mut event)) => {
-                if !event.contains_key("event_id") {
-                    event.insert("event_id".into(), json!(derived_id(text.as_bytes())));
-                }
-                Ok(Row {
-                    line,
-                    event: Value::Object(event),
-                })
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut event)) => {
+            if !event.contains_key("event_id") {
+                event.insert("event_id".into(), json!(derived_id(text.as_bytes())));
             }
-            Ok(_) => Err(reject(line, "row", "not a JSON object")),
-            Err(e) => Err(reject(line, "row", &format!("not JSON: {e}"))),
+            Ok(Row {
+                line,
+                event: Value::Object(event),
+            })
         }
+        Ok(_) => Err(reject(line, "row", "not a JSON object")),
+        Err(e) => Err(reject(line, "row", &format!("not JSON: {e}"))),
     }
 }
 
@@ -264,7 +260,6 @@ fn resume_point(options: &ImportOptions) -> anyhow::Result<u64> {
 
 /// A batch's outcome at the API.
 struct Sent {
-    last_line: u64,
     accepted: u64,
     rejects: Vec<Reject>,
 }
@@ -322,21 +317,19 @@ pub async fn run(options: &ImportOptions) -> anyhow::Result<Summary> {
             let mut outcome = send_batch(client, endpoint, token, rows).await?;
             outcome.rejects.extend(unreadable);
             outcome.rejects.sort_by_key(|r| r.line);
-            outcome.last_line = last;
-            anyhow::Ok(outcome)
+            anyhow::Ok((last, outcome))
         }
     }))
     .buffered(options.concurrency);
     while let Some(outcome) = sent.next().await {
-        let outcome = outcome?;
+        let (last_line, outcome) = outcome?;
         for r in &outcome.rejects {
             let line = json!({"line": r.line, "field": r.field, "reason": r.reason});
             writeln!(rejects_file, "{line}").context("writing a reject")?;
         }
         rejects_file.flush().context("writing the rejects")?;
-        std::fs::write(&options.checkpoint, format!("{}\n", outcome.last_line))
+        std::fs::write(&options.checkpoint, format!("{last_line}\n"))
             .context("writing the checkpoint")?;
-        summary.rows += outcome.accepted + outcome.rejects.len() as u64;
         summary.accepted += outcome.accepted;
         summary.rejected += outcome.rejects.len() as u64;
         if let Some(bar) = &bar {
@@ -404,7 +397,6 @@ async fn send_batch(
         match status {
             202 => {
                 return Ok(Sent {
-                    last_line: 0,
                     accepted: rows.len() as u64,
                     rejects,
                 })
@@ -437,7 +429,6 @@ async fn send_batch(
         }
     }
     Ok(Sent {
-        last_line: 0,
         accepted: 0,
         rejects,
     })

@@ -76,7 +76,7 @@ impl ImportArgs {
         let summary = import::run(&options).await?;
         println!(
             "imported {} rows: {} accepted, {} rejected ({}){} in {:.1} s, {:.0} rows/s",
-            summary.rows,
+            summary.accepted + summary.rejected,
             summary.accepted,
             summary.rejected,
             options.rejects.display(),

@@ -247,7 +247,6 @@ where
     call(permissions.collect::<Result<_>>()?).await
 }
 
-/// The group's ingress, one rule per CIDR or source group.
 /// The group as `read` answers it.
 fn observe(group: &types::SecurityGroup, id: &str) -> Observed {
     let p = SecurityGroupProps {
@@ -259,6 +258,7 @@ fn observe(group: &types::SecurityGroup, id: &str) -> Observed {
     observed(&p, group.tags(), id)
 }
 
+/// The group's ingress, one rule per CIDR or source group.
 fn rules_of(group: &types::SecurityGroup) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for permission in group.ip_permissions() {
