@@ -35,7 +35,7 @@ if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null \
   apt_install --no-install-recommends docker-registry skopeo umoci ca-certificates
 fi
 
-MOTO_VERSION="5.2.5"
+MOTO_VERSION="5.2.6"
 if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
   python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
   .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"

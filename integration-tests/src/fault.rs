@@ -219,11 +219,14 @@ struct FaultConnector {
 }
 
 /// The service protocols, for writing an error the SDK parses.
+#[derive(Clone, Copy)]
 enum Protocol {
     Json,
     Ec2Query,
     Query,
     RestXml,
+    /// Smithy RPC v2 CBOR (CloudWatch).
+    Cbor,
 }
 
 /// A request's service (as IAM's action prefix names it), operation name
@@ -242,6 +245,16 @@ fn operation_of(request: &HttpRequest) -> (String, String, Protocol) {
         };
         return (service.to_string(), operation.to_string(), Protocol::Json);
     }
+    if request.headers().get("smithy-protocol") == Some("rpc-v2-cbor") {
+        // POST /service/SERVICE/operation/OPERATION
+        let path = request.uri().split("/service/").nth(1).unwrap_or_default();
+        let (service, operation) = path.split_once("/operation/").unwrap_or((path, path));
+        let service = match service {
+            "GraniteServiceVersion20100801" => "cloudwatch",
+            other => other,
+        };
+        return (service.to_string(), operation.to_string(), Protocol::Cbor);
+    }
     let body = request
         .body()
         .bytes()
@@ -254,6 +267,7 @@ fn operation_of(request: &HttpRequest) -> (String, String, Protocol) {
             Some("2015-12-01") => ("elasticloadbalancing", Protocol::Query),
             Some("2010-05-08") => ("iam", Protocol::Query),
             Some("2011-06-15") => ("sts", Protocol::Query),
+            Some("2010-03-31") => ("sns", Protocol::Query),
             _ => ("unknown", Protocol::Query),
         };
         return (service.to_string(), action.to_string(), protocol);
@@ -282,7 +296,52 @@ fn operation_of(request: &HttpRequest) -> (String, String, Protocol) {
 }
 
 fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) -> Response<SdkBody> {
-    let body = match protocol {
+    let body: SdkBody = match protocol {
+        Protocol::Cbor => cbor_error(code, message).into(),
+        _ => text_error(protocol, code, message).into(),
+    };
+    let status = StatusCode::try_from(status)
+        .unwrap_or_else(|_| StatusCode::try_from(500).unwrap_or_else(|_| unreachable!()));
+    let mut response = Response::new(status, body);
+    let headers = response.headers_mut();
+    match protocol {
+        Protocol::Json => {
+            headers.insert("content-type", "application/x-amz-json-1.0");
+            headers.insert("x-amzn-errortype", code.to_string());
+        }
+        Protocol::Cbor => {
+            headers.insert("content-type", "application/cbor");
+            headers.insert("smithy-protocol", "rpc-v2-cbor");
+        }
+        _ => {}
+    }
+    response
+}
+
+/// `{"__type": code, "message": message}` in CBOR, as RPC v2 CBOR services answer errors.
+fn cbor_error(code: &str, message: &str) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, value: &str) {
+        let len = value.len();
+        match len {
+            0..=23 => out.push(0x60 | len as u8),
+            24..=255 => out.extend([0x78, len as u8]),
+            _ => {
+                out.push(0x7a);
+                out.extend((len as u32).to_be_bytes());
+            }
+        }
+        out.extend(value.as_bytes());
+    }
+    let mut out = vec![0xa2];
+    text(&mut out, "__type");
+    text(&mut out, code);
+    text(&mut out, "message");
+    text(&mut out, message);
+    out
+}
+
+fn text_error(protocol: Protocol, code: &str, message: &str) -> String {
+    match protocol {
         Protocol::Json => format!(r#"{{"__type":"{code}","message":"{message}"}}"#),
         Protocol::Ec2Query => format!(
             "<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>injected</RequestID></Response>"
@@ -290,20 +349,10 @@ fn error_response(protocol: Protocol, status: u16, code: &str, message: &str) ->
         Protocol::Query => format!(
             "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>injected</RequestId></ErrorResponse>"
         ),
-        Protocol::RestXml => format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>"),
-    };
-    let status = StatusCode::try_from(status)
-        .unwrap_or_else(|_| StatusCode::try_from(500).unwrap_or_else(|_| unreachable!()));
-    let mut response = Response::new(status, SdkBody::from(body));
-    if matches!(protocol, Protocol::Json) {
-        response
-            .headers_mut()
-            .insert("content-type", "application/x-amz-json-1.0");
-        response
-            .headers_mut()
-            .insert("x-amzn-errortype", code.to_string());
+        Protocol::RestXml | Protocol::Cbor => {
+            format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>")
+        }
     }
-    response
 }
 
 impl HttpConnector for FaultConnector {

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::blueprint::{Blueprint, Broker, Service};
 use crate::cloud::alb::{ListenerProps, ListenerRuleProps, LoadBalancerProps, TargetGroupProps};
 use crate::cloud::ecs::{ContainerProps, EcsClusterProps, EcsServiceProps, TaskDefinitionProps};
+use crate::cloud::monitoring::{AlarmProps, TopicProps};
 use crate::cloud::network::{
     IngressRule, InstanceProps, InternetGatewayProps, RouteProps, RouteTableAssociationProps,
     RouteTableProps, SecurityGroupProps, SubnetProps, VpcProps,
@@ -579,7 +580,138 @@ impl<'a> Graph<'a> {
                 &after,
             );
         }
+        self.alarms(&alb, &target_groups, &broker);
         self.out
+    }
+
+    /// Alarms on what users notice first: the load balancer answering 5xx,
+    /// a service without healthy targets (or with some failing), and the
+    /// broker's instance failing its status checks; they notify the
+    /// `[alarms]` e-mail through a topic when there is one.
+    fn alarms(&mut self, alb: &str, target_groups: &BTreeMap<&str, String>, broker: &str) {
+        let stack = self.stack.to_string();
+        let actions = match &self.bp.spec.alarms.email {
+            Some(email) => {
+                let topic = self.add(
+                    Kind::SnsTopic,
+                    "alarms",
+                    TopicProps {
+                        name: format!("{stack}-alarms"),
+                        emails: vec![email.clone()],
+                    },
+                    &[],
+                );
+                vec![reference(&topic, "arn")]
+            }
+            None => Vec::new(),
+        };
+        let alarm = |name: &str, description: &str, metric: (&str, &str), on: &[(&str, String)]| {
+            AlarmProps {
+                name: format!("{stack}-{}", name.replace('_', "-")),
+                description: description.to_string(),
+                namespace: metric.0.to_string(),
+                metric_name: metric.1.to_string(),
+                dimensions: on.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                statistic: "Sum".into(),
+                period_seconds: 60,
+                evaluation_periods: 5,
+                datapoints_to_alarm: 3,
+                comparison: "GreaterThanOrEqualToThreshold".into(),
+                threshold: 10.0,
+                // No requests, no data: nothing is failing.
+                treat_missing_data: "notBreaching".into(),
+                actions: actions.clone(),
+            }
+        };
+        let lb = ("LoadBalancer", reference(alb, "metric_dimension"));
+        let mut wanted = vec![
+            (
+                "load_balancer_5xx".to_string(),
+                alarm(
+                    "load_balancer_5xx",
+                    "The load balancer answered 5xx itself (502/503/504: no healthy target, \
+                     a target refused or timed out) at least 10 times a minute in 3 of 5 minutes. \
+                     Look at `provision status` and the services' logs.",
+                    ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count"),
+                    std::slice::from_ref(&lb),
+                ),
+            ),
+            (
+                "services_5xx".to_string(),
+                alarm(
+                    "services_5xx",
+                    "The services answered 5xx at least 10 times a minute in 3 of 5 minutes. \
+                     Look at the services' logs.",
+                    ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count"),
+                    std::slice::from_ref(&lb),
+                ),
+            ),
+        ];
+        for (service, tg) in target_groups {
+            let on = [
+                lb.clone(),
+                ("TargetGroup", reference(tg, "metric_dimension")),
+            ];
+            wanted.push((
+                format!("{service}_no_healthy_targets"),
+                AlarmProps {
+                    statistic: "Minimum".into(),
+                    evaluation_periods: 3,
+                    comparison: "LessThanThreshold".into(),
+                    threshold: 1.0,
+                    // A target group with no data has no task reporting.
+                    treat_missing_data: "breaching".into(),
+                    ..alarm(
+                        &format!("{service}_no_healthy_targets"),
+                        &format!(
+                            "No healthy {service} task behind the load balancer for 3 minutes: \
+                             its requests fail. Look at `provision status`."
+                        ),
+                        ("AWS/ApplicationELB", "HealthyHostCount"),
+                        &on,
+                    )
+                },
+            ));
+            wanted.push((
+                format!("{service}_unhealthy_targets"),
+                AlarmProps {
+                    statistic: "Maximum".into(),
+                    evaluation_periods: 3,
+                    threshold: 1.0,
+                    ..alarm(
+                        &format!("{service}_unhealthy_targets"),
+                        &format!(
+                            "A {service} task failed the load balancer's health check for 3 \
+                             minutes. Look at `provision status` for the reason."
+                        ),
+                        ("AWS/ApplicationELB", "UnHealthyHostCount"),
+                        &on,
+                    )
+                },
+            ));
+        }
+        wanted.push((
+            "broker_status_check".to_string(),
+            AlarmProps {
+                statistic: "Maximum".into(),
+                evaluation_periods: 2,
+                datapoints_to_alarm: 2,
+                threshold: 1.0,
+                // A stopped or terminated broker reports nothing.
+                treat_missing_data: "breaching".into(),
+                ..alarm(
+                    "broker_status_check",
+                    "The broker's instance failed its EC2 status checks (system or instance) \
+                     for 2 minutes: events cannot be accepted or processed. Look at the \
+                     instance in the EC2 console.",
+                    ("AWS/EC2", "StatusCheckFailed"),
+                    &[("InstanceId", reference(broker, "id"))],
+                )
+            },
+        ));
+        for (name, props) in wanted {
+            self.add(Kind::Alarm, &name, props, &[]);
+        }
     }
 
     fn security_group(

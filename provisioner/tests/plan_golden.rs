@@ -112,6 +112,7 @@ fn outputs(resource: &Resource, props: &Props) -> Props {
         out.insert("uri".into(), json!(uri));
     }
     out.insert("dns_name".into(), json!("ep-test-alb.elb.test"));
+    out.insert("metric_dimension".into(), json!(format!("app/{name}/0123")));
     out.insert("private_ip".into(), json!("10.40.0.10"));
     out
 }
@@ -457,6 +458,128 @@ fn every_updatable_attribute_is_one_its_kind_has() -> anyhow::Result<()> {
         .filter(|k| !attributes.contains_key(k))
         .collect();
     assert!(missing.is_empty(), "no blueprint has {missing:?}");
+    Ok(())
+}
+
+/// What CloudWatch accepts and moto does not check: an alarm with a
+/// dimension its metric is not published with, or with more data points
+/// to alarm than periods, is accepted by both and never fires on AWS.
+#[test]
+fn alarms_watch_metrics_as_aws_publishes_them_within_cloudwatch_limits() -> anyhow::Result<()> {
+    // The dimensions each metric is published with, and from which output.
+    let published: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
+        (
+            "HTTPCode_ELB_5XX_Count",
+            vec![("LoadBalancer", "load_balancer.main.metric_dimension")],
+        ),
+        (
+            "HTTPCode_Target_5XX_Count",
+            vec![("LoadBalancer", "load_balancer.main.metric_dimension")],
+        ),
+        // Per target group and load balancer pair: TargetGroup alone gets no data.
+        (
+            "HealthyHostCount",
+            vec![
+                ("LoadBalancer", "load_balancer.main.metric_dimension"),
+                ("TargetGroup", "target_group."),
+            ],
+        ),
+        (
+            "UnHealthyHostCount",
+            vec![
+                ("LoadBalancer", "load_balancer.main.metric_dimension"),
+                ("TargetGroup", "target_group."),
+            ],
+        ),
+        (
+            "StatusCheckFailed",
+            vec![("InstanceId", "instance.broker.id")],
+        ),
+    ]);
+    for name in ["local.toml", "dev.toml", "production.toml"] {
+        let blueprint = load(name)?;
+        let alarms: Vec<Resource> = resources(&blueprint)
+            .into_iter()
+            .filter(|r| r.kind == Kind::Alarm)
+            .collect();
+        assert_eq!(alarms.len(), 7, "{name}");
+        for alarm in &alarms {
+            let at = format!("{name} {}", alarm.address);
+            let text = |key: &str| {
+                alarm
+                    .props
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            let number = |key: &str| alarm.props.get(key).and_then(Value::as_i64).unwrap_or(0);
+            assert!(
+                text("name").len() <= 255 && text("name").starts_with(blueprint.stack()),
+                "{at}"
+            );
+            assert!(
+                !text("description").is_empty() && text("description").len() <= 1024,
+                "{at}"
+            );
+            assert!(
+                ["SampleCount", "Average", "Sum", "Minimum", "Maximum"]
+                    .contains(&text("statistic")),
+                "{at}"
+            );
+            assert!(
+                [
+                    "GreaterThanOrEqualToThreshold",
+                    "GreaterThanThreshold",
+                    "LessThanThreshold",
+                    "LessThanOrEqualToThreshold"
+                ]
+                .contains(&text("comparison")),
+                "{at}"
+            );
+            assert!(
+                ["breaching", "notBreaching", "ignore", "missing"]
+                    .contains(&text("treat_missing_data")),
+                "{at}"
+            );
+            let period = number("period_seconds");
+            assert!(period > 0 && period % 60 == 0, "{at}: period {period}");
+            let periods = number("evaluation_periods");
+            let datapoints = number("datapoints_to_alarm");
+            assert!(
+                (1..=periods).contains(&datapoints),
+                "{at}: {datapoints} of {periods}"
+            );
+            assert!(periods * period <= 86_400, "{at}: longer than a day");
+            let dimensions = alarm
+                .props
+                .get("dimensions")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let wanted = published
+                .get(text("metric_name"))
+                .with_context(|| format!("{at}: unknown metric"))?;
+            let names: Vec<&str> = dimensions.keys().map(String::as_str).collect();
+            let wanted_names: Vec<&str> = wanted.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, wanted_names, "{at}");
+            for (dimension, from) in wanted {
+                let value = dimensions
+                    .get(*dimension)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                assert!(
+                    value.starts_with(&format!("${{{from}")),
+                    "{at}: {dimension} = {value}"
+                );
+            }
+            let expected_actions = if blueprint.spec.alarms.email.is_some() {
+                json!(["${sns_topic.alarms.arn}"])
+            } else {
+                json!([])
+            };
+            assert_eq!(alarm.props.get("actions"), Some(&expected_actions), "{at}");
+        }
+    }
     Ok(())
 }
 

@@ -504,6 +504,74 @@ async fn verify_with_describe_calls(
     assert_eq!(container.secrets()[0].name(), "JWT_SECRET_KEY");
     assert!(container.secrets()[0].value_from().contains("jwt-secret"));
     assert!(!env_vars.contains_key("JWT_SECRET_KEY"));
+
+    // The alarms watch this stack's own load balancer, target groups and
+    // broker (CloudWatch accepts any dimension value and would alarm on
+    // nothing), and notify the blueprint's address through the topic.
+    let topic = id("sns_topic.alarms")?;
+    let sns = aws_sdk_sns::Client::new(&env.direct);
+    let subscriptions = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic)
+        .send()
+        .await?;
+    let mailed: Vec<(&str, &str)> = subscriptions
+        .subscriptions()
+        .iter()
+        .map(|s| (s.protocol().unwrap_or(""), s.endpoint().unwrap_or("")))
+        .collect();
+    assert_eq!(mailed, vec![("email", "oncall@example.com")]);
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&env.direct);
+    let described = cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix("ep-local-")
+        .send()
+        .await?;
+    let lb_arn = id("load_balancer.main")?;
+    let lb_dimension = lb_arn.split_once(":loadbalancer/").map(|(_, d)| d);
+    let tg_dimension = ingest_tg.rsplit_once(':').map(|(_, d)| d);
+    let mut alarms = BTreeMap::new();
+    for alarm in described.metric_alarms() {
+        let dimensions: BTreeMap<&str, &str> = alarm
+            .dimensions()
+            .iter()
+            .map(|d| (d.name().unwrap_or(""), d.value().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            alarm.alarm_actions(),
+            std::slice::from_ref(&topic),
+            "{alarm:?}"
+        );
+        assert_eq!(
+            alarm.ok_actions(),
+            std::slice::from_ref(&topic),
+            "{alarm:?}"
+        );
+        alarms.insert(alarm.alarm_name().unwrap_or("").to_string(), dimensions);
+    }
+    let names: Vec<&str> = alarms.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "ep-local-broker-status-check",
+            "ep-local-graphql-no-healthy-targets",
+            "ep-local-graphql-unhealthy-targets",
+            "ep-local-ingest-no-healthy-targets",
+            "ep-local-ingest-unhealthy-targets",
+            "ep-local-load-balancer-5xx",
+            "ep-local-services-5xx",
+        ]
+    );
+    let ingest = &alarms["ep-local-ingest-unhealthy-targets"];
+    assert_eq!(ingest.get("LoadBalancer").copied(), lb_dimension);
+    assert_eq!(ingest.get("TargetGroup").copied(), tg_dimension);
+    assert!(lb_dimension.is_some_and(|d| d.starts_with("app/ep-local-alb/")));
+    assert!(tg_dimension.is_some_and(|d| d.starts_with("targetgroup/ep-local-ingest/")));
+    let broker = &alarms["ep-local-broker-status-check"];
+    assert_eq!(
+        broker.get("InstanceId"),
+        Some(&id("instance.broker")?.as_str())
+    );
     Ok(())
 }
 
@@ -837,6 +905,16 @@ async fn destroy_leaves_no_tagged_resource_in_any_service() -> anyhow::Result<()
         .filter_map(|c| c.cluster_name())
         .collect();
     assert!(active.is_empty(), "{active:?}");
+    let alarms = aws_sdk_cloudwatch::Client::new(&env.direct)
+        .describe_alarms()
+        .send()
+        .await?;
+    assert!(alarms.metric_alarms().is_empty(), "{alarms:?}");
+    let topics = aws_sdk_sns::Client::new(&env.direct)
+        .list_topics()
+        .send()
+        .await?;
+    assert!(topics.topics().is_empty(), "{:?}", topics.topics());
     Ok(())
 }
 

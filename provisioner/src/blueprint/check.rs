@@ -121,6 +121,14 @@ impl Blueprint {
                 );
             }
         }
+        if let Some(email) = &spec.alarms.email {
+            if !is_email_address(email) {
+                out.error(
+                    "alarms.email",
+                    "must be one e-mail address (NAME@DOMAIN), which SNS notifies of alarms",
+                );
+            }
+        }
         self.check_network(&mut out);
         self.check_services(&mut out);
         let bucket = &spec.bucket;
@@ -432,6 +440,19 @@ fn fargate_size_ok(cpu: u32, memory: u32) -> bool {
     }
 }
 
+/// Whether `text` is one plausible e-mail address: a local part, an `@`,
+/// and a dotted domain, no spaces (SNS itself accepts what it can mail).
+fn is_email_address(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    let labels_ok = domain.split('.').count() >= 2 && domain.split('.').all(|l| !l.is_empty());
+    !local.is_empty()
+        && labels_ok
+        && !domain.contains('@')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -527,6 +548,27 @@ subnets = [
             unknown.iter().any(|e| e.contains("endpoint")),
             "{unknown:?}"
         );
+    }
+
+    #[test]
+    fn the_alarm_email_must_be_one_address() {
+        let with = |email: &str| format!("{GOOD}\n[alarms]\nemail = \"{email}\"\n");
+        assert_eq!(errors(&with("oncall@example.com")), Vec::<String>::new());
+        for bad in [
+            "oncall",
+            "a@b",
+            "@example.com",
+            "a b@example.com",
+            "a@b@example.com",
+            "a@example..com",
+        ] {
+            let found = errors(&with(bad));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert!(
+                found[0].contains("`alarms.email`: must be one e-mail address"),
+                "{found:?}"
+            );
+        }
     }
 
     #[test]

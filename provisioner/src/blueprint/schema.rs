@@ -35,6 +35,9 @@ pub struct Spec {
     /// Where the services send their traces.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// Who the CloudWatch alarms notify.
+    #[serde(default)]
+    pub alarms: Alarms,
     /// Where service images are pushed.
     #[serde(default)]
     pub images: Images,
@@ -221,6 +224,18 @@ pub struct Telemetry {
     /// Share of new traces kept (0 to 1; default 1). A trace a caller
     /// started keeps its caller's decision.
     pub sample_ratio: Option<f64>,
+}
+
+/// `[alarms]`: the stack always has CloudWatch alarms on the load
+/// balancer's 5xx answers, its targets' health and the broker's status
+/// checks; this says who hears of them.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alarms {
+    /// An address subscribed by e-mail to the stack's alarm topic (SNS),
+    /// told when an alarm fires and when it clears. SNS mails it a link to
+    /// confirm first. None: no topic; the alarms show in the console only.
+    pub email: Option<String>,
 }
 
 /// `[services]`: exactly the platform's three.

@@ -10,6 +10,7 @@ pub mod ecs;
 pub mod iam;
 pub mod image;
 pub mod logs;
+pub mod monitoring;
 pub mod network;
 pub mod registry;
 pub mod resource;
@@ -48,8 +49,12 @@ pub struct Cloud {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// S3.
     pub s3: aws_sdk_s3::Client,
+    /// CloudWatch (alarms).
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// CloudWatch Logs.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// SNS (the alarms' topic).
+    pub sns: aws_sdk_sns::Client,
     /// SSM Parameter Store.
     pub ssm: aws_sdk_ssm::Client,
     /// The images this run built and the registry they go to.
@@ -78,7 +83,9 @@ impl Cloud {
             iam: aws_sdk_iam::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
             images: image::Images::default(),
             poll: Poll::default(),

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::resource::ResourceKind;
-use super::{alb, bucket, ecr, ecs, iam, image, logs, network, secret, table};
+use super::{alb, bucket, ecr, ecs, iam, image, logs, monitoring, network, secret, table};
 
 macro_rules! registry {
     ($( $(#[$doc:meta])* $variant:ident = $name:literal => $implementation:expr, )*) => {
@@ -84,6 +84,10 @@ registry! {
     TaskDefinition = "task_definition" => ecs::TaskDefinition,
     /// ECS service.
     EcsService = "ecs_service" => ecs::EcsService,
+    /// SNS topic the alarms notify, with its e-mail subscriptions.
+    SnsTopic = "sns_topic" => monitoring::SnsTopic,
+    /// CloudWatch metric alarm.
+    Alarm = "alarm" => monitoring::Alarm,
 }
 
 impl fmt::Display for Kind {

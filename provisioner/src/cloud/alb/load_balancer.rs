@@ -1,5 +1,5 @@
 //! The application load balancer itself. Its id is its ARN; its outputs are
-//! the ARN and its DNS name.
+//! the ARN, its DNS name and its `metric_dimension` (the alarms' name for it).
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     created, describe_load_balancer, find_ours, ids, in_stack_only, load_balancer_state,
-    load_balancers, observed, prop_elb_tags, read_tagged, retag, GONE,
+    load_balancers, metric_dimension, observed, prop_elb_tags, read_tagged, retag, GONE,
 };
 use crate::cloud::resource::{Probe, Readiness, ResourceKind, Update};
 use crate::cloud::support::{absent, from_props, opt_str, required, sent, sent_ok, wait_until};
@@ -150,5 +150,9 @@ async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
     observed
         .outputs
         .insert("dns_name".into(), opt_str(lb.dns_name()));
+    let dimension = metric_dimension(id);
+    observed
+        .outputs
+        .insert("metric_dimension".into(), dimension);
     Ok(Some(observed))
 }

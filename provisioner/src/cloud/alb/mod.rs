@@ -115,6 +115,15 @@ fn observed<T: Serialize>(arn: &str, typed: &T) -> Observed {
     }
 }
 
+/// What CloudWatch's `LoadBalancer` and `TargetGroup` dimensions name a
+/// load balancer or target group by: the resource part of its ARN
+/// (`app/NAME/ID`, `targetgroup/NAME/ID`), the `metric_dimension` output.
+pub fn metric_dimension(arn: &str) -> Value {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or(arn);
+    let dimension = resource.strip_prefix("loadbalancer/").unwrap_or(resource);
+    Value::String(dimension.to_string())
+}
+
 /// What `read_each` answers for every ALB kind: each of `ids` as its
 /// kind's `observe` reads it (`None`: gone), with the tags of all of them
 /// from one DescribeTags (20 ARNs a call).
@@ -300,4 +309,20 @@ fn forward_target(actions: &[Action]) -> Option<&str> {
             .first()?
             .target_group_arn()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_dimension;
+
+    #[test]
+    fn the_metric_dimension_is_the_resource_part_of_the_arn() {
+        let lb = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/ep-alb/50dc6c495c0c9188";
+        assert_eq!(metric_dimension(lb), "app/ep-alb/50dc6c495c0c9188");
+        let tg = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/ep-ingest/73e2d6bc24d8a067";
+        assert_eq!(
+            metric_dimension(tg),
+            "targetgroup/ep-ingest/73e2d6bc24d8a067"
+        );
+    }
 }

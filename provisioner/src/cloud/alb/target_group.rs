@@ -1,12 +1,14 @@
 //! A target group the services register their tasks in (by IP), with its
-//! health check and deregistration delay. Its id and `arn` output are its ARN.
+//! health check and deregistration delay. Its id and `arn` output are its
+//! ARN; `metric_dimension` is the alarms' name for it.
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    created, find_ours, ids, in_stack_only, observed, prop_elb_tags, read_tagged, retag, GONE,
+    created, find_ours, ids, in_stack_only, metric_dimension, observed, prop_elb_tags, read_tagged,
+    retag, GONE,
 };
 use crate::cloud::resource::{ResourceKind, Update};
 use crate::cloud::support::{deleted, fit_i32, from_props, required, sent, sent_ok};
@@ -136,7 +138,12 @@ async fn observe(cloud: &Cloud, id: &str) -> Result<Option<Observed>> {
         port: tg.port().map(i64::from),
         vpc_id: tg.vpc_id().map(str::to_string),
     };
-    Ok(Some(observed(id, &typed)))
+    let mut observed = observed(id, &typed);
+    let dimension = metric_dimension(id);
+    observed
+        .outputs
+        .insert("metric_dimension".into(), dimension);
+    Ok(Some(observed))
 }
 
 async fn set_deregistration_delay(cloud: &Cloud, arn: &str, seconds: Option<i64>) -> Result<()> {
