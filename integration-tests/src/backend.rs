@@ -230,6 +230,12 @@ pub enum AwsEmulator {
 impl AwsEmulator {
     /// Starts (or finds) an emulator as the environment says, and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`AwsEmulator::start`] with `env` set for a moto this starts (its
+    /// `MOTO_*` switches); an emulator someone else runs keeps its own.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
         if let Ok(endpoint) = std::env::var("EVENT_PLATFORM_TEST_AWS_ENDPOINT") {
             return Ok(Self::External(endpoint));
         }
@@ -240,6 +246,7 @@ impl AwsEmulator {
                 let child = Command::new(&binary)
                     .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                     .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+                    .envs(env.iter().copied())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -259,9 +266,12 @@ impl AwsEmulator {
                         4566,
                     ),
                     Err(_) => (
-                        GenericImage::new("motoserver/moto", "latest")
-                            .with_wait_for(WaitFor::message_on_stderr("Running on"))
-                            .with_env_var("MOTO_IAM_LOAD_MANAGED_POLICIES", "true"),
+                        env.iter().fold(
+                            GenericImage::new("motoserver/moto", "latest")
+                                .with_wait_for(WaitFor::message_on_stderr("Running on"))
+                                .with_env_var("MOTO_IAM_LOAD_MANAGED_POLICIES", "true"),
+                            |image, (key, value)| image.with_env_var(*key, *value),
+                        ),
                         5000,
                     ),
                 };

@@ -11,6 +11,7 @@
 //! - [`local`]: the deployed stack on this machine (`run-local`).
 //!
 //! - [`import`]: historical events through the ingest API.
+//! - [`status`], [`logs`]: how a deployed stack is doing, and what it says.
 //!
 //! All but `dev`, `token` and `import` need the `aws` feature (on by default).
 
@@ -29,6 +30,8 @@ pub mod import;
 #[cfg(feature = "aws")]
 pub mod local;
 #[cfg(feature = "aws")]
+pub mod logs;
+#[cfg(feature = "aws")]
 pub mod model;
 #[cfg(feature = "aws")]
 pub mod plan;
@@ -36,3 +39,5 @@ pub mod plan;
 pub mod stack;
 #[cfg(feature = "aws")]
 pub mod state;
+#[cfg(feature = "aws")]
+pub mod status;

@@ -1,7 +1,7 @@
 //! The permissions the user running `provision` needs: every AWS call an
 //! apply, a plan and a destroy of the whole stack make on moto (recorded at
-//! the SDK layer) must be allowed by the policy shipped in
-//! `provisioner/iam/provision-policy.json`.
+//! the SDK layer), and the reads of `status` and `logs`, must be allowed by
+//! the policy shipped in `provisioner/iam/provision-policy.json`.
 
 mod support;
 
@@ -24,7 +24,8 @@ fn shipped_policy() -> anyhow::Result<BTreeSet<String>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_call_of_apply_plan_and_destroy_is_in_the_shipped_policy() -> anyhow::Result<()> {
+async fn every_call_of_apply_plan_destroy_status_and_logs_is_in_the_shipped_policy(
+) -> anyhow::Result<()> {
     let mut env = Env::start(&[]).await?;
     let options = env.options();
     let mut used = BTreeSet::new();
@@ -37,6 +38,24 @@ async fn every_call_of_apply_plan_and_destroy_is_in_the_shipped_policy() -> anyh
     };
     record(&env, &mut used);
     env.stack().await?.plan(&options).await?;
+    record(&env, &mut used);
+    // The day-two reads: status and logs.
+    let stack = env.stack().await?;
+    let state = stack.state()?;
+    let status = provisioner::status::Status::gather(
+        &stack.cloud,
+        &stack.blueprint,
+        &state,
+        Some("127.0.0.1:9"),
+    )
+    .await?;
+    assert!(!status.services.is_empty());
+    let query = provisioner::logs::Query {
+        groups: [("ingest".to_string(), "/ecs/ep-local/ingest".to_string())].into(),
+        start_ms: 0,
+        filter: Some("error".into()),
+    };
+    provisioner::logs::read(&stack.cloud, &query).await?;
     record(&env, &mut used);
     env.stack()
         .await?

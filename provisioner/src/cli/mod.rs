@@ -11,6 +11,8 @@ mod dev;
 mod image;
 mod import;
 #[cfg(feature = "aws")]
+mod logs;
+#[cfg(feature = "aws")]
 mod output;
 #[cfg(feature = "aws")]
 mod plan;
@@ -20,6 +22,8 @@ mod run_local;
 mod stack;
 #[cfg(feature = "aws")]
 mod state;
+#[cfg(feature = "aws")]
+mod status;
 mod token;
 
 use std::process::ExitCode;
@@ -66,6 +70,12 @@ enum Command {
     /// Inspect the state file.
     #[cfg(feature = "aws")]
     State(state::StateArgs),
+    /// The services' log events from CloudWatch Logs, merged in time order.
+    #[cfg(feature = "aws")]
+    Logs(logs::LogsArgs),
+    /// Is the applied stack as the blueprint wants? (exit 0 yes, 2 no)
+    #[cfg(feature = "aws")]
+    Status(status::StatusArgs),
 }
 
 impl Cli {
@@ -91,6 +101,10 @@ impl Cli {
             Command::Output(args) => args.run()?,
             #[cfg(feature = "aws")]
             Command::State(args) => args.run()?,
+            #[cfg(feature = "aws")]
+            Command::Status(args) => return args.run().await,
+            #[cfg(feature = "aws")]
+            Command::Logs(args) => args.run().await?,
         }
         Ok(ExitCode::SUCCESS)
     }

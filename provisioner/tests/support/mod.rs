@@ -55,8 +55,28 @@ impl Env {
         Self::start_with(edits, false).await
     }
 
+    /// [`Env::start`] on a moto started with `emulator_env` (its `MOTO_*` switches).
+    pub async fn start_emulating(
+        edits: &[(&str, &str)],
+        emulator_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_on(
+            AwsEmulator::start_with_env(emulator_env).await?,
+            edits,
+            true,
+        )
+        .await
+    }
+
     async fn start_with(edits: &[(&str, &str)], prebuilt_images: bool) -> anyhow::Result<Self> {
-        let emulator = AwsEmulator::start().await?;
+        Self::start_on(AwsEmulator::start().await?, edits, prebuilt_images).await
+    }
+
+    async fn start_on(
+        emulator: AwsEmulator,
+        edits: &[(&str, &str)],
+        prebuilt_images: bool,
+    ) -> anyhow::Result<Self> {
         let direct = sdk_config(&AwsSettings::emulator(emulator.endpoint())).await;
         let (_, faults) = FaultLayer::wrap(&direct);
         let dir = tempfile::tempdir()?;

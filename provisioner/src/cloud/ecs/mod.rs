@@ -48,6 +48,11 @@ pub async fn service_stable(cloud: &Cloud, service_arn: &str) -> Result<bool> {
             == Some(&DeploymentRolloutState::Completed))
 }
 
+/// The service at `arn` (any status); `None` when it or its cluster is gone.
+pub async fn describe(cloud: &Cloud, arn: &str) -> Result<Option<types::Service>> {
+    describe_service(cloud, &cluster_of_service(arn), arn).await
+}
+
 /// Why the service's deployment of `task_definition` failed (the circuit
 /// breaker stopped it, or already rolled the service back to an older
 /// revision), with the reasons its last tasks stopped; `None` while no
