@@ -21,6 +21,8 @@ pub mod cli;
 #[cfg(feature = "aws")]
 pub mod cloud;
 #[cfg(feature = "aws")]
+pub mod cost;
+#[cfg(feature = "aws")]
 pub mod desired;
 #[cfg(feature = "aws")]
 pub mod engine;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::blueprint::Blueprint;
 use crate::cloud::image::Images;
 use crate::cloud::{Cloud, CloudError};
+use crate::cost;
 use crate::desired::{self, ImagePin, ImagePins};
 use crate::engine::{self, DestroyReport, Options, Progress};
 use crate::image::Image;
@@ -31,6 +32,8 @@ pub struct Stack {
     pub state_dir: PathBuf,
     /// The SDK clients.
     pub cloud: Cloud,
+    /// The SDK configuration they were made from.
+    pub sdk: SdkConfig,
 }
 
 impl Stack {
@@ -61,6 +64,7 @@ impl Stack {
             blueprint,
             state_dir: state_dir.to_path_buf(),
             cloud,
+            sdk: config.clone(),
         })
     }
 
@@ -152,6 +156,53 @@ impl Stack {
         let desired = self.desired(state);
         let current = engine::refresh(&self.cloud, &desired, state, options).await?;
         Ok(plan(&desired, state, &current))
+    }
+
+    /// What the stack costs a month once the blueprint is applied, and what
+    /// that changes from the state's resources (no refresh: the plan that
+    /// comes with it says what else differs). Prices from the Price List
+    /// API, cached in the state folder, or the shipped table.
+    pub async fn cost(&self) -> anyhow::Result<cost::Estimate> {
+        let state = self.state()?;
+        let desired = self.desired(&state);
+        let name = |address: &str| address.split_once('.').map_or("", |(_, n)| n).to_string();
+        let names: Vec<String> = desired.iter().map(|r| name(&r.address)).collect();
+        let after: Vec<cost::Priced<'_>> = desired
+            .iter()
+            .zip(&names)
+            .map(|(r, n)| (r.kind, n.as_str(), &r.props))
+            .collect();
+        let before: Vec<cost::Priced<'_>> = state
+            .resources
+            .iter()
+            .map(|(address, r)| {
+                (
+                    r.kind,
+                    address.split_once('.').map_or("", |(_, n)| n),
+                    &r.props,
+                )
+            })
+            .collect();
+        let spec = &self.blueprint.spec.stack;
+        // An emulator's stack (its endpoint in the blueprint or the
+        // environment) is priced from the table: no traffic leaves it.
+        let emulated = spec.endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let instance_type = &self.blueprint.spec.broker.instance_type;
+        let (prices, source) = cost::prices_for(
+            &self.sdk,
+            &spec.region,
+            instance_type,
+            &self.state_dir,
+            !emulated,
+        )
+        .await;
+        Ok(cost::estimate(
+            &spec.region,
+            &prices,
+            source,
+            &before,
+            &after,
+        ))
     }
 
     /// Refreshes, plans, asks `approve`, and applies. Returns the plan and

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use provisioner::blueprint::{Blueprint, Severity};
 use provisioner::cloud::Observed;
+use provisioner::cost;
 use provisioner::desired;
 use provisioner::image::Architecture;
 use provisioner::model::{Kind, Props, Resource};
@@ -154,15 +155,18 @@ fn applied(desired: &[Resource]) -> (State, BTreeMap<String, Current>) {
 }
 
 fn golden(name: &str, plan: &Plan) -> anyhow::Result<()> {
+    golden_text(name, &plan.render())
+}
+
+fn golden_text(name: &str, text: &str) -> anyhow::Result<()> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
-    let text = plan.render();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &text)?;
+        std::fs::write(&path, text)?;
     }
     let want = std::fs::read_to_string(&path)?;
-    assert_eq!(text, want, "plan text differs from {}", path.display());
+    assert_eq!(text, want, "text differs from {}", path.display());
     Ok(())
 }
 
@@ -579,6 +583,101 @@ fn alarms_watch_metrics_as_aws_publishes_them_within_cloudwatch_limits() -> anyh
             };
             assert_eq!(alarm.props.get("actions"), Some(&expected_actions), "{at}");
         }
+    }
+    Ok(())
+}
+
+/// The estimate of `blueprint` at the shipped table's prices, with the
+/// resources of `before` already applied.
+fn estimate(blueprint: &Blueprint, before: &[Resource]) -> anyhow::Result<cost::Estimate> {
+    let table = cost::prices::Table::shipped();
+    let region = &blueprint.spec.stack.region;
+    let prices = table
+        .regions
+        .get(region)
+        .with_context(|| format!("no prices for {region}"))?;
+    let source = cost::prices::Source {
+        kind: "shipped-table",
+        date: table.date,
+        note: None,
+    };
+    let (after, _) = applied(&resources(blueprint));
+    let (before, _) = applied(before);
+    Ok(cost::estimate(
+        region,
+        prices,
+        source,
+        &priced(&before),
+        &priced(&after),
+    ))
+}
+
+/// A state's resources as the estimate reads them.
+fn priced(state: &State) -> Vec<cost::Priced<'_>> {
+    state
+        .resources
+        .iter()
+        .map(|(address, r)| {
+            (
+                r.kind,
+                address.split_once('.').map_or("", |(_, n)| n),
+                &r.props,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_cost_of_each_shipped_blueprint_at_the_shipped_prices() -> anyhow::Result<()> {
+    for name in ["local", "dev", "production"] {
+        let blueprint = load(&format!("{name}.toml"))?;
+        let estimate = estimate(&blueprint, &[])?;
+        assert!(
+            estimate.lines.iter().all(|l| l.monthly_usd.is_some()),
+            "{name}: {estimate:?}"
+        );
+        assert_eq!(
+            estimate.change_usd, estimate.monthly_usd,
+            "{name}: all of it is new"
+        );
+        golden_text(&format!("cost-{name}.txt"), &estimate.render())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_cost_change_is_what_the_plan_adds() -> anyhow::Result<()> {
+    let before = resources(&load("dev.toml")?);
+    let more = edit(
+        "dev.toml",
+        "[services.ingest]\ndesired_count = 1",
+        "[services.ingest]\ndesired_count = 3",
+    )?;
+    let estimate = estimate(&more, &before)?;
+    let ingest = estimate
+        .lines
+        .iter()
+        .find(|l| l.item == "ecs_service.ingest")
+        .context("no ingest line")?;
+    let (after, was) = (
+        ingest.monthly_usd.unwrap_or(0.0),
+        ingest.before_usd.unwrap_or(0.0),
+    );
+    // Two more tasks of 0.25 vCPU and 0.5 GB, and their two public addresses.
+    let tasks = 2.0 * (0.25 * 0.04048 + 0.5 * 0.004445) * 730.0;
+    let addresses = 2.0 * 0.005 * 730.0;
+    assert!((after - 3.0 * was).abs() < 0.02, "{ingest:?}");
+    assert!(
+        (estimate.change_usd - (tasks + addresses)).abs() < 0.03,
+        "{}",
+        estimate.render()
+    );
+    let unchanged = estimate
+        .lines
+        .iter()
+        .filter(|l| l.item != "ecs_service.ingest" && l.item != "public IPv4 addresses");
+    for line in unchanged {
+        assert_eq!(line.monthly_usd, line.before_usd, "{line:?}");
     }
     Ok(())
 }

@@ -76,8 +76,27 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
     let env = Env::start(&[]).await?;
     let out = provision(&env, &["plan", "--detailed-exitcode"])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stdout)
-        .ends_with("Plan: 48 to create, 0 to update in place, 0 to replace, 0 to delete.\n"));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\nPlan: 48 to create, 0 to update in place, 0 to replace, 0 to delete.\n"),
+        "{stdout}"
+    );
+    // Then the cost, priced from the table: an emulator has no Price List API.
+    let cost = stdout
+        .split_once(
+            "\nEstimated monthly cost, us-east-1 (USD, on demand; prices: shipped price table of ",
+        )
+        .map(|(_, cost)| cost)
+        .unwrap_or_default();
+    assert!(
+        cost.contains("the stack's endpoint is an emulator"),
+        "{stdout}"
+    );
+    assert!(
+        cost.contains("instance.broker              t3.small, 730 h"),
+        "{stdout}"
+    );
+    assert!(cost.contains("\n  Total "), "{stdout}");
 
     let out = provision(&env, &["apply"])?;
     assert_eq!(
@@ -105,6 +124,14 @@ async fn plan_apply_output_state_destroy_through_the_binary() -> anyhow::Result<
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(plan["changes"], serde_json::json!([]));
     assert_eq!(plan["unchanged"], 48);
+    // Applied: the same total, no change.
+    assert!(
+        plan["cost"]["monthly_usd"]
+            .as_f64()
+            .is_some_and(|usd| usd > 0.0),
+        "{plan}"
+    );
+    assert_eq!(plan["cost"]["change_usd"], 0.0);
 
     let out = provision(&env, &["output", "--json"])?;
     let outputs: serde_json::Value = serde_json::from_slice(&out.stdout)?;

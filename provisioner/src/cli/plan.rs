@@ -34,10 +34,15 @@ impl PlanArgs {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let stack = self.binaries.open(&self.stack).await?;
         let plan = stack.plan(&options(&stack, self.parallelism)).await?;
+        let cost = stack.cost().await?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            let mut json = serde_json::to_value(&plan)?;
+            if let Some(fields) = json.as_object_mut() {
+                fields.insert("cost".into(), serde_json::to_value(&cost)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
         } else {
-            print!("{}", plan.render());
+            print!("{}{}", plan.render(), cost.render());
         }
         if let Some(path) = &self.out {
             plan.save(path)?;
