@@ -158,51 +158,48 @@ impl Stack {
         Ok(plan(&desired, state, &current))
     }
 
-    /// What the stack costs a month once the blueprint is applied, and what
-    /// that changes from the state's resources (no refresh: the plan that
-    /// comes with it says what else differs). Prices from the Price List
-    /// API, cached in the state folder, or the shipped table.
-    pub async fn cost(&self) -> anyhow::Result<cost::Estimate> {
-        let state = self.state()?;
+    /// [`Stack::plan`], and what the stack costs a month once it is
+    /// applied against what it costs as refreshed now. Prices from the
+    /// Price List API, cached in the state folder, or the shipped table.
+    pub async fn plan_with_cost(
+        &self,
+        options: &Options,
+    ) -> anyhow::Result<(Plan, cost::Estimate)> {
+        self.ensure_pinned()?;
+        let state = StateFile::read(&self.state_dir, self.blueprint.stack())?.state;
         let desired = self.desired(&state);
-        let name = |address: &str| address.split_once('.').map_or("", |(_, n)| n).to_string();
-        let names: Vec<String> = desired.iter().map(|r| name(&r.address)).collect();
+        let current = engine::refresh(&self.cloud, &desired, &state, options).await?;
+        let plan = plan(&desired, &state, &current);
         let after: Vec<cost::Priced<'_>> = desired
             .iter()
-            .zip(&names)
-            .map(|(r, n)| (r.kind, n.as_str(), &r.props))
+            .map(|r| (r.kind, name_in(&r.address), &r.props))
             .collect();
-        let before: Vec<cost::Priced<'_>> = state
-            .resources
+        let before: Vec<cost::Priced<'_>> = current
             .iter()
-            .map(|(address, r)| {
-                (
-                    r.kind,
-                    address.split_once('.').map_or("", |(_, n)| n),
-                    &r.props,
-                )
+            .filter_map(|(address, now)| {
+                let kind = state.resources.get(address).map(|r| r.kind).or_else(|| {
+                    desired
+                        .iter()
+                        .find(|r| &r.address == address)
+                        .map(|r| r.kind)
+                })?;
+                Some((kind, name_in(address), &now.observed.as_ref()?.props))
             })
             .collect();
-        let spec = &self.blueprint.spec.stack;
-        // An emulator's stack (its endpoint in the blueprint or the
-        // environment) is priced from the table: no traffic leaves it.
-        let emulated = spec.endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        let instance_type = &self.blueprint.spec.broker.instance_type;
+        let spec = &self.blueprint.spec;
+        let region = &spec.stack.region;
+        // An emulator's stack is priced from the table: no traffic leaves it.
+        let ask_api = !self.blueprint.on_emulator();
         let (prices, source) = cost::prices_for(
             &self.sdk,
-            &spec.region,
-            instance_type,
+            region,
+            &spec.broker.instance_type,
             &self.state_dir,
-            !emulated,
+            ask_api,
         )
         .await;
-        Ok(cost::estimate(
-            &spec.region,
-            &prices,
-            source,
-            &before,
-            &after,
-        ))
+        let estimate = cost::estimate(region, &prices, source, &before, &after);
+        Ok((plan, estimate))
     }
 
     /// Refreshes, plans, asks `approve`, and applies. Returns the plan and
@@ -292,6 +289,11 @@ fn refuse_data_loss(plan: &Plan, options: &Options) -> anyhow::Result<()> {
         losing.join(", ")
     );
     Ok(())
+}
+
+/// The NAME of the address `KIND.NAME`.
+fn name_in(address: &str) -> &str {
+    address.split_once('.').map_or("", |(_, name)| name)
 }
 
 /// What users need after an apply.

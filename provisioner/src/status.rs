@@ -129,7 +129,8 @@ pub struct ConsumerLag {
 impl Status {
     /// Reads the stack's services, targets, broker and load balancer as
     /// `state` records them, and the lag from `kafka` (default: the broker's
-    /// private address, reachable from inside the VPC only).
+    /// private address, reachable from inside the VPC only; none for a
+    /// stack on an emulator).
     pub async fn gather(
         cloud: &Cloud,
         blueprint: &Blueprint,
@@ -171,6 +172,8 @@ impl Status {
             .and_then(|r| r.outputs.get("private_ip"))
             .and_then(Value::as_str)
             .map(|ip| format!("{ip}:{KAFKA_PORT}"));
+        // An emulator's broker address is not a real one: nothing is sent to it.
+        let private_ip = private_ip.filter(|_| !blueprint.on_emulator());
         let broker_address = kafka.map(str::to_string).or(private_ip);
         let consumer_lag = match broker_address {
             Some(address) => {
@@ -179,6 +182,10 @@ impl Status {
                     .await
                     .unwrap_or_else(|e| ConsumerLag::unknown(Some(address), e.to_string()))
             }
+            None if blueprint.on_emulator() => ConsumerLag::unknown(
+                None,
+                "the stack is on an emulator, whose broker address is not real (pass --kafka HOST:PORT)".into(),
+            ),
             None => ConsumerLag::unknown(None, "the stack has no broker".into()),
         };
         let mut status = Self {

@@ -102,6 +102,13 @@ impl Blueprint {
         &self.spec.stack.name
     }
 
+    /// Whether the stack lives on an emulator (an endpoint in the blueprint
+    /// or in `AWS_ENDPOINT_URL`): its addresses are not real, and it has
+    /// no Price List API.
+    pub fn on_emulator(&self) -> bool {
+        self.spec.stack.endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+    }
+
     /// The three services with every default applied.
     pub fn services(&self) -> [Service; 3] {
         let s = &self.spec.services;

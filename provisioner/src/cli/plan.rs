@@ -33,8 +33,9 @@ impl PlanArgs {
     /// Plans and prints.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let stack = self.binaries.open(&self.stack).await?;
-        let plan = stack.plan(&options(&stack, self.parallelism)).await?;
-        let cost = stack.cost().await?;
+        let (plan, cost) = stack
+            .plan_with_cost(&options(&stack, self.parallelism))
+            .await?;
         if self.json {
             let mut json = serde_json::to_value(&plan)?;
             if let Some(fields) = json.as_object_mut() {
