@@ -4,10 +4,10 @@
 //!
 //! Following polls FilterLogEvents every [`POLL`] rather than opening a
 //! StartLiveTail session: Live Tail is billed per session minute, an account
-//! may have only 15 sessions at once, each ends after 3 hours, and its
-//! endpoint is a `streaming-` host prefix over HTTP/2 that emulators on
-//! loopback do not serve. A poll costs a few seconds of delay, which the
-//! services' own delivery to CloudWatch already has.
+//! may have only 15 sessions at once, each ends after 3 hours, and the SDK
+//! sends it to a `stream-` host prefix that an emulator on loopback cannot
+//! answer. A poll costs a few seconds of delay, which the services' own
+//! delivery to CloudWatch already has.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
