@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{apply_error, Env};
+use support::{apply_error, recorded_id, Env};
 
 /// A failed setup stops apply at the broker: no ECS service is created,
 /// the error names the step and how to read the instance's log, and the
@@ -26,12 +26,7 @@ async fn a_failed_broker_setup_stops_apply_before_the_services_and_the_next_plan
         started.elapsed()
     );
     assert!(!reported.await??);
-    let instance = stack
-        .state()?
-        .resources
-        .get("instance.broker")
-        .map(|r| r.id.clone())
-        .ok_or_else(|| anyhow::anyhow!("broker not recorded"))?;
+    let instance = recorded_id(&stack.state()?, "instance.broker")?;
     for want in [
         "instance.broker: waiting until broker ready (Redpanda running, topics created) failed",
         "its setup reported `failed: install redpanda-26.1.14`",

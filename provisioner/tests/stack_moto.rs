@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use provisioner::model::STACK_TAG;
 use provisioner::plan::Action;
 use serde_json::Value;
-use support::{apply, is_mutating, Env};
+use support::{apply, is_mutating, recorded_id, Env};
 
 const STACK: &str = "ep-local";
 
@@ -91,14 +91,7 @@ async fn verify_with_describe_calls(
     env: &Env,
     state: &provisioner::state::State,
 ) -> anyhow::Result<()> {
-    let id = |address: &str| -> anyhow::Result<String> {
-        Ok(state
-            .resources
-            .get(address)
-            .ok_or_else(|| anyhow::anyhow!("{address} not recorded"))?
-            .id
-            .clone())
-    };
+    let id = |address: &str| recorded_id(&state, address);
     let ec2 = aws_sdk_ec2::Client::new(&env.direct);
     let vpcs = ec2.describe_vpcs().vpc_ids(id("vpc.main")?).send().await?;
     let vpc = &vpcs.vpcs()[0];
@@ -933,14 +926,8 @@ async fn two_stacks_side_by_side_get_names_of_their_own_and_a_taken_name_is_an_e
         .await?;
     apply(&second, &options).await?;
 
-    let name_of = |stack: &provisioner::stack::Stack, address: &str| -> anyhow::Result<String> {
-        let state = stack.state()?;
-        let recorded = state
-            .resources
-            .get(address)
-            .ok_or_else(|| anyhow::anyhow!("{address} not recorded"))?;
-        Ok(recorded.id.clone())
-    };
+    let name_of =
+        |stack: &provisioner::stack::Stack, address: &str| recorded_id(&stack.state()?, address);
     assert_eq!(
         name_of(&first, "dynamodb_table.events_hot")?,
         "ep-local-events-hot"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use support::{apply, provision, Env};
+use support::{apply, provision, recorded_id, Env};
 use test_support::backend::Broker;
 
 fn text(bytes: &[u8]) -> String {
@@ -62,14 +62,7 @@ async fn status_exits_0_when_settled_and_2_once_a_service_is_scaled_down_by_hand
     let stack = env.stack().await?;
     apply(&stack, &options).await?;
     let state = stack.state()?;
-    let id = |address: &str| -> anyhow::Result<String> {
-        Ok(state
-            .resources
-            .get(address)
-            .ok_or_else(|| anyhow::anyhow!("{address} not recorded"))?
-            .id
-            .clone())
-    };
+    let id = |address: &str| recorded_id(&state, address);
 
     // Before any task registers, the services behind the load balancer
     // have no healthy target, and the broker has not reported its setup.

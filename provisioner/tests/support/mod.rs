@@ -237,6 +237,15 @@ pub fn provision(env: &Env, args: &[&str]) -> Command {
     command
 }
 
+/// The id `state` records at `address`.
+pub fn recorded_id(state: &provisioner::state::State, address: &str) -> anyhow::Result<String> {
+    state
+        .resources
+        .get(address)
+        .map(|r| r.id.clone())
+        .ok_or_else(|| anyhow::anyhow!("{address} not recorded"))
+}
+
 /// Whether an operation (as the fault layer names it) changes anything.
 pub fn is_mutating(operation: &str) -> bool {
     let read_prefixes = ["Describe", "Get", "List", "Head", "GET ", "HEAD "];
