@@ -91,7 +91,7 @@ async fn verify_with_describe_calls(
     env: &Env,
     state: &provisioner::state::State,
 ) -> anyhow::Result<()> {
-    let id = |address: &str| recorded_id(&state, address);
+    let id = |address: &str| recorded_id(state, address);
     let ec2 = aws_sdk_ec2::Client::new(&env.direct);
     let vpcs = ec2.describe_vpcs().vpc_ids(id("vpc.main")?).send().await?;
     let vpc = &vpcs.vpcs()[0];
