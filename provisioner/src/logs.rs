@@ -9,7 +9,7 @@
 //! answer. A poll costs a few seconds of delay, which the services' own
 //! delivery to CloudWatch already has.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -106,13 +106,14 @@ pub async fn show(
     stop: impl std::future::Future<Output = ()>,
     mut print: impl FnMut(&str),
 ) -> anyhow::Result<()> {
-    let mut seen: HashSet<String> = HashSet::new();
+    // Events printed, by id, with their time: kept only while a poll can see them again.
+    let mut seen: HashMap<String, i64> = HashMap::new();
     let mut latest = query.start_ms;
     tokio::pin!(stop);
     loop {
         let lines = read(cloud, &query).await?;
         for line in lines {
-            if seen.insert(line.event_id.clone()) {
+            if seen.insert(line.event_id.clone(), line.timestamp).is_none() {
                 latest = latest.max(line.timestamp);
                 print(&render(&line));
             }
@@ -121,6 +122,7 @@ pub async fn show(
             return Ok(());
         }
         query.start_ms = latest.saturating_sub(OVERLAP_MS).max(query.start_ms);
+        seen.retain(|_, timestamp| *timestamp >= query.start_ms);
         tokio::select! {
             _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(POLL) => {}
