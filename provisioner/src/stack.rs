@@ -1,6 +1,7 @@
 //! One stack's operations as the CLI and the tests use them: plan, apply,
 //! destroy and outputs, over a blueprint, a state folder and the cloud.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -16,7 +17,7 @@ use crate::desired::{self, ImagePin, ImagePins};
 use crate::engine::{self, DestroyReport, Options, Progress};
 use crate::image::Image;
 use crate::model::{Kind, Resource};
-use crate::plan::{plan, Plan, UNKNOWN};
+use crate::plan::{plan, Current, Plan, UNKNOWN};
 use crate::state::{State, StateFile};
 
 /// A blueprint bound to its state folder and the cloud.
@@ -153,9 +154,20 @@ impl Stack {
 
     /// Refreshes what `state` records and plans against it.
     async fn refreshed_plan(&self, state: &State, options: &Options) -> anyhow::Result<Plan> {
+        Ok(self.refresh(state, options).await?.plan)
+    }
+
+    /// The desired resources, the refresh of what `state` records, and the
+    /// plan between them.
+    async fn refresh(&self, state: &State, options: &Options) -> anyhow::Result<Refreshed> {
         let desired = self.desired(state);
         let current = engine::refresh(&self.cloud, &desired, state, options).await?;
-        Ok(plan(&desired, state, &current))
+        let plan = plan(&desired, state, &current);
+        Ok(Refreshed {
+            desired,
+            current,
+            plan,
+        })
     }
 
     /// [`Stack::plan`], and what the stack costs a month once it is
@@ -167,9 +179,11 @@ impl Stack {
     ) -> anyhow::Result<(Plan, cost::Estimate)> {
         self.ensure_pinned()?;
         let state = StateFile::read(&self.state_dir, self.blueprint.stack())?.state;
-        let desired = self.desired(&state);
-        let current = engine::refresh(&self.cloud, &desired, &state, options).await?;
-        let plan = plan(&desired, &state, &current);
+        let Refreshed {
+            desired,
+            current,
+            plan,
+        } = self.refresh(&state, options).await?;
         let after: Vec<cost::Priced<'_>> = desired
             .iter()
             .map(|r| (r.kind, name_in(&r.address), &r.props))
@@ -289,6 +303,13 @@ fn refuse_data_loss(plan: &Plan, options: &Options) -> anyhow::Result<()> {
         losing.join(", ")
     );
     Ok(())
+}
+
+/// What one refresh gives the planner.
+struct Refreshed {
+    desired: Vec<Resource>,
+    current: BTreeMap<String, Current>,
+    plan: Plan,
 }
 
 /// The NAME of the address `KIND.NAME`.

@@ -8,12 +8,11 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::blueprint::Blueprint;
 use crate::cloud::support::sent;
 use crate::cloud::{ecs, network, Cloud};
-use crate::desired::KAFKA_PORT;
+use crate::stack::Outputs;
 use crate::state::State;
 use event_common::platform::{CONSUMER_GROUP, EVENTS_TOPIC};
 
@@ -161,21 +160,17 @@ impl Status {
             Some(r) => Some(broker_status(cloud, &r.id).await?),
             None => None,
         };
+        let outputs = Outputs::of(state);
         let load_balancer = match recorded("load_balancer.main") {
             Some(r) => Some(LoadBalancerStatus {
                 state: load_balancer_state(cloud, &r.id).await?,
-                url: crate::stack::Outputs::of(state).dashboard_url,
+                url: outputs.dashboard_url,
             }),
             None => None,
         };
-        let private_ip = recorded("instance.broker")
-            .and_then(|r| r.outputs.get("private_ip"))
-            .and_then(Value::as_str)
-            .map(|ip| format!("{ip}:{KAFKA_PORT}"));
         // An emulator's broker address is not a real one: nothing is sent to it.
-        let private_ip = private_ip.filter(|_| !blueprint.on_emulator());
-        let broker_address = kafka.map(str::to_string).or(private_ip);
-        let consumer_lag = match broker_address {
+        let recorded_broker = outputs.broker_address.filter(|_| !blueprint.on_emulator());
+        let consumer_lag = match kafka.map(str::to_string).or(recorded_broker) {
             Some(address) => {
                 let lookup = address.clone();
                 tokio::task::spawn_blocking(move || consumer_lag(&lookup))
